@@ -1,0 +1,44 @@
+//! Errors of the catalog.
+
+/// Everything that can go wrong while reading or changing the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A table or namespace name breaks the naming rules.
+    #[error("invalid table name '{name}': {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// No table of that name is in the catalog.
+    #[error("table '{name}' does not exist")]
+    TableNotFound {
+        /// The qualified name.
+        name: String,
+    },
+    /// A table of that name is already in the catalog.
+    #[error("table '{name}' already exists")]
+    TableExists {
+        /// The qualified name.
+        name: String,
+    },
+    /// A catalog document could not be parsed: written by something else, or damaged.
+    #[error("catalog document {path} is not valid: {source}")]
+    Document {
+        /// The document's path inside the lake.
+        path: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The lake reported an error.
+    #[error(transparent)]
+    Lake(#[from] tarn_lake::Error),
+    /// The object store reported an error while reading or writing catalog documents.
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,45 @@
+//! Tarn's catalog.
+//!
+//! `tarn-catalog` knows which tables exist and what they are. Table definitions are JSON
+//! documents stored in the lake itself, under `_tarn/catalog/tables/<namespace>/<table>.json`,
+//! created with conditional put so two servers sharing a lake never overwrite each other's
+//! entries. Schema and statistics come from each table's Delta log, which stays the source of
+//! truth for data.
+//!
+//! The crate also holds the pieces every HTTP-facing crate shares: the one map from errors to
+//! HTTP statuses ([`ApiError`]) and the catalog API router (`GET /v1/tables`, ...).
+//!
+//! It never moves data: ingest appends, query reads.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tarn_catalog::{Catalog, TableName};
+//! use tarn_lake::{Lake, LakeOptions};
+//!
+//! let lake = Arc::new(Lake::open("./lake", LakeOptions::default()).await?);
+//! let catalog = Catalog::new(lake);
+//! for table in catalog.list().await? {
+//!     println!("{}", table.name());
+//! }
+//! let info = catalog.describe(&TableName::parse("events")?).await?;
+//! println!("{} rows", info.stats.rows.unwrap_or(0));
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod api;
+mod catalog;
+mod definition;
+mod error;
+mod name;
+mod router;
+mod types;
+
+pub use api::{ApiError, ErrorCode};
+pub use catalog::{Catalog, TableInfo};
+pub use definition::{ColumnInfo, TableDefinition};
+pub use error::{Error, Result};
+pub use name::{TableName, DEFAULT_NAMESPACE};
+pub use router::router;
+pub use types::type_name;

@@ -1,0 +1,85 @@
+//! The catalog API: `GET /v1/tables`, `GET /v1/tables/{table}`, `GET
+//! /v1/tables/{table}/history`, `DELETE /v1/tables/{table}`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{ApiError, Catalog, TableName};
+
+/// The catalog API router.
+pub fn router(catalog: Arc<Catalog>) -> Router {
+    Router::new()
+        .route("/v1/tables", get(list_tables))
+        .route("/v1/tables/{table}", get(get_table).delete(delete_table))
+        .route("/v1/tables/{table}/history", get(history))
+        .with_state(catalog)
+}
+
+async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>, ApiError> {
+    let tables: Vec<Value> = catalog
+        .list()
+        .await?
+        .into_iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "namespace": d.namespace,
+                "qualified_name": format!("{}.{}", d.namespace, d.name),
+                "partition_by": d.partition_by,
+                "created_at": d.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tables": tables })))
+}
+
+async fn get_table(
+    State(catalog): State<Arc<Catalog>>,
+    Path(table): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = TableName::parse(&table)?;
+    let info = catalog.describe(&name).await?;
+    Ok(Json(serde_json::to_value(info).map_err(ApiError::internal)?))
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(catalog): State<Arc<Catalog>>,
+    Path(table): Path<String>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params?;
+    let name = TableName::parse(&table)?;
+    let (_, table) = catalog.open(&name).await?;
+    let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
+    let commits = table.history(limit).await?;
+    Ok(Json(json!({ "table": name.to_string(), "commits": commits })))
+}
+
+#[derive(Deserialize)]
+struct DeleteParams {
+    #[serde(default)]
+    purge: bool,
+}
+
+async fn delete_table(
+    State(catalog): State<Arc<Catalog>>,
+    Path(table): Path<String>,
+    params: Result<Query<DeleteParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(params) = params?;
+    let name = TableName::parse(&table)?;
+    catalog.delete(&name, params.purge).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

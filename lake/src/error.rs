@@ -1,0 +1,74 @@
+//! Errors of the storage layer.
+
+use deltalake::DeltaTableError;
+
+/// Everything that can go wrong while talking to the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lake location could not be understood.
+    #[error("invalid lake location '{location}': {reason}")]
+    InvalidLocation {
+        /// The location as given.
+        location: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// There is no Delta table at the given place.
+    #[error("no Delta table at {location}")]
+    TableNotFound {
+        /// Where the table was looked for.
+        location: String,
+    },
+    /// A Delta table already exists where a new one was to be created.
+    #[error("a Delta table already exists at {location}")]
+    TableExists {
+        /// Where the table is.
+        location: String,
+    },
+    /// Batches handed to an append do not fit the table's schema.
+    #[error("the data does not match the table's schema: {0}")]
+    SchemaMismatch(String),
+    /// An error reported by the Delta Lake implementation.
+    #[error(transparent)]
+    Delta(#[from] DeltaTableError),
+    /// An error reported by the object store.
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+    /// An error reported by Arrow.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A local I/O error, e.g. while creating the lake directory.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the storage could not be reached or failed transiently (network errors, 5xx
+    /// answers of S3): the operation may succeed when retried later. Such errors are reported as
+    /// "service unavailable", never as a bug.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::ObjectStore(e) => is_transient_store_error(e),
+            Error::Delta(DeltaTableError::ObjectStore { source }) => is_transient_store_error(source),
+            _ => false,
+        }
+    }
+}
+
+/// True when an object store error means the store could not be reached or failed
+/// transiently (see [`Error::is_transient`]).
+pub fn is_transient_store_error(e: &object_store::Error) -> bool {
+    // `Generic` is what the HTTP-based stores return when a request failed after its retries
+    // (connection refused, timeouts, 5xx). `NotFound`, `AlreadyExists`, `Precondition`,
+    // `NotImplemented` and friends are definite answers.
+    matches!(e, object_store::Error::Generic { .. })
+}

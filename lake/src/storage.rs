@@ -1,0 +1,203 @@
+//! Opening a lake: object stores, credentials and table URLs.
+
+use std::collections::HashMap;
+
+use arrow::datatypes::Schema as ArrowSchema;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::StructType;
+use deltalake::logstore::{logstore_for, ObjectStoreRef, StorageConfig};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStore;
+use serde::Deserialize;
+use url::Url;
+
+use crate::{Error, LakeLocation, LakeTable, Result};
+
+/// Options for opening a lake.
+///
+/// Storage options are the object_store / deltalake keys (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, ...). Values given here win over the process
+/// environment, which is read as well; most deployments set nothing here and rely on the
+/// standard AWS environment and credential chain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LakeOptions {
+    /// Extra storage options, see the type's documentation.
+    pub storage: HashMap<String, String>,
+}
+
+/// An opened lake: its location, the object store behind it, and the Delta tables in it.
+///
+/// Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Lake {
+    location: LakeLocation,
+    url: Url,
+    options: HashMap<String, String>,
+    /// The store with `/` at the root of the bucket (or file system), as deltalake wants it.
+    root_store: ObjectStoreRef,
+    /// The same store with `/` at the lake's root; used for Tarn's own documents under `_tarn/`.
+    store: ObjectStoreRef,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake").field("location", &self.location.to_string()).finish()
+    }
+}
+
+/// Storage options that would make S3 commits unsafe; Tarn refuses to start with them.
+const UNSAFE_OPTIONS: &[&str] = &["AWS_S3_ALLOW_UNSAFE_RENAME", "aws_s3_allow_unsafe_rename"];
+
+impl Lake {
+    /// Opens the lake at `location` (see [`LakeLocation`] for the accepted forms).
+    ///
+    /// A local directory is created if it does not exist. For S3 nothing is contacted yet:
+    /// credentials are resolved lazily through the AWS default chain, so a wrong bucket or
+    /// missing credentials surface on the first read or write, with the store's message.
+    pub async fn open(location: &str, options: LakeOptions) -> Result<Self> {
+        Self::open_location(LakeLocation::parse(location)?, options).await
+    }
+
+    /// Opens an already parsed location, see [`Lake::open`].
+    pub async fn open_location(location: LakeLocation, options: LakeOptions) -> Result<Self> {
+        if let LakeLocation::Local(path) = &location {
+            tokio::fs::create_dir_all(path).await.map_err(|source| Error::Io {
+                context: format!("cannot create the lake directory {}", path.display()),
+                source,
+            })?;
+        }
+        let mut storage = options.storage;
+        for key in UNSAFE_OPTIONS {
+            let set_in_env = std::env::var(key).is_ok_and(|v| truthy(&v));
+            let set_in_options = storage.get(*key).is_some_and(|v| truthy(v));
+            if set_in_env || set_in_options {
+                return Err(Error::InvalidLocation {
+                    location: location.to_string(),
+                    reason: "AWS_S3_ALLOW_UNSAFE_RENAME is set; Tarn commits with conditional put \
+                             and refuses unsafe renames, which can lose commits"
+                        .into(),
+                });
+            }
+        }
+        if location.is_s3() {
+            // Resolve credentials through aws-config's default chain (environment, shared
+            // profile, web identity, IMDS, SSO) even when AWS_ENDPOINT_URL points at MinIO or
+            // another S3-compatible server; without this flag deltalake would skip the chain
+            // whenever an endpoint is set and only read static keys.
+            storage
+                .entry("AWS_FORCE_CREDENTIAL_LOAD".into())
+                .or_insert_with(|| "true".into());
+        }
+        let url = location.url();
+        let config = StorageConfig::parse_options(storage.clone())?;
+        let log_store = logstore_for(&url, config)?;
+        let root_store = log_store.root_object_store(None);
+        let store = log_store.object_store(None);
+        Ok(Lake { location, url, options: storage, root_store, store })
+    }
+
+    /// Where the lake is.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// The lake's root URL (ends with `/`).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The object store with `/` at the lake's root.
+    pub fn store(&self) -> &ObjectStoreRef {
+        &self.store
+    }
+
+    /// The storage options in force (as given, plus the ones Tarn adds).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The URL of a table stored at `path` (relative to the lake root, e.g. `default/events`).
+    pub fn table_url(&self, path: &str) -> Result<Url> {
+        let path = path.trim_matches('/');
+        if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            return Err(Error::InvalidLocation {
+                location: path.to_string(),
+                reason: "a table path is a relative path without '.' or '..' segments".into(),
+            });
+        }
+        self.url.join(&format!("{path}/")).map_err(|e| Error::InvalidLocation {
+            location: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn builder(&self, path: &str) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(path)?;
+        Ok(DeltaTableBuilder::from_url(url.clone())?
+            .with_storage_backend(self.root_store.clone(), url)
+            .with_storage_options(self.options.clone()))
+    }
+
+    /// Opens the Delta table at `path` and loads its latest version.
+    pub async fn open_table(&self, path: &str) -> Result<LakeTable> {
+        let mut table = self.builder(path)?.build()?;
+        match table.load().await {
+            Ok(()) => Ok(LakeTable::new(table)),
+            Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
+                Err(Error::TableNotFound { location: self.table_url(path)?.to_string() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a Delta table at `path` with the given Arrow schema and partition columns.
+    ///
+    /// If a Delta table already exists there (for example created by another Tarn process a
+    /// moment earlier), it is returned unchanged: creation is idempotent.
+    pub async fn create_table(
+        &self,
+        path: &str,
+        schema: &ArrowSchema,
+        partition_by: &[String],
+    ) -> Result<LakeTable> {
+        let delta_schema: StructType = schema
+            .try_into_kernel()
+            .map_err(|e| Error::SchemaMismatch(format!("cannot store this schema in Delta: {e}")))?;
+        for column in partition_by {
+            if schema.field_with_name(column).is_err() {
+                return Err(Error::SchemaMismatch(format!(
+                    "partition column '{column}' is not a column of the table"
+                )));
+            }
+        }
+        let table = self.builder(path)?.build()?;
+        let table = table
+            .create()
+            .with_columns(delta_schema.fields().cloned())
+            .with_partition_columns(partition_by.to_vec())
+            .with_save_mode(SaveMode::Ignore)
+            .await?;
+        Ok(LakeTable::new(table))
+    }
+
+    /// True if a Delta table exists at `path`.
+    pub async fn table_exists(&self, path: &str) -> Result<bool> {
+        let table: DeltaTable = self.builder(path)?.build()?;
+        Ok(table.verify_deltatable_existence().await?)
+    }
+
+    /// Deletes every object under `path` (relative to the lake root); returns how many.
+    pub async fn delete_prefix(&self, path: &str) -> Result<usize> {
+        let prefix = Path::from(path.trim_matches('/'));
+        let locations = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
+        let deleted: Vec<Path> = self.store.delete_stream(locations).try_collect().await?;
+        Ok(deleted.len())
+    }
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}

@@ -1,0 +1,217 @@
+//! One Delta table: append, refresh, statistics, history.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, TimeZone, Utc};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// How often a commit is retried when another writer committed the same version first.
+/// Appends never conflict logically, so each retry simply takes the next version.
+const COMMIT_RETRIES: usize = 100;
+
+/// A loaded Delta table in the lake.
+#[derive(Debug, Clone)]
+pub struct LakeTable {
+    table: DeltaTable,
+}
+
+/// Statistics of a table's current version, read from the Delta log (no data file is opened).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableStats {
+    /// The current Delta version.
+    pub version: u64,
+    /// Number of live data files.
+    pub files: usize,
+    /// Total size of the live data files in bytes.
+    pub bytes: u64,
+    /// Number of rows, when every file's statistics record it.
+    pub rows: Option<u64>,
+    /// When the current version was committed.
+    pub last_commit: Option<DateTime<Utc>>,
+}
+
+/// One entry of a table's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Commit {
+    /// The version this commit created.
+    pub version: u64,
+    /// When it was committed.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// The operation recorded in the commit (`WRITE`, `CREATE TABLE`, `OPTIMIZE`, ...).
+    pub operation: Option<String>,
+    /// Number of data files the commit added.
+    pub files_added: usize,
+    /// Rows in the added files, when their statistics record it.
+    pub rows_added: Option<u64>,
+}
+
+impl LakeTable {
+    pub(crate) fn new(table: DeltaTable) -> Self {
+        LakeTable { table }
+    }
+
+    /// The underlying deltalake table, e.g. to build a DataFusion table provider.
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        self.table.version().unwrap_or(0)
+    }
+
+    /// The table's schema as Arrow.
+    pub fn schema(&self) -> Result<SchemaRef> {
+        Ok(self.table.snapshot()?.snapshot().arrow_schema())
+    }
+
+    /// The partition columns.
+    pub fn partition_columns(&self) -> Result<Vec<String>> {
+        Ok(self.table.snapshot()?.metadata().partition_columns().to_vec())
+    }
+
+    /// Reads commits made since this handle was loaded (by this or any other process).
+    /// Returns true if the version moved.
+    pub async fn refresh(&mut self) -> Result<bool> {
+        let before = self.version();
+        self.table.update_incremental(None).await?;
+        Ok(self.version() != before)
+    }
+
+    /// Appends the batches to the table as exactly one commit and returns the table at the new
+    /// version. With no rows, nothing is committed and the table is returned as it was.
+    ///
+    /// When another writer commits first, the commit is retried on the next version; appends
+    /// never conflict, so no data is lost and nothing is written twice.
+    pub async fn append(self, batches: Vec<RecordBatch>) -> Result<LakeTable> {
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(self);
+        }
+        let table_schema = self.schema()?;
+        for batch in &batches {
+            if batch.schema().fields() != table_schema.fields() {
+                return Err(Error::SchemaMismatch(format!(
+                    "expected columns {}, got {}",
+                    describe(&table_schema),
+                    describe(&batch.schema())
+                )));
+            }
+        }
+        let table = self
+            .table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(CommitProperties::default().with_max_retries(COMMIT_RETRIES))
+            .await?;
+        Ok(LakeTable { table })
+    }
+
+    /// Statistics of the loaded version.
+    pub fn stats(&self) -> TableStats {
+        let Ok(state) = self.table.snapshot() else {
+            return TableStats { version: 0, files: 0, bytes: 0, rows: Some(0), last_commit: None };
+        };
+        let mut files = 0;
+        let mut bytes = 0u64;
+        let mut rows = Some(0u64);
+        for file in state.log_data().iter() {
+            files += 1;
+            bytes += file.size().max(0) as u64;
+            rows = match (rows, file.num_records()) {
+                (Some(total), Some(n)) => Some(total + n as u64),
+                _ => None,
+            };
+        }
+        let version = state.version();
+        let last_commit = state
+            .version_timestamp(version)
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+        TableStats { version, files, bytes, rows, last_commit }
+    }
+
+    /// The last `limit` commits, newest first, read from the Delta log.
+    pub async fn history(&self, limit: usize) -> Result<Vec<Commit>> {
+        let store = self.table.log_store().object_store(None);
+        let current = self.version();
+        let oldest = current.saturating_sub(limit.max(1) as u64 - 1);
+        let mut commits = Vec::new();
+        for version in (oldest..=current).rev() {
+            let path = Path::from(format!("_delta_log/{version:020}.json"));
+            let bytes = match store.get(&path).await {
+                Ok(result) => result.bytes().await?,
+                // Older commits may have been cleaned up after a checkpoint.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            commits.push(parse_commit(version, &bytes));
+        }
+        Ok(commits)
+    }
+}
+
+fn describe(schema: &arrow::datatypes::Schema) -> String {
+    let fields: Vec<String> =
+        schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    format!("({})", fields.join(", "))
+}
+
+/// Summarises one commit file (newline-delimited JSON actions).
+fn parse_commit(version: u64, bytes: &[u8]) -> Commit {
+    let mut commit =
+        Commit { version, timestamp: None, operation: None, files_added: 0, rows_added: Some(0) };
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        if let Some(info) = action.get("commitInfo") {
+            commit.timestamp = info
+                .get("timestamp")
+                .and_then(|t| t.as_i64())
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+            commit.operation = info.get("operation").and_then(|o| o.as_str()).map(String::from);
+        }
+        if let Some(add) = action.get("add") {
+            commit.files_added += 1;
+            let records = add
+                .get("stats")
+                .and_then(|s| s.as_str())
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()));
+            commit.rows_added = match (commit.rows_added, records) {
+                (Some(total), Some(n)) => Some(total + n),
+                _ => None,
+            };
+        }
+    }
+    commit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_summary_counts_adds_and_rows() {
+        let log = br#"{"commitInfo":{"timestamp":1700000000000,"operation":"WRITE"}}
+{"add":{"path":"a.parquet","size":10,"stats":"{\"numRecords\":3}"}}
+{"add":{"path":"b.parquet","size":10,"stats":"{\"numRecords\":4}"}}
+"#;
+        let c = parse_commit(7, log);
+        assert_eq!(c.version, 7);
+        assert_eq!(c.operation.as_deref(), Some("WRITE"));
+        assert_eq!(c.files_added, 2);
+        assert_eq!(c.rows_added, Some(7));
+        assert_eq!(c.timestamp.unwrap().timestamp_millis(), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn missing_stats_make_rows_unknown() {
+        let log = br#"{"add":{"path":"a.parquet","size":10}}"#;
+        assert_eq!(parse_commit(0, log).rows_added, None);
+    }
+}

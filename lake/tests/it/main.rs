@@ -1,0 +1,153 @@
+//! Storage tests of `tarn-lake`, each run on a temp dir and on the S3 test server.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::util::pretty::pretty_format_batches;
+use tarn_lake::deltalake::datafusion::prelude::SessionContext;
+use tarn_lake::test_util::{Backend, TestLake};
+use tarn_lake::{backend_tests, Error, LakeTable};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let names: Vec<String> = ids.clone().map(|i| format!("n{i}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)),
+            Arc::new(StringArray::from_iter_values(names)),
+        ],
+    )
+    .unwrap()
+}
+
+async fn read_sorted(table: &LakeTable) -> String {
+    let ctx = SessionContext::new();
+    table.delta().update_datafusion_session(&ctx.state()).unwrap();
+    let provider = table.delta().table_provider().await.unwrap();
+    ctx.register_table("t", provider).unwrap();
+    let batches = ctx.sql("SELECT id, name FROM t ORDER BY id").await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+backend_tests!(
+    create_append_stats_history,
+    create_is_idempotent,
+    missing_table_is_not_found,
+    concurrent_writers_lose_no_commit,
+    delete_prefix_removes_the_table,
+);
+
+async fn create_append_stats_history(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let table = lake.create_table("default/people", &schema(), &[]).await.unwrap();
+    assert_eq!(table.version(), 0);
+    assert_eq!(table.stats().rows, Some(0));
+
+    let table = table.append(vec![batch(0..2)]).await.unwrap();
+    let table = table.append(vec![batch(2..3), batch(3..5)]).await.unwrap();
+    assert_eq!(table.version(), 2, "each append is exactly one commit");
+
+    let stats = table.stats();
+    assert_eq!(stats.version, 2);
+    assert_eq!(stats.rows, Some(5));
+    assert!(stats.files >= 2, "{stats:?}");
+    assert!(stats.bytes > 0);
+    assert!(stats.last_commit.is_some());
+
+    let history = table.history(10).await.unwrap();
+    let summary: Vec<_> =
+        history.iter().map(|c| (c.version, c.operation.clone().unwrap(), c.rows_added)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (2, "WRITE".to_string(), Some(3)),
+            (1, "WRITE".to_string(), Some(2)),
+            (0, "CREATE TABLE".to_string(), Some(0)),
+        ]
+    );
+
+    // A second handle (a fresh client) reads the same rows, and sees new commits on refresh.
+    let other_lake = test.open().await;
+    let mut other = other_lake.open_table("default/people").await.unwrap();
+    assert_eq!(other.schema().unwrap().fields(), schema().fields());
+    assert_eq!(
+        read_sorted(&other).await,
+        "+----+------+\n| id | name |\n+----+------+\n| 0  | n0   |\n| 1  | n1   |\n| 2  | n2   |\n| 3  | n3   |\n| 4  | n4   |\n+----+------+"
+    );
+    table.append(vec![batch(5..6)]).await.unwrap();
+    assert!(other.refresh().await.unwrap());
+    assert_eq!(other.stats().rows, Some(6));
+}
+
+async fn create_is_idempotent(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let first = lake.create_table("ns/t", &schema(), &["name".to_string()]).await.unwrap();
+    first.append(vec![batch(0..3)]).await.unwrap();
+    let again = lake.create_table("ns/t", &schema(), &["name".to_string()]).await.unwrap();
+    assert_eq!(again.stats().rows, Some(3), "creating again must not reset the table");
+    assert_eq!(again.partition_columns().unwrap(), vec!["name".to_string()]);
+    assert!(lake.table_exists("ns/t").await.unwrap());
+
+    let err = lake.create_table("ns/u", &schema(), &["nope".to_string()]).await.unwrap_err();
+    assert!(err.to_string().contains("partition column 'nope'"), "{err}");
+}
+
+async fn missing_table_is_not_found(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    match lake.open_table("default/absent").await {
+        Err(Error::TableNotFound { location }) => assert!(location.ends_with("default/absent/")),
+        other => panic!("expected TableNotFound, got {other:?}"),
+    }
+    assert!(!lake.table_exists("default/absent").await.unwrap());
+}
+
+/// Two writers with separate object-store clients append to one table 20 times each, at the
+/// same moment. Every commit must land: 1 create + 40 writes, and all rows.
+async fn concurrent_writers_lose_no_commit(backend: Backend) {
+    const COMMITS: i64 = 20;
+    const ROWS: i64 = 10;
+    let test = TestLake::new(backend);
+    test.open().await.create_table("default/contended", &schema(), &[]).await.unwrap();
+
+    let writer = |offset: i64| {
+        let test_lake = &test;
+        async move {
+            let lake = test_lake.open().await; // its own object store client
+            let mut table = lake.open_table("default/contended").await.unwrap();
+            for i in 0..COMMITS {
+                let start = offset + i * ROWS;
+                table = table.append(vec![batch(start..start + ROWS)]).await.unwrap();
+            }
+        }
+    };
+    tokio::join!(writer(0), writer(1_000_000));
+
+    let lake = test.open().await;
+    let table = lake.open_table("default/contended").await.unwrap();
+    assert_eq!(table.version() as i64, 2 * COMMITS, "1 create + 40 appends");
+    assert_eq!(table.stats().rows, Some((2 * COMMITS * ROWS) as u64));
+    let history = table.history(100).await.unwrap();
+    let writes = history.iter().filter(|c| c.operation.as_deref() == Some("WRITE")).count();
+    assert_eq!(writes as i64, 2 * COMMITS);
+    assert!(history.iter().all(|c| c.operation.as_deref() != Some("WRITE") || c.rows_added == Some(ROWS as u64)));
+}
+
+async fn delete_prefix_removes_the_table(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    lake.create_table("default/gone", &schema(), &[]).await.unwrap().append(vec![batch(0..3)]).await.unwrap();
+    let deleted = lake.delete_prefix("default/gone").await.unwrap();
+    assert!(deleted >= 3, "log and data files, got {deleted}");
+    assert!(!lake.table_exists("default/gone").await.unwrap());
+}

@@ -1,0 +1,34 @@
+//! Tarn's query service.
+//!
+//! `tarn-query` answers SQL over the lake with an embedded DataFusion engine. Tables resolve
+//! through the catalog (`events` and `default.events` both name the table `events` in the
+//! namespace `default`) and are read through deltalake's table provider, refreshed to the
+//! latest Delta version on every query, so data is visible as soon as it is committed.
+//!
+//! SQL is read-only: DDL, DML, `COPY`, `SET` and other statements are refused before anything
+//! runs, and no SQL can read arbitrary files or URLs (URL tables are off, and external tables
+//! are DDL). Results stream to the client as JSON, NDJSON, CSV or an Arrow IPC stream.
+//!
+//! It never writes user tables.
+//!
+//! ```no_run
+//! # async fn demo(catalog: std::sync::Arc<tarn_catalog::Catalog>) -> Result<(), tarn_query::Error> {
+//! use futures::TryStreamExt;
+//! use tarn_query::{QueryConfig, QueryEngine};
+//!
+//! let engine = QueryEngine::new(catalog, QueryConfig::default());
+//! let stream = engine.execute("SELECT count(*) AS n FROM events").await?;
+//! let batches: Vec<_> = stream.try_collect().await?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod error;
+mod format;
+mod provider;
+mod router;
+
+pub use engine::{QueryConfig, QueryEngine};
+pub use error::{Error, Result};
+pub use format::{BatchEncoder, OutputFormat};
+pub use router::router;

@@ -1,0 +1,106 @@
+//! Command line and environment (`TARN_*`) configuration.
+
+use std::net::SocketAddr;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use tarn_ingest::IngestConfig;
+use tarn_lake::LakeOptions;
+use tarn_query::QueryConfig;
+
+/// Tarn: ingest over HTTP into Delta Lake tables, a catalog, and SQL over REST.
+#[derive(Debug, Parser)]
+#[command(name = "tarn", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve ingest, the catalog and SQL over HTTP.
+    Serve(ServeArgs),
+    /// Run one SQL query on the lake, without a server, and print an aligned table.
+    Sql(SqlArgs),
+}
+
+/// Where the lake is.
+#[derive(Debug, Clone, Args)]
+pub struct LakeArgs {
+    /// The lake: a directory, file:///path, s3://bucket/prefix or memory://. For S3 the
+    /// standard AWS variables apply (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for MinIO, ...).
+    #[arg(long, env = "TARN_LAKE", default_value = "./lake")]
+    pub lake: String,
+}
+
+/// `tarn serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "TARN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Create unknown tables on first ingest, with a schema inferred from that first body.
+    #[arg(long, env = "TARN_AUTO_CREATE", default_value_t = true, action = ArgAction::Set)]
+    pub auto_create: bool,
+    /// Largest accepted ingest body in bytes.
+    #[arg(long, env = "TARN_MAX_BODY_BYTES", default_value_t = IngestConfig::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+}
+
+/// `tarn sql`.
+#[derive(Debug, Clone, Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// At most this many rows are printed.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rows: usize,
+    /// The query, e.g. "SELECT count(*) FROM events".
+    pub sql: String,
+}
+
+/// Everything `tarn serve` needs, independent of clap (tests build it directly).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The lake location.
+    pub lake: String,
+    /// Storage options beyond the environment (tests pass the S3 test server's here).
+    pub lake_options: LakeOptions,
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Ingest settings.
+    pub ingest: IngestConfig,
+    /// Query settings.
+    pub query: QueryConfig,
+}
+
+impl ServeConfig {
+    /// Defaults for `lake`, listening on a free loopback port.
+    pub fn for_lake(lake: impl Into<String>) -> Self {
+        ServeConfig {
+            lake: lake.into(),
+            lake_options: LakeOptions::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ingest: IngestConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+impl From<ServeArgs> for ServeConfig {
+    fn from(args: ServeArgs) -> Self {
+        ServeConfig {
+            listen: args.listen,
+            ingest: IngestConfig {
+                auto_create: args.auto_create,
+                max_body_bytes: args.max_body_bytes,
+            },
+            ..ServeConfig::for_lake(args.lake.lake)
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The `tarn` binary: parse the command line, then hand over to the library.
+
+use clap::Parser;
+use tarn::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tarn::telemetry::init();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let app = tarn::Application::build(args.into()).await?;
+            app.run_until_stopped().await
+        }
+        Command::Sql(args) => tarn::cli::sql(&args).await,
+    }
+}

@@ -1,0 +1,138 @@
+//! The HTTP application: every service's router behind one set of tower-http layers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::http::{Request, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tarn_catalog::{ApiError, Catalog, ErrorCode};
+use tarn_ingest::Ingestor;
+use tarn_lake::Lake;
+use tarn_query::QueryEngine;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServeConfig;
+
+/// The services of one Tarn process, shared by the HTTP routers and the subcommands.
+pub struct Services {
+    /// The catalog (and through it, the lake).
+    pub catalog: Arc<Catalog>,
+    /// The ingest service.
+    pub ingestor: Arc<Ingestor>,
+    /// The query engine.
+    pub engine: Arc<QueryEngine>,
+}
+
+impl Services {
+    /// Opens the lake and builds the services over it.
+    pub async fn open(config: &ServeConfig) -> anyhow::Result<Self> {
+        let lake = Lake::open(&config.lake, config.lake_options.clone())
+            .await
+            .with_context(|| format!("cannot open the lake at {}", config.lake))?;
+        let catalog = Arc::new(Catalog::new(Arc::new(lake)));
+        Ok(Services {
+            ingestor: Arc::new(Ingestor::new(catalog.clone(), config.ingest.clone())),
+            engine: Arc::new(QueryEngine::new(catalog.clone(), config.query.clone())),
+            catalog,
+        })
+    }
+
+    /// The complete HTTP API.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .merge(tarn_ingest::router(self.ingestor.clone()))
+            .merge(tarn_query::router(self.engine.clone()))
+            .merge(tarn_catalog::router(self.catalog.clone()))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id)
+                    }))
+                    .layer(PropagateRequestIdLayer::x_request_id()),
+            )
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} does not take this method", uri.path()))
+}
+
+/// A bound, ready-to-run Tarn server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    lake: String,
+}
+
+impl Application {
+    /// Opens the lake, builds the services and binds the listener (port 0 picks a free port).
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        let services = Services::open(&config).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let lake = services.catalog.lake().location().to_string();
+        Ok(Application { listener, router: services.router(), lake })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight and returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(lake = %self.lake, "Tarn is serving the lake at {} on http://{addr}", self.lake);
+        tracing::warn!("no API keys are configured: every endpoint is open to anyone who can reach {addr}");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        tracing::info!("Tarn stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,92 @@
+//! The `tarn` binary itself: `tarn sql` on the lake without a server, and `tarn serve`
+//! starting, answering and stopping gracefully on SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tarn_lake::backend_tests;
+use tarn_lake::test_util::Backend;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::TestServer;
+
+const TARN: &str = env!("CARGO_BIN_EXE_tarn");
+
+backend_tests!(tarn_sql_prints_an_aligned_table, tarn_serve_stops_gracefully_on_sigterm);
+
+async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let body = "{\"city\": \"Oslo\", \"visits\": 3}\n{\"city\": \"Lima\", \"visits\": 5}\n";
+    assert_eq!(server.ingest("visits", "application/x-ndjson", body).await.0, 200);
+
+    let output = tokio::process::Command::new(TARN)
+        .args(["sql", "--lake", &server.lake.location])
+        .arg("SELECT city, visits FROM visits ORDER BY city")
+        .envs(server.lake.env())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        stdout,
+        "+------+--------+\n| city | visits |\n+------+--------+\n| Lima | 5      |\n| Oslo | 3      |\n+------+--------+\n(2 rows)\n"
+    );
+
+    let output = tokio::process::Command::new(TARN)
+        .args(["sql", "--lake", &server.lake.location, "DROP TABLE visits"])
+        .envs(server.lake.env())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("read-only"));
+}
+
+async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
+    let lake = tarn_lake::test_util::TestLake::new(backend);
+    let mut child = tokio::process::Command::new(TARN)
+        .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
+        .envs(lake.env())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("on http://").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("tarn serve exited before it logged its address");
+    })
+    .await
+    .expect("tarn serve logs where it listens");
+
+    let client = reqwest::Client::new();
+    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ingest = client
+        .post(format!("http://{addr}/v1/ingest/pings"))
+        .header("content-type", "application/json")
+        .body(r#"{"n": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ingest.status(), 200);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let mut rest = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(rest.contains("SIGTERM received"), "{rest}");
+    assert!(rest.contains("Tarn stopped"), "{rest}");
+}

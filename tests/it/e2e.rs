@@ -1,0 +1,252 @@
+//! Ingest over HTTP, then query back in every format, over a real socket.
+
+use arrow::ipc::reader::StreamReader;
+use serde_json::{json, Value};
+use tarn_lake::backend_tests;
+use tarn_lake::test_util::Backend;
+
+use crate::support::TestServer;
+
+backend_tests!(
+    ingest_then_query_in_every_format,
+    refusals_are_4xx_and_say_where,
+    concurrent_ingest_keeps_every_row,
+    auto_create_off_refuses_unknown_tables,
+);
+
+async fn ingest_then_query_in_every_format(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+
+    // One JSON object creates the table, with an inferred schema.
+    let (status, receipt) = server
+        .ingest(
+            "events",
+            "application/json",
+            r#"{"event_id": 1, "kind": "view", "price": 9.5, "buyer": {"id": 7}}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt, json!({"table": "default.events", "accepted": 1, "version": 1, "created": true}));
+
+    // A JSON array; fields may be missing or null.
+    let (status, receipt) = server
+        .ingest(
+            "events",
+            "application/json",
+            r#"[{"event_id": 2, "kind": "cart", "price": null, "buyer": {"id": 7}},
+                {"event_id": 3, "kind": "purchase", "price": 19.99}]"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt, json!({"table": "default.events", "accepted": 2, "version": 2}));
+
+    // NDJSON into the qualified name; an integer is fine for a float column.
+    let ndjson = "{\"event_id\": 4, \"kind\": \"view\", \"price\": 1}\n\
+                  {\"event_id\": 5, \"kind\": \"view\", \"price\": 2.25, \"buyer\": {\"id\": 8}}\n\
+                  {\"event_id\": 6, \"kind\": \"cart\"}\n";
+    let (status, receipt) = server.ingest("default.events", "application/x-ndjson", ndjson).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["accepted"], 3);
+
+    // JSON (default format): typed values, nested values as JSON.
+    let (status, result) =
+        server.sql("SELECT event_id, kind, price, buyer FROM events ORDER BY event_id").await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        result,
+        json!({
+            "columns": [
+                {"name": "event_id", "type": "int64"},
+                {"name": "kind", "type": "string"},
+                {"name": "price", "type": "float64"},
+                {"name": "buyer", "type": "struct<id: int64>"}
+            ],
+            "rows": [
+                [1, "view", 9.5, {"id": 7}],
+                [2, "cart", null, {"id": 7}],
+                [3, "purchase", 19.99, null],
+                [4, "view", 1.0, null],
+                [5, "view", 2.25, {"id": 8}],
+                [6, "cart", null, null]
+            ]
+        })
+    );
+    let (_, count) = server.sql("SELECT count(*) AS n FROM default.events").await;
+    assert_eq!(count["rows"], json!([[6]]));
+
+    // NDJSON.
+    let sql = "SELECT event_id, kind, price FROM events WHERE event_id <= 2 ORDER BY event_id";
+    let (status, content_type, body) = server.sql_as(sql, "application/x-ndjson").await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"));
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "{\"event_id\":1,\"kind\":\"view\",\"price\":9.5}\n{\"event_id\":2,\"kind\":\"cart\",\"price\":null}\n"
+    );
+
+    // CSV with a header.
+    let (status, content_type, body) = server.sql_as(sql, "text/csv").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    assert_eq!(std::str::from_utf8(&body).unwrap(), "event_id,kind,price\n1,view,9.5\n2,cart,\n");
+
+    // Arrow IPC stream.
+    let (status, content_type, body) =
+        server.sql_as("SELECT * FROM events ORDER BY event_id", "application/vnd.apache.arrow.stream").await;
+    assert_eq!((status, content_type.as_str()), (200, "application/vnd.apache.arrow.stream"));
+    let reader = StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let schema = reader.schema();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, vec!["buyer", "event_id", "kind", "price"], "inferred columns are sorted by name");
+
+    // A query with no rows still has its columns.
+    let (_, empty) = server.sql("SELECT kind FROM events WHERE event_id > 100").await;
+    assert_eq!(empty, json!({"columns": [{"name": "kind", "type": "string"}], "rows": []}));
+
+    // The catalog shows schema and stats.
+    let (status, table) = server.get("/v1/tables/events").await;
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["name"], "events");
+    assert_eq!(table["namespace"], "default");
+    assert_eq!(table["created_by"], "auto");
+    assert_eq!(table["stats"]["version"], 3);
+    assert_eq!(table["stats"]["rows"], 6);
+    assert_eq!(table["stats"]["files"], 3);
+    assert!(table["stats"]["bytes"].as_u64().unwrap() > 0);
+    let columns: Vec<(String, String)> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .collect();
+    assert!(columns.contains(&("event_id".into(), "int64".into())), "{columns:?}");
+    let (_, tables) = server.get("/v1/tables").await;
+    assert_eq!(tables["tables"][0]["qualified_name"], "default.events");
+    let (_, history) = server.get("/v1/tables/events/history?limit=2").await;
+    assert_eq!(history["commits"][0]["version"], 3);
+    assert_eq!(history["commits"][0]["rows_added"], 3);
+
+    // SQL as a text/plain body works too, and sees information_schema.
+    let response = server
+        .client
+        .post(server.url("/v1/sql"))
+        .header("content-type", "text/plain")
+        .body("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = 'default'")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let value: Value = response.json().await.unwrap();
+    assert_eq!(value["rows"], json!([["default", "events"]]));
+}
+
+async fn refusals_are_4xx_and_say_where(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, _) = server.ingest("events", "application/json", r#"{"id": 1, "name": "a"}"#).await;
+    assert_eq!(status, 200);
+
+    // Anything that writes or reaches outside the catalog is refused before it runs.
+    for sql in [
+        "CREATE TABLE t (a INT)",
+        "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '/etc/passwd'",
+        "INSERT INTO events SELECT * FROM events",
+        "DELETE FROM events",
+        "UPDATE events SET name = 'x'",
+        "COPY (SELECT 1) TO '/tmp/tarn-copy.csv'",
+        "DROP TABLE events",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let (status, body) = server.sql(sql).await;
+        assert_eq!(status, 403, "{sql}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{sql}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("read-only"), "{sql}: {body}");
+    }
+    // Files and URLs cannot be read as tables.
+    for sql in ["SELECT * FROM '/etc/passwd'", "SELECT * FROM 'file:///etc/hosts'"] {
+        let (status, body) = server.sql(sql).await;
+        assert_eq!(status, 404, "{sql}: {body}");
+    }
+    let (status, body) = server.sql("SELECT * FROM read_csv('/etc/passwd')").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!std::path::Path::new("/tmp/tarn-copy.csv").exists());
+
+    // Query mistakes: 400 with DataFusion's message; unknown tables 404.
+    let (status, body) = server.sql("SELEC 1").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("SELEC"), "{body}");
+    let (status, body) = server.sql("SELECT nope FROM events").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"), "{body}");
+    let (status, body) = server.sql("SELECT * FROM missing").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["message"], "table 'default.missing' does not exist");
+    let (status, body) = server.sql("  ").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = server.sql_as("SELECT 1", "image/png").await;
+    assert_eq!(status, 406);
+
+    // Malformed JSON: 400 naming the line; nothing of the request is appended.
+    let (status, body) = server
+        .ingest("events", "application/x-ndjson", "{\"id\": 2, \"name\": \"b\"}\n{\"id\": 3, \"name\": \"c\"\n")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 2"), "{message}");
+    let (status, body) = server
+        .ingest("events", "application/x-ndjson", "{\"id\": 2}\n{\"id\": \"three\"}\n")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 2") && message.contains("three"), "{message}");
+    let (status, body) =
+        server.ingest("events", "application/json", r#"{"id": 4, "colour": "red"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("colour"), "{body}");
+    let (_, count) = server.sql("SELECT count(*) FROM events").await;
+    assert_eq!(count["rows"], json!([[1]]), "rejected requests append nothing");
+
+    // Bodies and names Tarn cannot take.
+    let (status, body) = server.ingest("events", "text/csv", "id\n1\n").await;
+    assert_eq!(status, 415, "{body}");
+    let (status, body) = server.ingest("events", "application/json", "").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.ingest("bad-name", "application/json", r#"{"a": 1}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("bad-name"), "{body}");
+    let (status, body) = server.get("/v1/nothing-here").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+async fn concurrent_ingest_keeps_every_row(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let requests = (0..8).map(|r| {
+        let body: String =
+            (0..25).map(|i| format!("{{\"request\": {r}, \"seq\": {i}}}\n")).collect();
+        let server = &server;
+        async move { server.ingest("clicks", "application/x-ndjson", &body).await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut versions: Vec<u64> = answers
+        .iter()
+        .map(|(status, receipt)| {
+            assert_eq!(*status, 200, "{receipt}");
+            receipt["version"].as_u64().unwrap()
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 8, "one commit per request");
+    let (_, result) =
+        server.sql("SELECT count(*), count(DISTINCT request * 1000 + seq) FROM clicks").await;
+    assert_eq!(result["rows"], json!([[200, 200]]));
+}
+
+async fn auto_create_off_refuses_unknown_tables(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.ingest.auto_create = false).await;
+    let (status, body) = server.ingest("events", "application/json", r#"{"a": 1}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("auto-create is off"), "{body}");
+}
