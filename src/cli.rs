@@ -17,8 +17,14 @@ pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
     let lake = Lake::open(&args.lake.lake, LakeOptions::default())
         .await
         .with_context(|| format!("cannot open the lake at {}", args.lake.lake))?;
-    let engine = QueryEngine::new(Arc::new(Catalog::new(Arc::new(lake))), QueryConfig::default());
-    let mut stream = engine.execute(&args.sql).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = QueryEngine::new(
+        Arc::new(Catalog::new(Arc::new(lake))),
+        QueryConfig::default(),
+    );
+    let mut stream = engine
+        .execute(&args.sql)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let schema = stream.schema();
     let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
     while let Some(batch) = stream.next().await {

@@ -74,7 +74,10 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} does not take this method", uri.path()))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not take this method", uri.path()),
+    )
 }
 
 /// A bound, ready-to-run Tarn server.
@@ -92,12 +95,18 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let lake = services.catalog.lake().location().to_string();
-        Ok(Application { listener, router: services.router(), lake })
+        Ok(Application {
+            listener,
+            router: services.router(),
+            lake,
+        })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns.
@@ -106,11 +115,18 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight and returns.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(lake = %self.lake, "Tarn is serving the lake at {} on http://{addr}", self.lake);
-        tracing::warn!("no API keys are configured: every endpoint is open to anyone who can reach {addr}");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        tracing::warn!(
+            "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
+        );
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         tracing::info!("Tarn stopped");
         Ok(())
     }

@@ -32,12 +32,22 @@ impl Format {
     /// `curl -d` sends when no type is given — is read as JSON when the body is clearly JSON
     /// (starts with `{` or `[`).
     pub fn from_content_type(content_type: Option<&str>, body: &[u8]) -> Result<Format, Error> {
-        let Some(content_type) = content_type else { return Ok(Format::Json) };
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some(content_type) = content_type else {
+            return Ok(Format::Json);
+        };
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "" | "application/json" | "text/json" => Ok(Format::Json),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-            | "application/x-jsonlines" | "application/jsonlines" => Ok(Format::Ndjson),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines" => Ok(Format::Ndjson),
             "application/x-www-form-urlencoded" if looks_like_json(body) => Ok(Format::Json),
             other => Err(Error::UnsupportedMediaType(format!(
                 "content type '{other}' is not supported for ingest; send application/json \
@@ -48,7 +58,10 @@ impl Format {
 }
 
 fn looks_like_json(body: &[u8]) -> bool {
-    matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{') | Some(b'['))
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{') | Some(b'[')
+    )
 }
 
 /// A body that could not be decoded, with where.
@@ -65,7 +78,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn at(line: Option<usize>, message: impl Into<String>) -> Self {
-        DecodeError { line, column: None, message: message.into() }
+        DecodeError {
+            line,
+            column: None,
+            message: message.into(),
+        }
     }
 
     fn render(&self) -> String {
@@ -104,7 +121,10 @@ fn layout(body: &[u8], format: Format) -> Result<Layout<'_>, DecodeError> {
         for element in elements {
             let bytes = element.get().as_bytes();
             let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
-            line += body[scanned..offset].iter().filter(|b| **b == b'\n').count();
+            line += body[scanned..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
             scanned = offset;
             records.push(Record { bytes, line });
         }
@@ -126,7 +146,9 @@ fn syntax_error(e: serde_json::Error) -> DecodeError {
 
 /// serde_json appends " at line L column C"; we report those separately.
 fn strip_position(message: &str) -> &str {
-    message.rfind(" at line ").map_or(message, |i| &message[..i])
+    message
+        .rfind(" at line ")
+        .map_or(message, |i| &message[..i])
 }
 
 fn decoder(schema: SchemaRef) -> Result<Decoder, DecodeError> {
@@ -141,7 +163,9 @@ fn decoder(schema: SchemaRef) -> Result<Decoder, DecodeError> {
 fn arrow_message(e: &arrow::error::ArrowError) -> String {
     use arrow::error::ArrowError;
     match e {
-        ArrowError::JsonError(m) | ArrowError::ParseError(m) | ArrowError::CastError(m) => m.clone(),
+        ArrowError::JsonError(m) | ArrowError::ParseError(m) | ArrowError::CastError(m) => {
+            m.clone()
+        }
         other => other.to_string(),
     }
 }
@@ -151,8 +175,8 @@ fn run<'a>(
     schema: &SchemaRef,
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-    let mut decoder = decoder(schema.clone())
-        .map_err(|e| arrow::error::ArrowError::JsonError(e.message))?;
+    let mut decoder =
+        decoder(schema.clone()).map_err(|e| arrow::error::ArrowError::JsonError(e.message))?;
     let mut batches = Vec::new();
     for chunk in chunks {
         let mut offset = 0;
@@ -179,7 +203,11 @@ fn run<'a>(
 /// Fields not in the schema, values that cannot be converted to the column's type and missing
 /// values of non-nullable columns are errors; numbers and booleans are accepted for string
 /// columns, and strings holding numbers for numeric columns.
-pub fn decode(body: &[u8], format: Format, schema: SchemaRef) -> Result<Vec<RecordBatch>, DecodeError> {
+pub fn decode(
+    body: &[u8],
+    format: Format,
+    schema: SchemaRef,
+) -> Result<Vec<RecordBatch>, DecodeError> {
     let result = match layout(body, format)? {
         Layout::Stream => run(&schema, [body]),
         Layout::Array(ref records) => run(&schema, records.iter().map(|r| r.bytes)),
@@ -194,7 +222,12 @@ pub fn decode(body: &[u8], format: Format, schema: SchemaRef) -> Result<Vec<Reco
 }
 
 /// Finds the first record that fails on its own, for an error that says where.
-fn locate(body: &[u8], format: Format, schema: &SchemaRef, error: &arrow::error::ArrowError) -> DecodeError {
+fn locate(
+    body: &[u8],
+    format: Format,
+    schema: &SchemaRef,
+    error: &arrow::error::ArrowError,
+) -> DecodeError {
     let records = match records(body, format) {
         Ok(records) => records,
         Err(syntax) => return syntax,
@@ -230,7 +263,10 @@ fn records(body: &[u8], format: Format) -> Result<Vec<Record<'_>>, DecodeError> 
                 let value = next.map_err(syntax_error)?;
                 let bytes = value.get().as_bytes();
                 let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
-                line += body[scanned..offset].iter().filter(|b| **b == b'\n').count();
+                line += body[scanned..offset]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count();
                 scanned = offset;
                 records.push(Record { bytes, line });
             }
@@ -265,7 +301,13 @@ pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> 
     }
     let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
         .map_err(|e| DecodeError::at(None, arrow_message(&e)))?;
-    Ok(Schema::new(schema.fields().iter().map(|f| Arc::new(storable(f))).collect::<Fields>()))
+    Ok(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Arc::new(storable(f)))
+            .collect::<Fields>(),
+    ))
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {
@@ -311,7 +353,12 @@ mod tests {
 
     #[test]
     fn object_array_and_ndjson_decode_alike() {
-        let one = decode(br#"{"id": 1, "name": "a", "price": 2.5}"#, Format::Json, schema()).unwrap();
+        let one = decode(
+            br#"{"id": 1, "name": "a", "price": 2.5}"#,
+            Format::Json,
+            schema(),
+        )
+        .unwrap();
         let array = decode(
             b"[\n {\"id\": 1, \"name\": \"a\", \"price\": 2.5},\n {\"id\": \"2\", \"name\": 7}\n]",
             Format::Json,
@@ -326,7 +373,11 @@ mod tests {
         .unwrap();
         assert_eq!(table(&one).lines().count(), 5);
         assert_eq!(table(&array), table(&ndjson));
-        assert!(table(&array).contains("| 2  | 7    |       |"), "{}", table(&array));
+        assert!(
+            table(&array).contains("| 2  | 7    |       |"),
+            "{}",
+            table(&array)
+        );
     }
 
     #[test]
@@ -342,9 +393,9 @@ mod tests {
 
     #[test]
     fn syntax_error_names_line_and_column() {
-        let body = b"{\"id\": 1}\n{\"id\": 2,, }\n";
+        let body = b"{\"id\": 1}\n{\"id\" 2}\n";
         let err = decode(body, Format::Ndjson, schema()).unwrap_err();
-        assert_eq!((err.line, err.column), (Some(2), Some(10)), "{err}");
+        assert_eq!((err.line, err.column), (Some(2), Some(7)), "{err}");
         assert!(err.to_string().contains("malformed JSON"), "{err}");
 
         let err = decode(b"[{\"id\": 1},\n {\"id\": 2]", Format::Json, schema()).unwrap_err();
@@ -378,8 +429,11 @@ mod tests {
     fn inference() {
         let body = b"{\"a\": 1, \"b\": 1.5, \"c\": \"x\", \"d\": null, \"e\": {\"f\": true}, \"g\": [1]}\n{\"a\": 2}";
         let schema = infer_schema(body, Format::Ndjson).unwrap();
-        let types: Vec<String> =
-            schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+        let types: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
         assert_eq!(types[0], "a:Int64");
         assert_eq!(types[1], "b:Float64");
         assert_eq!(types[2], "c:Utf8");
@@ -387,19 +441,32 @@ mod tests {
         assert!(types[4].starts_with("e:Struct"), "{types:?}");
         assert!(types[5].starts_with("g:List"), "{types:?}");
         let err = infer_schema(b"{\"a\": 1}\n42\n", Format::Ndjson).unwrap_err();
-        assert_eq!(err.to_string(), "line 2: expected a JSON object, got a number");
+        assert_eq!(
+            err.to_string(),
+            "line 2: expected a JSON object, got a number"
+        );
     }
 
     #[test]
     fn content_types() {
         assert_eq!(Format::from_content_type(None, b"").unwrap(), Format::Json);
-        assert_eq!(Format::from_content_type(Some("application/json; charset=utf-8"), b"").unwrap(), Format::Json);
-        assert_eq!(Format::from_content_type(Some("application/x-ndjson"), b"").unwrap(), Format::Ndjson);
         assert_eq!(
-            Format::from_content_type(Some("application/x-www-form-urlencoded"), b" {\"a\":1}").unwrap(),
+            Format::from_content_type(Some("application/json; charset=utf-8"), b"").unwrap(),
+            Format::Json
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/x-ndjson"), b"").unwrap(),
+            Format::Ndjson
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/x-www-form-urlencoded"), b" {\"a\":1}")
+                .unwrap(),
             Format::Json
         );
         let err = Format::from_content_type(Some("text/csv"), b"a,b").unwrap_err();
-        assert!(err.to_string().contains("'text/csv' is not supported"), "{err}");
+        assert!(
+            err.to_string().contains("'text/csv' is not supported"),
+            "{err}"
+        );
     }
 }

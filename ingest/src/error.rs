@@ -34,7 +34,9 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::Decode(_) => ApiError::bad_request(e.to_string()),
-            Error::UnsupportedMediaType(_) => ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string()),
+            Error::UnsupportedMediaType(_) => {
+                ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
+            }
             Error::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
             Error::Catalog(e) => e.into(),
             Error::Lake(e) => e.into(),

@@ -21,7 +21,10 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { auto_create: true, max_body_bytes: 64 * 1024 * 1024 }
+        IngestConfig {
+            auto_create: true,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -51,7 +54,11 @@ pub struct Ingestor {
 impl Ingestor {
     /// A new ingest service over `catalog`.
     pub fn new(catalog: Arc<Catalog>, config: IngestConfig) -> Self {
-        Ingestor { catalog, config, commit_locks: Mutex::new(HashMap::new()) }
+        Ingestor {
+            catalog,
+            config,
+            commit_locks: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The settings in force.
@@ -62,24 +69,36 @@ impl Ingestor {
     /// Decodes `body` against the table's schema and appends it as one commit.
     ///
     /// Either every record of the body is appended or none is.
-    pub async fn ingest(&self, name: &TableName, body: Bytes, format: Format) -> Result<IngestReceipt> {
+    pub async fn ingest(
+        &self,
+        name: &TableName,
+        body: Bytes,
+        format: Format,
+    ) -> Result<IngestReceipt> {
         let mut created = false;
         let table = match self.catalog.open(name).await {
             Ok((_, table)) => table,
             Err(tarn_catalog::Error::TableNotFound { .. }) if self.config.auto_create => {
                 let schema = infer_schema(&body, format)?;
+                // Requests racing to create the same table queue here; the first creates it.
+                let lock = self.commit_lock(name);
+                let _guard = lock.lock().await;
                 match self.catalog.create(name, &schema, &[], "auto").await {
                     Ok((_, table)) => {
                         created = true;
                         table
                     }
                     // Another request or server created it a moment ago: use theirs.
-                    Err(tarn_catalog::Error::TableExists { .. }) => self.catalog.open(name).await?.1,
+                    Err(tarn_catalog::Error::TableExists { .. }) => {
+                        self.catalog.open(name).await?.1
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
             Err(tarn_catalog::Error::TableNotFound { .. }) => {
-                return Err(Error::TableNotFound { name: name.to_string() })
+                return Err(Error::TableNotFound {
+                    name: name.to_string(),
+                })
             }
             Err(e) => return Err(e.into()),
         };
@@ -96,7 +115,12 @@ impl Ingestor {
         let table = table.append(batches).await?;
         self.catalog.remember(name, &table);
         tracing::debug!(table = %name, rows = accepted, version = table.version(), "appended");
-        Ok(IngestReceipt { table: name.to_string(), accepted, version: table.version(), created })
+        Ok(IngestReceipt {
+            table: name.to_string(),
+            accepted,
+            version: table.version(),
+            created,
+        })
     }
 
     fn commit_lock(&self, name: &TableName) -> Arc<tokio::sync::Mutex<()>> {

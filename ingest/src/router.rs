@@ -33,12 +33,16 @@ async fn ingest(
         if !encoding.eq_ignore_ascii_case("identity") {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
-                format!("Content-Encoding '{encoding}' is not supported; send the body uncompressed"),
+                format!(
+                    "Content-Encoding '{encoding}' is not supported; send the body uncompressed"
+                ),
             ));
         }
     }
     let body = body?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, &body)?;
     Ok(Json(ingestor.ingest(&name, body, format).await?))
 }

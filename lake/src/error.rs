@@ -58,7 +58,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::ObjectStore(e) => is_transient_store_error(e),
-            Error::Delta(DeltaTableError::ObjectStore { source }) => is_transient_store_error(source),
+            Error::Delta(DeltaTableError::ObjectStore { source }) => {
+                is_transient_store_error(source)
+            }
             _ => false,
         }
     }

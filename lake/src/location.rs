@@ -74,17 +74,18 @@ impl LakeLocation {
                     if bucket.is_empty() {
                         return Err(invalid("an S3 location needs a bucket: s3://bucket/prefix"));
                     }
-                    if !bucket
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-                    {
+                    if !bucket.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                    }) {
                         return Err(invalid(
                             "S3 bucket names use lowercase letters, digits, '-' and '.'",
                         ));
                     }
                     let prefix = prefix.trim_matches('/');
                     if prefix.split('/').any(|p| p == "." || p == "..") {
-                        return Err(invalid("the S3 prefix may not contain '.' or '..' segments"));
+                        return Err(invalid(
+                            "the S3 prefix may not contain '.' or '..' segments",
+                        ));
                     }
                     Ok(LakeLocation::S3 {
                         bucket: bucket.to_string(),
@@ -102,7 +103,8 @@ impl LakeLocation {
     pub fn url(&self) -> Url {
         match self {
             LakeLocation::Local(path) => {
-                let mut url = Url::from_directory_path(path).expect("local lake paths are absolute");
+                let mut url =
+                    Url::from_directory_path(path).expect("local lake paths are absolute");
                 if !url.path().ends_with('/') {
                     url.set_path(&format!("{}/", url.path()));
                 }
@@ -176,7 +178,10 @@ mod tests {
     fn s3_with_and_without_prefix() {
         assert_eq!(
             LakeLocation::parse("s3://my-bucket/a/b/").unwrap(),
-            LakeLocation::S3 { bucket: "my-bucket".into(), prefix: "a/b".into() }
+            LakeLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            }
         );
         let root = LakeLocation::parse("s3://my-bucket").unwrap();
         assert_eq!(root.url().as_str(), "s3://my-bucket/");
@@ -188,7 +193,10 @@ mod tests {
 
     #[test]
     fn memory() {
-        assert_eq!(LakeLocation::parse("memory://").unwrap(), LakeLocation::Memory);
+        assert_eq!(
+            LakeLocation::parse("memory://").unwrap(),
+            LakeLocation::Memory
+        );
     }
 
     #[test]
@@ -197,7 +205,9 @@ mod tests {
         assert!(err.contains("unsupported scheme 'gs://'"), "{err}");
         let err = LakeLocation::parse("s3:///prefix").unwrap_err().to_string();
         assert!(err.contains("needs a bucket"), "{err}");
-        let err = LakeLocation::parse("s3://Bucket_1/x").unwrap_err().to_string();
+        let err = LakeLocation::parse("s3://Bucket_1/x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lowercase"), "{err}");
         assert!(LakeLocation::parse("  ").is_err());
     }

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use arrow::datatypes::Schema as ArrowSchema;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::StructType;
 use deltalake::logstore::{logstore_for, ObjectStoreRef, StorageConfig};
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -44,7 +45,9 @@ pub struct Lake {
 
 impl std::fmt::Debug for Lake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lake").field("location", &self.location.to_string()).finish()
+        f.debug_struct("Lake")
+            .field("location", &self.location.to_string())
+            .finish()
     }
 }
 
@@ -64,10 +67,12 @@ impl Lake {
     /// Opens an already parsed location, see [`Lake::open`].
     pub async fn open_location(location: LakeLocation, options: LakeOptions) -> Result<Self> {
         if let LakeLocation::Local(path) = &location {
-            tokio::fs::create_dir_all(path).await.map_err(|source| Error::Io {
-                context: format!("cannot create the lake directory {}", path.display()),
-                source,
-            })?;
+            tokio::fs::create_dir_all(path)
+                .await
+                .map_err(|source| Error::Io {
+                    context: format!("cannot create the lake directory {}", path.display()),
+                    source,
+                })?;
         }
         let mut storage = options.storage;
         for key in UNSAFE_OPTIONS {
@@ -96,7 +101,13 @@ impl Lake {
         let log_store = logstore_for(&url, config)?;
         let root_store = log_store.root_object_store(None);
         let store = log_store.object_store(None);
-        Ok(Lake { location, url, options: storage, root_store, store })
+        Ok(Lake {
+            location,
+            url,
+            options: storage,
+            root_store,
+            store,
+        })
     }
 
     /// Where the lake is.
@@ -122,16 +133,22 @@ impl Lake {
     /// The URL of a table stored at `path` (relative to the lake root, e.g. `default/events`).
     pub fn table_url(&self, path: &str) -> Result<Url> {
         let path = path.trim_matches('/');
-        if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             return Err(Error::InvalidLocation {
                 location: path.to_string(),
                 reason: "a table path is a relative path without '.' or '..' segments".into(),
             });
         }
-        self.url.join(&format!("{path}/")).map_err(|e| Error::InvalidLocation {
-            location: path.to_string(),
-            reason: e.to_string(),
-        })
+        self.url
+            .join(&format!("{path}/"))
+            .map_err(|e| Error::InvalidLocation {
+                location: path.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     fn builder(&self, path: &str) -> Result<DeltaTableBuilder> {
@@ -146,10 +163,14 @@ impl Lake {
         let mut table = self.builder(path)?.build()?;
         match table.load().await {
             Ok(()) => Ok(LakeTable::new(table)),
-            Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
-                Err(Error::TableNotFound { location: self.table_url(path)?.to_string() })
-            }
-            Err(e) => Err(e.into()),
+            // deltalake reports a missing table in several ways depending on the store
+            // (NotATable, a kernel "path does not exist", ...): ask plainly before deciding.
+            Err(e) => match table.verify_deltatable_existence().await {
+                Ok(false) => Err(Error::TableNotFound {
+                    location: self.table_url(path)?.to_string(),
+                }),
+                _ => Err(e.into()),
+            },
         }
     }
 
@@ -163,9 +184,9 @@ impl Lake {
         schema: &ArrowSchema,
         partition_by: &[String],
     ) -> Result<LakeTable> {
-        let delta_schema: StructType = schema
-            .try_into_kernel()
-            .map_err(|e| Error::SchemaMismatch(format!("cannot store this schema in Delta: {e}")))?;
+        let delta_schema: StructType = schema.try_into_kernel().map_err(|e| {
+            Error::SchemaMismatch(format!("cannot store this schema in Delta: {e}"))
+        })?;
         for column in partition_by {
             if schema.field_with_name(column).is_err() {
                 return Err(Error::SchemaMismatch(format!(
@@ -174,13 +195,22 @@ impl Lake {
             }
         }
         let table = self.builder(path)?.build()?;
-        let table = table
+        let created = table
             .create()
             .with_columns(delta_schema.fields().cloned())
             .with_partition_columns(partition_by.to_vec())
             .with_save_mode(SaveMode::Ignore)
-            .await?;
-        Ok(LakeTable::new(table))
+            // A CREATE must be version 0: never rebase it onto someone else's commits.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .await;
+        match created {
+            Ok(table) => Ok(LakeTable::new(table)),
+            // Another writer created the table between our check and our commit: use theirs.
+            Err(e) => match self.open_table(path).await {
+                Ok(table) => Ok(table),
+                Err(_) => Err(e.into()),
+            },
+        }
     }
 
     /// True if a Delta table exists at `path`.
@@ -192,12 +222,19 @@ impl Lake {
     /// Deletes every object under `path` (relative to the lake root); returns how many.
     pub async fn delete_prefix(&self, path: &str) -> Result<usize> {
         let prefix = Path::from(path.trim_matches('/'));
-        let locations = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .boxed();
         let deleted: Vec<Path> = self.store.delete_stream(locations).try_collect().await?;
         Ok(deleted.len())
     }
 }
 
 fn truthy(value: &str) -> bool {
-    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }

@@ -74,7 +74,12 @@ impl LakeTable {
 
     /// The partition columns.
     pub fn partition_columns(&self) -> Result<Vec<String>> {
-        Ok(self.table.snapshot()?.metadata().partition_columns().to_vec())
+        Ok(self
+            .table
+            .snapshot()?
+            .metadata()
+            .partition_columns()
+            .to_vec())
     }
 
     /// Reads commits made since this handle was loaded (by this or any other process).
@@ -116,7 +121,13 @@ impl LakeTable {
     /// Statistics of the loaded version.
     pub fn stats(&self) -> TableStats {
         let Ok(state) = self.table.snapshot() else {
-            return TableStats { version: 0, files: 0, bytes: 0, rows: Some(0), last_commit: None };
+            return TableStats {
+                version: 0,
+                files: 0,
+                bytes: 0,
+                rows: Some(0),
+                last_commit: None,
+            };
         };
         let mut files = 0;
         let mut bytes = 0u64;
@@ -133,7 +144,13 @@ impl LakeTable {
         let last_commit = state
             .version_timestamp(version)
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-        TableStats { version, files, bytes, rows, last_commit }
+        TableStats {
+            version,
+            files,
+            bytes,
+            rows,
+            last_commit,
+        }
     }
 
     /// The last `limit` commits, newest first, read from the Delta log.
@@ -157,23 +174,36 @@ impl LakeTable {
 }
 
 fn describe(schema: &arrow::datatypes::Schema) -> String {
-    let fields: Vec<String> =
-        schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    let fields: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect();
     format!("({})", fields.join(", "))
 }
 
 /// Summarises one commit file (newline-delimited JSON actions).
 fn parse_commit(version: u64, bytes: &[u8]) -> Commit {
-    let mut commit =
-        Commit { version, timestamp: None, operation: None, files_added: 0, rows_added: Some(0) };
+    let mut commit = Commit {
+        version,
+        timestamp: None,
+        operation: None,
+        files_added: 0,
+        rows_added: Some(0),
+    };
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
         if let Some(info) = action.get("commitInfo") {
             commit.timestamp = info
                 .get("timestamp")
                 .and_then(|t| t.as_i64())
                 .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-            commit.operation = info.get("operation").and_then(|o| o.as_str()).map(String::from);
+            commit.operation = info
+                .get("operation")
+                .and_then(|o| o.as_str())
+                .map(String::from);
         }
         if let Some(add) = action.get("add") {
             commit.files_added += 1;

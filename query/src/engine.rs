@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::catalog::CatalogProviderList;
-use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::TableReference;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 use tarn_catalog::{Catalog, TableName};
 
@@ -42,7 +42,11 @@ pub struct QueryEngine {
 impl QueryEngine {
     /// A query engine over `catalog`.
     pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Self {
-        QueryEngine { catalog, config, runtime: Arc::new(RuntimeEnv::default()) }
+        QueryEngine {
+            catalog,
+            config,
+            runtime: Arc::new(RuntimeEnv::default()),
+        }
     }
 
     /// A DataFusion session whose catalog `tarn` holds the lake's tables (default schema
@@ -80,10 +84,22 @@ impl QueryEngine {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
-        for reference in state.resolve_table_references(&statement)? {
-            self.check_table(&reference).await?;
-        }
-        let plan = state.statement_to_plan(statement).await?;
+        let references = state.resolve_table_references(&statement)?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                // A missing table is a 404, not a plan error (but an unknown table function
+                // stays DataFusion's "table function 'f' not found").
+                let unknown_function = matches!(
+                    e.find_root(),
+                    datafusion::error::DataFusionError::Plan(m) if m.starts_with("table function")
+                );
+                for reference in references.iter().filter(|_| !unknown_function) {
+                    self.check_table(reference).await?;
+                }
+                return Err(e.into());
+            }
+        };
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -94,7 +110,7 @@ impl QueryEngine {
         Ok(frame.execute_stream().await?)
     }
 
-    /// Answers "table does not exist" (404) before planning, instead of a plan error.
+    /// Fails with [`Error::TableNotFound`] if `reference` names no table of the catalog.
     async fn check_table(&self, reference: &TableReference) -> Result<()> {
         if reference.schema() == Some("information_schema") {
             return Ok(());
@@ -104,12 +120,16 @@ impl QueryEngine {
                 return Err(Error::TableNotFound(reference.to_string()));
             }
         }
-        let namespace = reference.schema().unwrap_or(tarn_catalog::DEFAULT_NAMESPACE);
+        let namespace = reference
+            .schema()
+            .unwrap_or(tarn_catalog::DEFAULT_NAMESPACE);
         let name = TableName::new(namespace, reference.table())
             .map_err(|_| Error::TableNotFound(reference.to_string()))?;
         match self.catalog.get(&name).await {
             Ok(_) => Ok(()),
-            Err(tarn_catalog::Error::TableNotFound { .. }) => Err(Error::TableNotFound(name.to_string())),
+            Err(tarn_catalog::Error::TableNotFound { .. }) => {
+                Err(Error::TableNotFound(name.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -65,7 +65,10 @@ fn datafusion_error(e: DataFusionError) -> ApiError {
             ApiError::new(ErrorCode::NotImplemented, root.to_string())
         }
         DataFusionError::ObjectStore(store) if tarn_lake::is_transient_store_error(store) => {
-            ApiError::unavailable(format!("storage is unavailable: {store}"), std::time::Duration::from_secs(1))
+            ApiError::unavailable(
+                format!("storage is unavailable: {store}"),
+                std::time::Duration::from_secs(1),
+            )
         }
         // Errors of Tarn's own components that DataFusion carried (e.g. the catalog failing
         // while a table was resolved) keep the answer they were given there.

@@ -5,7 +5,9 @@ use arrow::csv::WriterBuilder as CsvWriterBuilder;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::StreamWriter;
-use arrow::json::writer::{make_encoder, EncoderOptions, LineDelimited, WriterBuilder as JsonWriterBuilder};
+use arrow::json::writer::{
+    make_encoder, EncoderOptions, LineDelimited, WriterBuilder as JsonWriterBuilder,
+};
 use serde_json::json;
 
 /// A result format of `POST /v1/sql`.
@@ -27,7 +29,10 @@ impl OutputFormat {
         (OutputFormat::Json, "application/json"),
         (OutputFormat::Ndjson, "application/x-ndjson"),
         (OutputFormat::Csv, "text/csv"),
-        (OutputFormat::ArrowStream, "application/vnd.apache.arrow.stream"),
+        (
+            OutputFormat::ArrowStream,
+            "application/vnd.apache.arrow.stream",
+        ),
     ];
 
     /// Picks the format from an `Accept` header: the supported type with the highest `q`
@@ -66,7 +71,11 @@ impl OutputFormat {
 
     /// The media types Tarn can answer with, for error messages.
     pub fn supported() -> String {
-        Self::ALL.iter().map(|(_, m)| *m).collect::<Vec<_>>().join(", ")
+        Self::ALL
+            .iter()
+            .map(|(_, m)| *m)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The `Content-Type` of answers in this format.
@@ -85,7 +94,10 @@ impl OutputFormat {
             OutputFormat::Json => Box::new(JsonRows { rows: 0 }),
             OutputFormat::Ndjson => Box::new(Ndjson),
             OutputFormat::Csv => Box::new(Csv),
-            OutputFormat::ArrowStream => Box::new(ArrowStream { schema, writer: None }),
+            OutputFormat::ArrowStream => Box::new(ArrowStream {
+                schema,
+                writer: None,
+            }),
         }
     }
 }
@@ -114,7 +126,8 @@ impl BatchEncoder for JsonRows {
             .map(|f| json!({"name": f.name(), "type": tarn_catalog::type_name(f.data_type())}))
             .collect();
         let mut out = b"{\"columns\":".to_vec();
-        serde_json::to_writer(&mut out, &columns).map_err(|e| ArrowError::JsonError(e.to_string()))?;
+        serde_json::to_writer(&mut out, &columns)
+            .map_err(|e| ArrowError::JsonError(e.to_string()))?;
         out.extend_from_slice(b",\"rows\":[");
         Ok(out)
     }
@@ -163,8 +176,9 @@ impl BatchEncoder for Ndjson {
     }
 
     fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-        let mut writer =
-            JsonWriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(Vec::new());
+        let mut writer = JsonWriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, LineDelimited>(Vec::new());
         writer.write(batch)?;
         writer.finish()?;
         Ok(writer.into_inner())
@@ -203,7 +217,10 @@ struct ArrowStream {
 
 impl ArrowStream {
     fn take(&mut self) -> Vec<u8> {
-        self.writer.as_mut().map(|w| std::mem::take(w.get_mut())).unwrap_or_default()
+        self.writer
+            .as_mut()
+            .map(|w| std::mem::take(w.get_mut()))
+            .unwrap_or_default()
     }
 }
 
@@ -288,13 +305,17 @@ mod tests {
             "{\"id\":1,\"name\":\"a,b\",\"price\":2.5}\n{\"id\":2,\"name\":null,\"price\":null}\n"
         );
         let out = String::from_utf8(encode(OutputFormat::Csv, &[batch(), batch()])).unwrap();
-        assert_eq!(out, "id,name,price\n1,\"a,b\",2.5\n2,,\n1,\"a,b\",2.5\n2,,\n");
+        assert_eq!(
+            out,
+            "id,name,price\n1,\"a,b\",2.5\n2,,\n1,\"a,b\",2.5\n2,,\n"
+        );
     }
 
     #[test]
     fn arrow_stream_round_trips() {
         let out = encode(OutputFormat::ArrowStream, &[batch(), batch()]);
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(out), None).unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(out), None).unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[1], batch());
@@ -307,10 +328,15 @@ mod tests {
         assert_eq!(OutputFormat::from_accept(Some("*/*")), Some(Json));
         assert_eq!(OutputFormat::from_accept(Some("text/csv")), Some(Csv));
         assert_eq!(
-            OutputFormat::from_accept(Some("application/json;q=0.5, application/vnd.apache.arrow.stream")),
+            OutputFormat::from_accept(Some(
+                "application/json;q=0.5, application/vnd.apache.arrow.stream"
+            )),
             Some(ArrowStream)
         );
-        assert_eq!(OutputFormat::from_accept(Some("application/x-ndjson")), Some(Ndjson));
+        assert_eq!(
+            OutputFormat::from_accept(Some("application/x-ndjson")),
+            Some(Ndjson)
+        );
         assert_eq!(OutputFormat::from_accept(Some("image/png")), None);
     }
 }

@@ -25,11 +25,19 @@ impl LakeCatalog {
         let mut namespaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // The default namespace always exists, so `SELECT 1` and `SHOW TABLES` work on an
         // empty lake.
-        namespaces.entry(tarn_catalog::DEFAULT_NAMESPACE.to_string()).or_default();
+        namespaces
+            .entry(tarn_catalog::DEFAULT_NAMESPACE.to_string())
+            .or_default();
         for name in names {
-            namespaces.entry(name.namespace().to_string()).or_default().push(name.name().to_string());
+            namespaces
+                .entry(name.namespace().to_string())
+                .or_default()
+                .push(name.name().to_string());
         }
-        LakeCatalog { catalog, namespaces }
+        LakeCatalog {
+            catalog,
+            namespaces,
+        }
     }
 }
 
@@ -62,7 +70,9 @@ impl SchemaProvider for LakeSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Ok(table_name) = TableName::new(&self.namespace, name) else { return Ok(None) };
+        let Ok(table_name) = TableName::new(&self.namespace, name) else {
+            return Ok(None);
+        };
         let table = match self.catalog.open(&table_name).await {
             Ok((_, table)) => table,
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),

@@ -28,7 +28,10 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{receipt}");
-    assert_eq!(receipt, json!({"table": "default.events", "accepted": 1, "version": 1, "created": true}));
+    assert_eq!(
+        receipt,
+        json!({"table": "default.events", "accepted": 1, "version": 1, "created": true})
+    );
 
     // A JSON array; fields may be missing or null.
     let (status, receipt) = server
@@ -40,19 +43,25 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{receipt}");
-    assert_eq!(receipt, json!({"table": "default.events", "accepted": 2, "version": 2}));
+    assert_eq!(
+        receipt,
+        json!({"table": "default.events", "accepted": 2, "version": 2})
+    );
 
     // NDJSON into the qualified name; an integer is fine for a float column.
     let ndjson = "{\"event_id\": 4, \"kind\": \"view\", \"price\": 1}\n\
                   {\"event_id\": 5, \"kind\": \"view\", \"price\": 2.25, \"buyer\": {\"id\": 8}}\n\
                   {\"event_id\": 6, \"kind\": \"cart\"}\n";
-    let (status, receipt) = server.ingest("default.events", "application/x-ndjson", ndjson).await;
+    let (status, receipt) = server
+        .ingest("default.events", "application/x-ndjson", ndjson)
+        .await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["accepted"], 3);
 
     // JSON (default format): typed values, nested values as JSON.
-    let (status, result) =
-        server.sql("SELECT event_id, kind, price, buyer FROM events ORDER BY event_id").await;
+    let (status, result) = server
+        .sql("SELECT event_id, kind, price, buyer FROM events ORDER BY event_id")
+        .await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
@@ -79,7 +88,10 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     // NDJSON.
     let sql = "SELECT event_id, kind, price FROM events WHERE event_id <= 2 ORDER BY event_id";
     let (status, content_type, body) = server.sql_as(sql, "application/x-ndjson").await;
-    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"));
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/x-ndjson")
+    );
     assert_eq!(
         std::str::from_utf8(&body).unwrap(),
         "{\"event_id\":1,\"kind\":\"view\",\"price\":9.5}\n{\"event_id\":2,\"kind\":\"cart\",\"price\":null}\n"
@@ -89,22 +101,41 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     let (status, content_type, body) = server.sql_as(sql, "text/csv").await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/csv"), "{content_type}");
-    assert_eq!(std::str::from_utf8(&body).unwrap(), "event_id,kind,price\n1,view,9.5\n2,cart,\n");
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "event_id,kind,price\n1,view,9.5\n2,cart,\n"
+    );
 
     // Arrow IPC stream.
-    let (status, content_type, body) =
-        server.sql_as("SELECT * FROM events ORDER BY event_id", "application/vnd.apache.arrow.stream").await;
-    assert_eq!((status, content_type.as_str()), (200, "application/vnd.apache.arrow.stream"));
+    let (status, content_type, body) = server
+        .sql_as(
+            "SELECT * FROM events ORDER BY event_id",
+            "application/vnd.apache.arrow.stream",
+        )
+        .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/vnd.apache.arrow.stream")
+    );
     let reader = StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
     let schema = reader.schema();
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names, vec!["buyer", "event_id", "kind", "price"], "inferred columns are sorted by name");
+    assert_eq!(
+        names,
+        vec!["buyer", "event_id", "kind", "price"],
+        "inferred columns are sorted by name"
+    );
 
     // A query with no rows still has its columns.
-    let (_, empty) = server.sql("SELECT kind FROM events WHERE event_id > 100").await;
-    assert_eq!(empty, json!({"columns": [{"name": "kind", "type": "string"}], "rows": []}));
+    let (_, empty) = server
+        .sql("SELECT kind FROM events WHERE event_id > 100")
+        .await;
+    assert_eq!(
+        empty,
+        json!({"columns": [{"name": "kind", "type": "string"}], "rows": []})
+    );
 
     // The catalog shows schema and stats.
     let (status, table) = server.get("/v1/tables/events").await;
@@ -120,9 +151,17 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["type"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(columns.contains(&("event_id".into(), "int64".into())), "{columns:?}");
+    assert!(
+        columns.contains(&("event_id".into(), "int64".into())),
+        "{columns:?}"
+    );
     let (_, tables) = server.get("/v1/tables").await;
     assert_eq!(tables["tables"][0]["qualified_name"], "default.events");
     let (_, history) = server.get("/v1/tables/events/history?limit=2").await;
@@ -145,7 +184,9 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
 
 async fn refusals_are_4xx_and_say_where(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (status, _) = server.ingest("events", "application/json", r#"{"id": 1, "name": "a"}"#).await;
+    let (status, _) = server
+        .ingest("events", "application/json", r#"{"id": 1, "name": "a"}"#)
+        .await;
     assert_eq!(status, 200);
 
     // Anything that writes or reaches outside the catalog is refused before it runs.
@@ -162,10 +203,19 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         let (status, body) = server.sql(sql).await;
         assert_eq!(status, 403, "{sql}: {body}");
         assert_eq!(body["error"]["code"], "forbidden", "{sql}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("read-only"), "{sql}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read-only"),
+            "{sql}: {body}"
+        );
     }
     // Files and URLs cannot be read as tables.
-    for sql in ["SELECT * FROM '/etc/passwd'", "SELECT * FROM 'file:///etc/hosts'"] {
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM 'file:///etc/hosts'",
+    ] {
         let (status, body) = server.sql(sql).await;
         assert_eq!(status, 404, "{sql}: {body}");
     }
@@ -176,13 +226,22 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
     // Query mistakes: 400 with DataFusion's message; unknown tables 404.
     let (status, body) = server.sql("SELEC 1").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("SELEC"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("SELEC"),
+        "{body}"
+    );
     let (status, body) = server.sql("SELECT nope FROM events").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("nope"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("nope"),
+        "{body}"
+    );
     let (status, body) = server.sql("SELECT * FROM missing").await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(body["error"]["message"], "table 'default.missing' does not exist");
+    assert_eq!(
+        body["error"]["message"],
+        "table 'default.missing' does not exist"
+    );
     let (status, body) = server.sql("  ").await;
     assert_eq!(status, 400, "{body}");
     let (status, _, _) = server.sql_as("SELECT 1", "image/png").await;
@@ -190,41 +249,79 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
 
     // Malformed JSON: 400 naming the line; nothing of the request is appended.
     let (status, body) = server
-        .ingest("events", "application/x-ndjson", "{\"id\": 2, \"name\": \"b\"}\n{\"id\": 3, \"name\": \"c\"\n")
+        .ingest(
+            "events",
+            "application/x-ndjson",
+            "{\"id\": 2, \"name\": \"b\"}\n{\"id\": 3, \"name\": \"c\"\n",
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("line 2"), "{message}");
     let (status, body) = server
-        .ingest("events", "application/x-ndjson", "{\"id\": 2}\n{\"id\": \"three\"}\n")
+        .ingest(
+            "events",
+            "application/x-ndjson",
+            "{\"id\": 2}\n{\"id\": \"three\"}\n",
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("line 2") && message.contains("three"), "{message}");
-    let (status, body) =
-        server.ingest("events", "application/json", r#"{"id": 4, "colour": "red"}"#).await;
+    assert!(
+        message.starts_with("line 2") && message.contains("three"),
+        "{message}"
+    );
+    let (status, body) = server
+        .ingest(
+            "events",
+            "application/json",
+            r#"{"id": 4, "colour": "red"}"#,
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("colour"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{body}"
+    );
     let (_, count) = server.sql("SELECT count(*) FROM events").await;
-    assert_eq!(count["rows"], json!([[1]]), "rejected requests append nothing");
+    assert_eq!(
+        count["rows"],
+        json!([[1]]),
+        "rejected requests append nothing"
+    );
 
     // Bodies and names Tarn cannot take.
     let (status, body) = server.ingest("events", "text/csv", "id\n1\n").await;
     assert_eq!(status, 415, "{body}");
     let (status, body) = server.ingest("events", "application/json", "").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = server.ingest("bad-name", "application/json", r#"{"a": 1}"#).await;
+    let (status, body) = server
+        .ingest("bad-name", "application/json", r#"{"a": 1}"#)
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("bad-name"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad-name"),
+        "{body}"
+    );
     let (status, body) = server.get("/v1/nothing-here").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 }
 
 async fn concurrent_ingest_keeps_every_row(backend: Backend) {
     let server = TestServer::start(backend).await;
     let requests = (0..8).map(|r| {
-        let body: String =
-            (0..25).map(|i| format!("{{\"request\": {r}, \"seq\": {i}}}\n")).collect();
+        let body: String = (0..25)
+            .map(|i| format!("{{\"request\": {r}, \"seq\": {i}}}\n"))
+            .collect();
         let server = &server;
         async move { server.ingest("clicks", "application/x-ndjson", &body).await }
     });
@@ -239,14 +336,23 @@ async fn concurrent_ingest_keeps_every_row(backend: Backend) {
     versions.sort();
     versions.dedup();
     assert_eq!(versions.len(), 8, "one commit per request");
-    let (_, result) =
-        server.sql("SELECT count(*), count(DISTINCT request * 1000 + seq) FROM clicks").await;
+    let (_, result) = server
+        .sql("SELECT count(*), count(DISTINCT request * 1000 + seq) FROM clicks")
+        .await;
     assert_eq!(result["rows"], json!([[200, 200]]));
 }
 
 async fn auto_create_off_refuses_unknown_tables(backend: Backend) {
     let server = TestServer::start_with(backend, |c| c.ingest.auto_create = false).await;
-    let (status, body) = server.ingest("events", "application/json", r#"{"a": 1}"#).await;
+    let (status, body) = server
+        .ingest("events", "application/json", r#"{"a": 1}"#)
+        .await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("auto-create is off"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auto-create is off"),
+        "{body}"
+    );
 }

@@ -22,17 +22,25 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> Self {
+        tarn::telemetry::init();
         let lake = TestLake::new(backend);
         let mut config = ServeConfig::for_lake(lake.location.clone());
         config.lake_options = lake.options.clone();
         configure(&mut config);
-        let app = Application::build(config).await.expect("build the application");
+        let app = Application::build(config)
+            .await
+            .expect("build the application");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        TestServer { lake, addr, client: reqwest::Client::new(), _stop: stop }
+        TestServer {
+            lake,
+            addr,
+            client: reqwest::Client::new(),
+            _stop: stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -75,7 +83,10 @@ impl TestServer {
     /// Runs `sql` as JSON; returns status and the parsed body.
     pub async fn sql(&self, sql: &str) -> (u16, Value) {
         let (status, _, body) = self.sql_as(sql, "application/json").await;
-        (status, serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {body:?}")))
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {body:?}")),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
