@@ -257,9 +257,9 @@ fn records(body: &[u8], format: Format) -> Result<Vec<Record<'_>>, DecodeError> 
             .collect()),
         (Format::Json, Layout::Stream) => {
             let mut records = Vec::new();
-            let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>();
+            let stream = serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>();
             let (mut line, mut scanned) = (1, 0);
-            while let Some(next) = stream.next() {
+            for next in stream {
                 let value = next.map_err(syntax_error)?;
                 let bytes = value.get().as_bytes();
                 let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
@@ -301,6 +301,7 @@ pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> 
     }
     let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
         .map_err(|e| DecodeError::at(None, arrow_message(&e)))?;
+    check_names(schema.fields(), "")?;
     Ok(Schema::new(
         schema
             .fields()
@@ -308,6 +309,35 @@ pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> 
             .map(|f| Arc::new(storable(f)))
             .collect::<Fields>(),
     ))
+}
+
+/// Characters Spark and Hive refuse in Parquet column names (Delta without column mapping).
+const FORBIDDEN_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
+
+/// Refuses field names other engines could not read back.
+fn check_names(fields: &Fields, parent: &str) -> Result<(), DecodeError> {
+    for field in fields {
+        let path = format!("{parent}{}", field.name());
+        if field.name().is_empty() || field.name().contains(FORBIDDEN_IN_NAMES) {
+            return Err(DecodeError::at(
+                None,
+                format!(
+                    "field '{path}' cannot be a column name: names must be non-empty and free of \
+                     spaces and any of , ; {{ }} ( ) = tab newline"
+                ),
+            ));
+        }
+        match field.data_type() {
+            DataType::Struct(children) => check_names(children, &format!("{path}."))?,
+            DataType::List(item) => {
+                if let DataType::Struct(children) = item.data_type() {
+                    check_names(children, &format!("{path}[]."))?
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {
