@@ -1,0 +1,138 @@
+//! The README's examples run as written, and compose.yaml stays consistent with itself.
+
+use serde_json::Value;
+use tarn_lake::test_util::{python, Backend};
+
+use crate::support::TestServer;
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
+}
+
+/// The shell block that follows the README's marker comment.
+fn tested_block(readme: &str) -> String {
+    let start = readme
+        .find("<!-- The block below is run by tests/it/readme.rs")
+        .expect("marker");
+    let rest = &readme[start..];
+    let open = rest.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
+    let close = rest[open..].find("\n```").expect("the block ends");
+    rest[open..open + close].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_curl_examples_work_as_written() {
+    let server = TestServer::start(Backend::Local).await;
+    let block = tested_block(&read("README.md"));
+    let expected: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.strip_prefix("# → "))
+        .collect();
+    assert!(
+        expected.len() >= 5,
+        "the README shows the outputs it promises"
+    );
+
+    // Run the block as it is, against this server; each "# →" ends the previous output line.
+    let script: String = block
+        .lines()
+        .map(|l| {
+            if l.starts_with("# → ") {
+                "echo".to_string()
+            } else {
+                l.replace("localhost:8080", &server.addr.to_string())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let output = tokio::process::Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Every promised output appears, in order.
+    let mut lines = stdout.lines();
+    for want in &expected {
+        assert!(
+            lines.any(|line| line == *want),
+            "README promises `{want}`; the examples printed:\n{stdout}"
+        );
+    }
+    // The last example prints the table's catalog entry.
+    let last = stdout.lines().last().unwrap();
+    let table: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(table["stats"]["rows"], 3);
+    assert_eq!(table["stats"]["version"], 2);
+}
+
+#[tokio::test]
+async fn compose_file_is_consistent() {
+    let output = tokio::process::Command::new(python())
+        .arg("-c")
+        .arg("import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose.yaml"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let compose: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let services = &compose["services"];
+    let minio = &services["minio"];
+    let tarn = &services["tarn"]["environment"];
+
+    // Tarn's lake is in the bucket the one-shot service creates, on the MinIO service.
+    let lake = tarn["TARN_LAKE"].as_str().unwrap();
+    let bucket = lake
+        .strip_prefix("s3://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let create = services["create-bucket"]["command"][0].as_str().unwrap();
+    assert!(
+        create.contains(&format!("mc mb --ignore-existing lake/{bucket}")),
+        "{create}"
+    );
+    assert_eq!(tarn["AWS_ENDPOINT_URL"], "http://minio:9000");
+    assert_eq!(tarn["AWS_ALLOW_HTTP"], "true");
+    assert!(tarn.get("AWS_S3_ALLOW_UNSAFE_RENAME").is_none());
+    // Tarn signs with the MinIO root credentials.
+    assert_eq!(
+        tarn["AWS_ACCESS_KEY_ID"],
+        minio["environment"]["MINIO_ROOT_USER"]
+    );
+    assert_eq!(
+        tarn["AWS_SECRET_ACCESS_KEY"],
+        minio["environment"]["MINIO_ROOT_PASSWORD"]
+    );
+    // Start order: MinIO healthy → bucket created → Tarn.
+    assert_eq!(
+        minio["healthcheck"]["test"],
+        serde_json::json!(["CMD", "mc", "ready", "local"])
+    );
+    assert_eq!(
+        services["create-bucket"]["depends_on"]["minio"]["condition"],
+        "service_healthy"
+    );
+    assert_eq!(
+        services["tarn"]["depends_on"]["create-bucket"]["condition"],
+        "service_completed_successfully"
+    );
+    // Tarn listens on all interfaces inside its container, on the published port.
+    assert_eq!(tarn["TARN_LISTEN"], "0.0.0.0:8080");
+    assert_eq!(services["tarn"]["ports"][0], "8080:8080");
+}
