@@ -1,9 +1,10 @@
 //! Command line and environment (`TARN_*`) configuration.
 
-use std::net::SocketAddr;
-
 use clap::{ArgAction, Args, Parser, Subcommand};
-use tarn_ingest::IngestConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tarn_ingest::{FlushConfig, IngestConfig, WalConfig};
 use tarn_lake::LakeOptions;
 use tarn_query::QueryConfig;
 
@@ -46,9 +47,27 @@ pub struct ServeArgs {
     /// Create unknown tables on first ingest, with a schema inferred from that first body.
     #[arg(long, env = "TARN_AUTO_CREATE", default_value_t = true, action = ArgAction::Set)]
     pub auto_create: bool,
-    /// Largest accepted ingest body in bytes.
+    /// Largest accepted ingest body in bytes (after decompression).
     #[arg(long, env = "TARN_MAX_BODY_BYTES", default_value_t = IngestConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Directory of the write-ahead log (local disk).
+    #[arg(long, env = "TARN_WAL_DIR", default_value = ".tarn/wal")]
+    pub wal_dir: PathBuf,
+    /// Above this many bytes waiting in the write-ahead log, ingest answers 503.
+    #[arg(long, env = "TARN_WAL_MAX_BYTES", default_value_t = WalConfig::default().max_bytes)]
+    pub wal_max_bytes: u64,
+    /// Commit a table's buffered records at the latest this long after the first arrived.
+    #[arg(long, env = "TARN_FLUSH_MAX_AGE_MS", default_value_t = FlushConfig::default().max_age_ms)]
+    pub flush_max_age_ms: u64,
+    /// Commit a table's buffer when its request bodies reach this many bytes.
+    #[arg(long, env = "TARN_FLUSH_MAX_BYTES", default_value_t = FlushConfig::default().max_bytes)]
+    pub flush_max_bytes: u64,
+    /// Commit a table's buffer when it holds this many rows.
+    #[arg(long, env = "TARN_FLUSH_MAX_ROWS", default_value_t = FlushConfig::default().max_rows)]
+    pub flush_max_rows: usize,
+    /// How long an Idempotency-Key is remembered, in seconds.
+    #[arg(long, env = "TARN_IDEMPOTENCY_TTL_SECS", default_value_t = IngestConfig::default().idempotency_ttl_secs)]
+    pub idempotency_ttl_secs: u64,
 }
 
 /// `tarn sql`.
@@ -99,6 +118,18 @@ impl From<ServeArgs> for ServeConfig {
             ingest: IngestConfig {
                 auto_create: args.auto_create,
                 max_body_bytes: args.max_body_bytes,
+                wal: WalConfig {
+                    dir: args.wal_dir,
+                    max_bytes: args.wal_max_bytes,
+                    ..WalConfig::default()
+                },
+                flush: FlushConfig {
+                    max_age_ms: args.flush_max_age_ms,
+                    max_bytes: args.flush_max_bytes,
+                    max_rows: args.flush_max_rows,
+                },
+                idempotency_ttl_secs: args.idempotency_ttl_secs,
+                ..IngestConfig::default()
             },
             ..ServeConfig::for_lake(args.lake.lake)
         }

@@ -37,8 +37,16 @@ impl Services {
             .await
             .with_context(|| format!("cannot open the lake at {}", config.lake))?;
         let catalog = Arc::new(Catalog::new(Arc::new(lake)));
+        let ingestor = Ingestor::start(catalog.clone(), config.ingest.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot start ingest (write-ahead log in {})",
+                    config.ingest.wal.dir.display()
+                )
+            })?;
         Ok(Services {
-            ingestor: Arc::new(Ingestor::new(catalog.clone(), config.ingest.clone())),
+            ingestor,
             engine: Arc::new(QueryEngine::new(catalog.clone(), config.query.clone())),
             catalog,
         })
@@ -83,7 +91,7 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
 /// A bound, ready-to-run Tarn server.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    services: Services,
     lake: String,
 }
 
@@ -97,7 +105,7 @@ impl Application {
         let lake = services.catalog.lake().location().to_string();
         Ok(Application {
             listener,
-            router: services.router(),
+            services,
             lake,
         })
     }
@@ -114,7 +122,9 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight and returns.
+    /// Serves until `shutdown` completes, then finishes the requests in flight, commits the
+    /// buffered records (what storage does not take in time stays in the write-ahead log for
+    /// the next start) and returns.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -124,9 +134,10 @@ impl Application {
         tracing::warn!(
             "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
         );
-        axum::serve(self.listener, self.router)
+        axum::serve(self.listener, self.services.router())
             .with_graceful_shutdown(shutdown)
             .await?;
+        self.services.ingestor.shutdown().await;
         tracing::info!("Tarn stopped");
         Ok(())
     }

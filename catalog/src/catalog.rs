@@ -216,6 +216,15 @@ impl Catalog {
         Ok((definition, table))
     }
 
+    /// The cached handle of `name` as it is (no storage access), or, when none is cached,
+    /// [`Catalog::open`]. For hot paths that need the schema, not the latest version.
+    pub async fn open_cached(&self, name: &TableName) -> Result<LakeTable> {
+        if let Some(table) = self.tables.lock().expect("table cache lock").get(name) {
+            return Ok(table.clone());
+        }
+        Ok(self.open(name).await?.1)
+    }
+
     /// Keeps `table` as the newest known handle for `name` (after an append, for instance).
     pub fn remember(&self, name: &TableName, table: &LakeTable) {
         let mut tables = self.tables.lock().expect("table cache lock");

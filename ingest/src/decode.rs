@@ -116,24 +116,35 @@ fn layout(body: &[u8], format: Format) -> Result<Layout<'_>, DecodeError> {
     };
     if format == Format::Json && body[first] == b'[' {
         let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(syntax_error)?;
-        let mut records = Vec::with_capacity(elements.len());
-        let (mut line, mut scanned) = (1, 0);
-        for element in elements {
-            let bytes = element.get().as_bytes();
-            let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
-            line += body[scanned..offset]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count();
-            scanned = offset;
-            records.push(Record { bytes, line });
-        }
+        let records = with_lines(body, elements.into_iter().map(Ok))?;
         if records.is_empty() {
             return Err(DecodeError::at(None, "the array holds no records"));
         }
         return Ok(Layout::Array(records));
     }
     Ok(Layout::Stream)
+}
+
+/// Records for JSON values that serde_json found in `body` (in order), with the line each
+/// starts on.
+fn with_lines<'a>(
+    body: &'a [u8],
+    values: impl IntoIterator<Item = Result<&'a RawValue, serde_json::Error>>,
+) -> Result<Vec<Record<'a>>, DecodeError> {
+    let mut records = Vec::new();
+    let (mut line, mut scanned) = (1, 0);
+    for value in values {
+        let bytes = value.map_err(syntax_error)?.get().as_bytes();
+        // The value borrows from `body`, so its position is a pointer difference.
+        let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
+        line += body[scanned..offset]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        scanned = offset;
+        records.push(Record { bytes, line });
+    }
+    Ok(records)
 }
 
 fn syntax_error(e: serde_json::Error) -> DecodeError {
@@ -255,23 +266,10 @@ fn records(body: &[u8], format: Format) -> Result<Vec<Record<'_>>, DecodeError> 
             .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
             .map(|(i, bytes)| Record { bytes, line: i + 1 })
             .collect()),
-        (Format::Json, Layout::Stream) => {
-            let mut records = Vec::new();
-            let stream = serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>();
-            let (mut line, mut scanned) = (1, 0);
-            for next in stream {
-                let value = next.map_err(syntax_error)?;
-                let bytes = value.get().as_bytes();
-                let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
-                line += body[scanned..offset]
-                    .iter()
-                    .filter(|b| **b == b'\n')
-                    .count();
-                scanned = offset;
-                records.push(Record { bytes, line });
-            }
-            Ok(records)
-        }
+        (Format::Json, Layout::Stream) => with_lines(
+            body,
+            serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>(),
+        ),
     }
 }
 

@@ -1,7 +1,10 @@
 //! Errors of the ingest service.
 
+use std::time::Duration;
+
 use tarn_catalog::{ApiError, ErrorCode};
 
+use crate::wal::WalError;
 use crate::DecodeError;
 
 /// Everything that can go wrong while ingesting a request.
@@ -13,12 +16,29 @@ pub enum Error {
     /// The body's content type or encoding is not one Tarn ingests.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A compressed body could not be decompressed.
+    #[error("the body is not valid {encoding}: {reason}")]
+    BadEncoding {
+        /// The `Content-Encoding`.
+        encoding: String,
+        /// What the decompressor said.
+        reason: String,
+    },
+    /// The (decompressed) body is larger than the limit.
+    #[error("the body is larger than {limit} bytes (after decompression)")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The table does not exist and auto-create is off.
     #[error("table '{name}' does not exist (auto-create is off: create the table first)")]
     TableNotFound {
         /// The qualified table name.
         name: String,
     },
+    /// The write-ahead log refused the records (full, closed or failing).
+    #[error(transparent)]
+    Wal(#[from] WalError),
     /// The catalog reported an error.
     #[error(transparent)]
     Catalog(#[from] tarn_catalog::Error),
@@ -30,14 +50,28 @@ pub enum Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How long clients are asked to wait when the WAL is full.
+const WAL_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Decode(_) => ApiError::bad_request(e.to_string()),
+            Error::Decode(_) | Error::BadEncoding { .. } => ApiError::bad_request(e.to_string()),
             Error::UnsupportedMediaType(_) => {
                 ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
             }
+            Error::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
             Error::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            Error::Wal(WalError::Full { .. }) | Error::Wal(WalError::Closed) => {
+                ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER)
+            }
+            Error::Wal(WalError::Io { .. }) => {
+                tracing::error!(error = %e, "the write-ahead log cannot be written");
+                ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER)
+            }
+            Error::Wal(WalError::Corrupt(_)) | Error::Wal(WalError::Locked(_)) => {
+                ApiError::internal(e)
+            }
             Error::Catalog(e) => e.into(),
             Error::Lake(e) => e.into(),
         }

@@ -4,6 +4,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, TimeZone, Utc};
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use object_store::path::Path;
@@ -96,7 +97,36 @@ impl LakeTable {
     /// When another writer commits first, the commit is retried on the next version; appends
     /// never conflict, so no data is lost and nothing is written twice.
     pub async fn append(self, batches: Vec<RecordBatch>) -> Result<LakeTable> {
-        if batches.iter().all(|b| b.num_rows() == 0) {
+        self.commit(batches, None).await
+    }
+
+    /// Like [`LakeTable::append`], and records the application transaction `(app_id,
+    /// version)` in the same commit (a Delta `txn` action), so a writer can later ask which of
+    /// its batches are in the table ([`LakeTable::txn_version`]) and never append one twice.
+    pub async fn append_txn(
+        self,
+        batches: Vec<RecordBatch>,
+        app_id: &str,
+        version: i64,
+    ) -> Result<LakeTable> {
+        self.commit(batches, Some(Transaction::new(app_id, version)))
+            .await
+    }
+
+    /// The last version recorded for `app_id` by [`LakeTable::append_txn`], if any.
+    pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
+        let state = self.table.snapshot()?;
+        Ok(state
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await?)
+    }
+
+    async fn commit(
+        self,
+        batches: Vec<RecordBatch>,
+        txn: Option<Transaction>,
+    ) -> Result<LakeTable> {
+        if batches.iter().all(|b| b.num_rows() == 0) && txn.is_none() {
             return Ok(self);
         }
         let table_schema = self.schema()?;
@@ -109,11 +139,15 @@ impl LakeTable {
                 )));
             }
         }
+        let mut properties = CommitProperties::default().with_max_retries(COMMIT_RETRIES);
+        if let Some(txn) = txn {
+            properties = properties.with_application_transaction(txn);
+        }
         let table = self
             .table
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(CommitProperties::default().with_max_retries(COMMIT_RETRIES))
+            .with_commit_properties(properties)
             .await?;
         Ok(LakeTable { table })
     }

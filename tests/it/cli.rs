@@ -58,8 +58,13 @@ async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
 
 async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
     let lake = tarn_lake::test_util::TestLake::new(backend);
+    let wal_dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(TARN)
         .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
+        .arg("--wal-dir")
+        .arg(wal_dir.path())
+        // Nothing is committed by age before the SIGTERM: shutdown must commit it.
+        .args(["--flush-max-age-ms", "600000"])
         .envs(lake.env())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -92,7 +97,7 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(ingest.status(), 200);
+    assert_eq!(ingest.status(), 202, "durable in the WAL, committed later");
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -111,5 +116,28 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
         rest.push('\n');
     }
     assert!(rest.contains("SIGTERM received"), "{rest}");
+    assert!(
+        rest.contains("all buffered records are committed"),
+        "{rest}"
+    );
     assert!(rest.contains("Tarn stopped"), "{rest}");
+
+    // The record acknowledged before the SIGTERM is in the table.
+    let output = tokio::process::Command::new(TARN)
+        .args([
+            "sql",
+            "--lake",
+            &lake.location,
+            "SELECT count(*) AS n FROM pings",
+        ])
+        .envs(lake.env())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("| 1 |"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

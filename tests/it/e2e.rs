@@ -7,6 +7,11 @@ use tarn_lake::test_util::Backend;
 
 use crate::support::TestServer;
 
+/// The message of an error answer.
+fn message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or_default()
+}
+
 backend_tests!(
     ingest_then_query_in_every_format,
     refusals_are_4xx_and_say_where,
@@ -30,7 +35,7 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(
         receipt,
-        json!({"table": "default.events", "accepted": 1, "version": 1, "created": true})
+        json!({"table": "default.events", "accepted": 1, "seq": 1, "version": 1, "created": true})
     );
 
     // A JSON array; fields may be missing or null.
@@ -45,7 +50,7 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(
         receipt,
-        json!({"table": "default.events", "accepted": 2, "version": 2})
+        json!({"table": "default.events", "accepted": 2, "seq": 2, "version": 2})
     );
 
     // NDJSON into the qualified name; an integer is fine for a float column.
@@ -203,13 +208,7 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         let (status, body) = server.sql(sql).await;
         assert_eq!(status, 403, "{sql}: {body}");
         assert_eq!(body["error"]["code"], "forbidden", "{sql}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("read-only"),
-            "{sql}: {body}"
-        );
+        assert!(message(&body).contains("read-only"), "{sql}: {body}");
     }
     // Files and URLs cannot be read as tables.
     for sql in [
@@ -226,16 +225,10 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
     // Query mistakes: 400 with DataFusion's message; unknown tables 404.
     let (status, body) = server.sql("SELEC 1").await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("SELEC"),
-        "{body}"
-    );
+    assert!(message(&body).contains("SELEC"), "{body}");
     let (status, body) = server.sql("SELECT nope FROM events").await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("nope"),
-        "{body}"
-    );
+    assert!(message(&body).contains("nope"), "{body}");
     let (status, body) = server.sql("SELECT * FROM missing").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(
@@ -256,8 +249,8 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("line 2"), "{message}");
+    let text = message(&body);
+    assert!(text.starts_with("line 2"), "{text}");
     let (status, body) = server
         .ingest(
             "events",
@@ -266,10 +259,10 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    let text = message(&body);
     assert!(
-        message.starts_with("line 2") && message.contains("three"),
-        "{message}"
+        text.starts_with("line 2") && text.contains("three"),
+        "{text}"
     );
     let (status, body) = server
         .ingest(
@@ -279,13 +272,7 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("colour"),
-        "{body}"
-    );
+    assert!(message(&body).contains("colour"), "{body}");
     let (_, count) = server.sql("SELECT count(*) FROM events").await;
     assert_eq!(
         count["rows"],
@@ -302,13 +289,7 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         .ingest("bad-name", "application/json", r#"{"a": 1}"#)
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("bad-name"),
-        "{body}"
-    );
+    assert!(message(&body).contains("bad-name"), "{body}");
     let (status, body) = server.get("/v1/nothing-here").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -326,20 +307,26 @@ async fn concurrent_ingest_keeps_every_row(backend: Backend) {
         async move { server.ingest("clicks", "application/x-ndjson", &body).await }
     });
     let answers = futures::future::join_all(requests).await;
-    let mut versions: Vec<u64> = answers
+    let mut seqs: Vec<u64> = answers
         .iter()
         .map(|(status, receipt)| {
             assert_eq!(*status, 200, "{receipt}");
-            receipt["version"].as_u64().unwrap()
+            assert!(receipt["version"].as_u64().is_some(), "{receipt}");
+            receipt["seq"].as_u64().unwrap()
         })
         .collect();
-    versions.sort();
-    versions.dedup();
-    assert_eq!(versions.len(), 8, "one commit per request");
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 8, "one WAL record per request");
     let (_, result) = server
         .sql("SELECT count(*), count(DISTINCT request * 1000 + seq) FROM clicks")
         .await;
     assert_eq!(result["rows"], json!([[200, 200]]));
+    let (_, table) = server.get("/v1/tables/clicks").await;
+    assert!(
+        table["stats"]["version"].as_u64().unwrap() <= 8,
+        "concurrent requests share commits"
+    );
 }
 
 async fn auto_create_off_refuses_unknown_tables(backend: Backend) {
@@ -348,11 +335,5 @@ async fn auto_create_off_refuses_unknown_tables(backend: Backend) {
         .ingest("events", "application/json", r#"{"a": 1}"#)
         .await;
     assert_eq!(status, 404, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("auto-create is off"),
-        "{body}"
-    );
+    assert!(message(&body).contains("auto-create is off"), "{body}");
 }

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 /// A running server over its own test lake; stopped when dropped.
 pub struct TestServer {
     pub lake: TestLake,
+    _wal_dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     _stop: oneshot::Sender<()>,
@@ -22,10 +23,16 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> Self {
-        tarn::telemetry::init();
+        // Logs go through the test harness, so they show only for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tarn::telemetry::DEFAULT_FILTER)
+            .with_test_writer()
+            .try_init();
         let lake = TestLake::new(backend);
+        let wal_dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::for_lake(lake.location.clone());
         config.lake_options = lake.options.clone();
+        config.ingest.wal.dir = wal_dir.path().to_path_buf();
         configure(&mut config);
         let app = Application::build(config)
             .await
@@ -37,6 +44,7 @@ impl TestServer {
         }));
         TestServer {
             lake,
+            _wal_dir: wal_dir,
             addr,
             client: reqwest::Client::new(),
             _stop: stop,
@@ -47,11 +55,12 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// POSTs `body` with `content_type` to `/v1/ingest/{table}`.
+    /// POSTs `body` with `content_type` to `/v1/ingest/{table}?wait=commit` (so that queries
+    /// right after see the rows).
     pub async fn ingest(&self, table: &str, content_type: &str, body: &str) -> (u16, Value) {
         let response = self
             .client
-            .post(self.url(&format!("/v1/ingest/{table}")))
+            .post(self.url(&format!("/v1/ingest/{table}?wait=commit")))
             .header("content-type", content_type)
             .body(body.to_string())
             .send()

@@ -1,31 +1,67 @@
-//! The ingest router without a socket (`tower::ServiceExt::oneshot`), on a temp dir and on S3.
+//! The ingest service and router without a socket, on a temp dir and on S3: durable
+//! acknowledgement, commits, replay after a crash, idempotency, refusals.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tarn_catalog::{Catalog, TableName};
-use tarn_ingest::{IngestConfig, Ingestor};
+use tarn_ingest::{Format, IngestConfig, IngestOptions, Ingestor};
 use tarn_lake::backend_tests;
 use tarn_lake::test_util::{Backend, TestLake};
 use tower::ServiceExt;
 
 struct Fixture {
-    _lake: TestLake,
+    lake: TestLake,
+    wal_dir: tempfile::TempDir,
     catalog: Arc<Catalog>,
+    ingestor: Arc<Ingestor>,
     router: axum::Router,
 }
 
-async fn fixture(backend: Backend, config: IngestConfig) -> Fixture {
-    let lake = TestLake::new(backend);
-    let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
-    let router = tarn_ingest::router(Arc::new(Ingestor::new(catalog.clone(), config)));
-    Fixture {
-        _lake: lake,
-        catalog,
-        router,
+fn config(wal_dir: &std::path::Path) -> IngestConfig {
+    let mut config = IngestConfig::default();
+    config.wal.dir = wal_dir.to_path_buf();
+    config
+}
+
+impl Fixture {
+    async fn new(backend: Backend, configure: impl FnOnce(&mut IngestConfig)) -> Fixture {
+        let lake = TestLake::new(backend);
+        let wal_dir = tempfile::tempdir().unwrap();
+        let mut config = config(wal_dir.path());
+        configure(&mut config);
+        let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
+        let ingestor = Ingestor::start(catalog.clone(), config).await.unwrap();
+        let router = tarn_ingest::router(ingestor.clone());
+        Fixture {
+            lake,
+            wal_dir,
+            catalog,
+            ingestor,
+            router,
+        }
+    }
+
+    /// Starts a new ingestor (a new process) on the same lake and WAL directory.
+    async fn restart(&mut self, configure: impl FnOnce(&mut IngestConfig)) {
+        let mut config = config(self.wal_dir.path());
+        configure(&mut config);
+        self.catalog = Arc::new(Catalog::new(Arc::new(self.lake.open().await)));
+        self.ingestor = Ingestor::start(self.catalog.clone(), config).await.unwrap();
+        self.router = tarn_ingest::router(self.ingestor.clone());
+    }
+
+    async fn rows(&self, table: &str) -> u64 {
+        let (_, table) = self
+            .catalog
+            .open(&TableName::parse(table).unwrap())
+            .await
+            .unwrap();
+        table.stats().rows.unwrap()
     }
 }
 
@@ -49,72 +85,212 @@ async fn post(
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
-backend_tests!(appends_one_commit_per_request, refuses_what_it_cannot_take);
+const NDJSON: [(&str, &str); 1] = [("content-type", "application/x-ndjson")];
 
-async fn appends_one_commit_per_request(backend: Backend) {
-    let f = fixture(backend, IngestConfig::default()).await;
-    let ndjson = [("content-type", "application/x-ndjson")];
+backend_tests!(
+    acknowledges_then_commits,
+    replays_exactly_what_the_lake_lacks,
+    idempotency_key_survives_restart,
+    refuses_what_it_cannot_take,
+    full_wal_answers_503,
+);
+
+async fn acknowledges_then_commits(backend: Backend) {
+    let f = Fixture::new(backend, |c| c.flush.max_age_ms = 100).await;
+    // 202 as soon as the records are durable in the WAL.
     let (status, receipt) = post(
         &f.router,
         "/v1/ingest/web.clicks",
-        &ndjson,
+        &NDJSON,
         b"{\"page\": \"/\", \"ms\": 12}\n{\"page\": \"/buy\", \"ms\": 40}".to_vec(),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
     assert_eq!(
         receipt,
-        json!({"table": "web.clicks", "accepted": 2, "version": 1, "created": true})
+        json!({"table": "web.clicks", "accepted": 2, "seq": 1, "created": true})
     );
 
     // curl -d sends application/x-www-form-urlencoded; a JSON body is still read as JSON.
+    // ?wait=commit answers 200 with the version of the commit that holds the records.
     let form = [("content-type", "application/x-www-form-urlencoded")];
     let (status, receipt) = post(
         &f.router,
-        "/v1/ingest/web.clicks",
+        "/v1/ingest/web.clicks?wait=commit",
         &form,
         br#"[{"page": "/a"}, {"ms": 3}]"#.to_vec(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{receipt}");
-    assert_eq!(receipt["version"], 2);
-
+    let version = receipt["version"].as_u64().unwrap();
     let (_, table) = f
         .catalog
         .open(&TableName::parse("web.clicks").unwrap())
         .await
         .unwrap();
-    let stats = table.stats();
-    assert_eq!((stats.version, stats.rows), (2, Some(4)));
+    assert!(table.version() >= version);
+    assert_eq!(
+        table.stats().rows,
+        Some(4),
+        "the commit holds both requests"
+    );
+
+    // Every commit records this node's txn: the WAL sequence it reached.
     let history = table.history(10).await.unwrap();
     assert_eq!(
-        history.iter().map(|c| c.rows_added).collect::<Vec<_>>(),
-        vec![Some(2), Some(2), Some(0)]
+        history.last().unwrap().operation.as_deref(),
+        Some("CREATE TABLE")
     );
+    assert_eq!(history.iter().filter_map(|c| c.rows_added).sum::<u64>(), 4);
+
+    // gzip bodies.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, b"{\"page\": \"/gz\"}\n").unwrap();
+    let headers = [
+        ("content-type", "application/x-ndjson"),
+        ("content-encoding", "gzip"),
+    ];
+    let (status, receipt) = post(
+        &f.router,
+        "/v1/ingest/web.clicks?wait=commit",
+        &headers,
+        gz.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(f.rows("web.clicks").await, 5);
+    f.ingestor.shutdown().await;
+}
+
+/// A crash (no shutdown) at two points: with records acknowledged but not committed, and
+/// with records committed but still in the WAL. A restart commits the first exactly once and
+/// leaves the second alone.
+async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
+    let never = |c: &mut IngestConfig| c.flush.max_age_ms = 3_600_000;
+    let mut f = Fixture::new(backend, never).await;
+    let table = TableName::parse("events").unwrap();
+    let options = IngestOptions {
+        key: None,
+        wait_for_commit: true,
+    };
+    // Committed (wait=commit flushes at once), and still in the active WAL segment.
+    let body = Bytes::from_static(b"{\"n\": 1}\n{\"n\": 2}\n");
+    f.ingestor
+        .ingest(&table, body, Format::Ndjson, options)
+        .await
+        .unwrap();
+    // Acknowledged, not committed (the buffer would flush in an hour).
+    for n in 3..6 {
+        let body = Bytes::from(format!("{{\"n\": {n}}}"));
+        let receipt = f
+            .ingestor
+            .ingest(&table, body, Format::Json, IngestOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(receipt.version, None);
+    }
+    assert_eq!(f.rows("events").await, 2);
+    f.ingestor.shutdown_now().await;
+
+    f.restart(never).await;
+    let options = IngestOptions {
+        key: None,
+        wait_for_commit: true,
+    };
+    let body = Bytes::from_static(b"{\"n\": 6}");
+    f.ingestor
+        .ingest(&table, body, Format::Json, options)
+        .await
+        .unwrap();
+    assert_eq!(f.rows("events").await, 6, "replayed 3, kept 2, added 1");
+    f.ingestor.shutdown_now().await;
+
+    // Once more: nothing is replayed twice.
+    f.restart(never).await;
+    assert_eq!(f.rows("events").await, 6);
+    f.ingestor.shutdown().await;
+    assert_eq!(f.rows("events").await, 6);
+}
+
+async fn idempotency_key_survives_restart(backend: Backend) {
+    let mut f = Fixture::new(backend, |c| c.flush.max_age_ms = 50).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-42"),
+    ];
+    let body = br#"[{"order": 42, "total": 9.5}, {"order": 43, "total": 1.0}]"#.to_vec();
+    let (status, first) = post(
+        &f.router,
+        "/v1/ingest/orders?wait=commit",
+        &headers,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = post(&f.router, "/v1/ingest/orders", &headers, body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        again,
+        json!({"table": "default.orders", "accepted": 2, "seq": first["seq"], "replayed": true})
+    );
+    // The same key on another table is another request.
+    let (status, other) = post(&f.router, "/v1/ingest/refunds", &headers, body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert!(other.get("replayed").is_none());
+    f.ingestor.shutdown().await;
+
+    f.restart(|_| {}).await;
+    let (status, after) = post(&f.router, "/v1/ingest/orders?wait=commit", &headers, body).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["replayed"], true);
+    assert_eq!(after["seq"], first["seq"]);
+    assert_eq!(f.rows("orders").await, 2, "the retries appended nothing");
+    f.ingestor.shutdown().await;
 }
 
 async fn refuses_what_it_cannot_take(backend: Backend) {
-    let config = IngestConfig {
-        auto_create: true,
-        max_body_bytes: 1024,
-    };
-    let f = fixture(backend, config).await;
+    let f = Fixture::new(backend, |c| c.max_body_bytes = 1024).await;
     let json = [("content-type", "application/json")];
 
     let (status, body) = post(&f.router, "/v1/ingest/t", &json, vec![b' '; 2048]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
 
-    let gzip = [
+    let brotli = [
         ("content-type", "application/json"),
         ("content-encoding", "br"),
     ];
-    let (status, body) = post(&f.router, "/v1/ingest/t", &gzip, br#"{"a": 1}"#.to_vec()).await;
+    let (status, body) = post(&f.router, "/v1/ingest/t", &brotli, br#"{"a": 1}"#.to_vec()).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("'br'"),
         "{body}"
     );
+
+    // A gzip bomb is cut off at the body limit.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &vec![b' '; 100_000]).unwrap();
+    let gzip = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let (status, body) = post(&f.router, "/v1/ingest/t", &gzip, gz.finish().unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    let (status, body) = post(
+        &f.router,
+        "/v1/ingest/t?wait=later",
+        &json,
+        br#"{"a": 1}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let bad_key = [
+        ("content-type", "application/json"),
+        ("idempotency-key", ""),
+    ];
+    let (status, body) = post(&f.router, "/v1/ingest/t", &bad_key, br#"{"a": 1}"#.to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // A first body that is not an object cannot define a table.
     let (status, body) = post(&f.router, "/v1/ingest/t", &json, b"[1, 2]".to_vec()).await;
@@ -140,4 +316,66 @@ async fn refuses_what_it_cannot_take(backend: Backend) {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("'nested.a b,c'"), "{message}");
     assert!(f.catalog.list().await.unwrap().is_empty());
+    f.ingestor.shutdown().await;
+}
+
+/// When records arrive faster than they are committed, the WAL reaches its limit and ingest
+/// answers 503 with Retry-After; once the commit frees the WAL, ingest accepts again.
+async fn full_wal_answers_503(backend: Backend) {
+    let f = Fixture::new(backend, |c| {
+        c.flush.max_age_ms = 500;
+        c.wal.max_bytes = 4096;
+        c.wal.segment_bytes = 1024;
+    })
+    .await;
+    let row = format!("{{\"pad\": \"{}\"}}\n", "x".repeat(200));
+    let send = || {
+        f.router.clone().oneshot(
+            Request::post("/v1/ingest/burst")
+                .header("content-type", "application/x-ndjson")
+                .body(Body::from(row.clone()))
+                .unwrap(),
+        )
+    };
+    let mut accepted = 0;
+    let refused = loop {
+        let response = send().await.unwrap();
+        if response.status() != StatusCode::ACCEPTED {
+            break response;
+        }
+        accepted += 1;
+        assert!(accepted < 100, "the WAL limit must stop ingest");
+    };
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let bytes = refused.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("write-ahead log is full"),
+        "{body}"
+    );
+    assert!(accepted >= 10, "accepted {accepted} before the limit");
+
+    // The flush commits what was accepted and frees the WAL; ingest accepts again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if send().await.unwrap().status() == StatusCode::ACCEPTED {
+            accepted += 1;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL never drained"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    f.ingestor.shutdown().await;
+    assert_eq!(
+        f.rows("burst").await as usize,
+        accepted,
+        "every accepted record, once"
+    );
 }

@@ -1,0 +1,345 @@
+//! Per-table buffers of durable records, and the flusher that turns them into Delta commits.
+//!
+//! Records arrive from the WAL writer in sequence order ([`WalSink`]). A table's buffer is
+//! flushed as one Delta commit when its rows, bytes (of request bodies) or age cross the
+//! thresholds; the commit carries a Delta `txn` whose version is the last sequence number in
+//! it, so after a crash the records above that version, and only those, are replayed. One
+//! flush per table runs at a time; failed commits are retried with exponential backoff and
+//! jitter while new records keep collecting behind them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use serde::Deserialize;
+use tarn_catalog::{Catalog, TableName};
+use tokio::sync::{watch, Notify};
+
+use crate::wal::{Wal, WalRecord, WalSink};
+
+/// When a table's buffer becomes a Delta commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FlushConfig {
+    /// Flush records at most this long after the first of them arrived.
+    pub max_age_ms: u64,
+    /// Flush when the buffered request bodies reach this many bytes.
+    pub max_bytes: u64,
+    /// Flush when this many rows are buffered.
+    pub max_rows: usize,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig {
+            max_age_ms: 1000,
+            max_bytes: 64 * 1024 * 1024,
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+/// The latest commit of a table's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Every record of the table up to this sequence number is in the lake.
+    pub seq: u64,
+    /// The Delta version that committed `seq`.
+    pub version: u64,
+}
+
+#[derive(Default)]
+struct TableBuffer {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: u64,
+    since: Option<Instant>,
+    last_seq: u64,
+    flushing: bool,
+    /// Someone waits for this buffer's commit (`?wait=commit`): flush without waiting for the
+    /// thresholds.
+    urgent: bool,
+}
+
+/// Work for one commit.
+struct Flush {
+    table: TableName,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    last_seq: u64,
+}
+
+/// The buffers of every table.
+#[derive(Default)]
+pub struct Buffers {
+    config: FlushConfig,
+    tables: Mutex<HashMap<TableName, TableBuffer>>,
+    wake: Notify,
+    commits: Mutex<HashMap<TableName, watch::Sender<Committed>>>,
+}
+
+impl WalSink for Buffers {
+    fn durable(&self, record: &WalRecord, batches: Vec<RecordBatch>) {
+        self.push(&record.table, record.seq, batches, record.body.len() as u64);
+    }
+}
+
+impl Buffers {
+    /// Empty buffers with the given thresholds.
+    pub fn new(config: FlushConfig) -> Self {
+        Buffers {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// Adds a durable record's rows.
+    pub fn push(&self, table: &TableName, seq: u64, batches: Vec<RecordBatch>, bytes: u64) {
+        let mut tables = self.tables.lock().expect("buffers");
+        let buffer = tables.entry(table.clone()).or_default();
+        buffer.rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        buffer.bytes += bytes;
+        buffer.batches.extend(batches);
+        buffer.last_seq = buffer.last_seq.max(seq);
+        buffer.since.get_or_insert_with(Instant::now);
+        if buffer.rows >= self.config.max_rows || buffer.bytes >= self.config.max_bytes {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Takes the buffers that are due (all non-empty ones with `everything`), marking their
+    /// tables as flushing.
+    fn take_due(&self, everything: bool) -> Vec<Flush> {
+        let max_age = Duration::from_millis(self.config.max_age_ms);
+        let mut due = Vec::new();
+        let mut tables = self.tables.lock().expect("buffers");
+        for (table, buffer) in tables.iter_mut() {
+            let Some(since) = buffer.since else { continue };
+            let ready = everything
+                || buffer.urgent
+                || since.elapsed() >= max_age
+                || buffer.rows >= self.config.max_rows
+                || buffer.bytes >= self.config.max_bytes;
+            if ready && !buffer.flushing {
+                buffer.flushing = true;
+                due.push(Flush {
+                    table: table.clone(),
+                    batches: std::mem::take(&mut buffer.batches),
+                    rows: std::mem::take(&mut buffer.rows),
+                    last_seq: buffer.last_seq,
+                });
+                buffer.bytes = 0;
+                buffer.since = None;
+                buffer.urgent = false;
+            }
+        }
+        due
+    }
+
+    fn finished(&self, table: &TableName, committed: Option<Committed>) {
+        if let Some(buffer) = self.tables.lock().expect("buffers").get_mut(table) {
+            buffer.flushing = false;
+        }
+        if let Some(committed) = committed {
+            self.set_committed(table, committed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Records that `table`'s records up to `committed.seq` are in the lake (found on start, or
+    /// by a commit).
+    pub fn set_committed(&self, table: &TableName, committed: Committed) {
+        self.sender(table).send_if_modified(|c| {
+            let newer = committed.seq > c.seq;
+            if newer {
+                *c = committed;
+            }
+            newer
+        });
+    }
+
+    fn sender(&self, table: &TableName) -> watch::Sender<Committed> {
+        self.commits
+            .lock()
+            .expect("commits")
+            .entry(table.clone())
+            .or_insert_with(|| watch::channel(Committed::default()).0)
+            .clone()
+    }
+
+    /// Waits until `table`'s records up to `seq` are committed, asking for an early flush.
+    pub async fn committed(&self, table: &TableName, seq: u64) -> Committed {
+        let mut receiver = self.sender(table).subscribe();
+        if receiver.borrow().seq < seq {
+            if let Some(buffer) = self.tables.lock().expect("buffers").get_mut(table) {
+                buffer.urgent = true;
+            }
+            self.wake.notify_one();
+        }
+        let committed = receiver
+            .wait_for(|c| c.seq >= seq)
+            .await
+            .expect("the sender is kept");
+        *committed
+    }
+
+    /// Rows buffered and not yet committed, over all tables.
+    pub fn pending_rows(&self) -> usize {
+        self.tables
+            .lock()
+            .expect("buffers")
+            .values()
+            .map(|b| b.rows)
+            .sum()
+    }
+
+    fn idle(&self) -> bool {
+        self.tables
+            .lock()
+            .expect("buffers")
+            .values()
+            .all(|b| b.since.is_none() && !b.flushing)
+    }
+}
+
+/// Commits buffers to the lake; one per process.
+pub struct Flusher {
+    pub(crate) buffers: Arc<Buffers>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) wal: Arc<Wal>,
+    pub(crate) keys: Arc<crate::idempotency::KeyStore>,
+    pub(crate) node_id: String,
+}
+
+/// How often the flusher looks at buffer ages.
+const TICK: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Flusher {
+    /// The Delta `txn` application id of this node's commits to `table`.
+    pub fn app_id(&self, table: &TableName) -> String {
+        format!("tarn-{}-{table}", self.node_id)
+    }
+
+    /// Runs until `stop` turns true, then commits everything still buffered (retrying while
+    /// storage is unreachable, until `drain_timeout`).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, drain_timeout: Duration) {
+        loop {
+            tokio::select! {
+                _ = self.buffers.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            for flush in self.buffers.take_due(false) {
+                tokio::spawn(self.clone().flush(flush));
+            }
+        }
+        let pending = self.buffers.pending_rows();
+        tracing::info!(
+            rows = pending,
+            "committing buffered records before shutdown"
+        );
+        let drained = tokio::time::timeout(drain_timeout, async {
+            while !self.buffers.idle() {
+                for flush in self.buffers.take_due(true) {
+                    tokio::spawn(self.clone().flush(flush));
+                }
+                tokio::time::sleep(TICK).await;
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("all buffered records are committed"),
+            Err(_) => tracing::warn!(
+                rows = self.buffers.pending_rows(),
+                "storage did not take every buffered record before the shutdown timeout; they stay in the write-ahead log and are committed on the next start"
+            ),
+        }
+    }
+
+    async fn flush(self: Arc<Self>, flush: Flush) {
+        let Flush {
+            table,
+            batches,
+            rows,
+            last_seq,
+        } = flush;
+        let app_id = self.app_id(&table);
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        let outcome = loop {
+            attempt += 1;
+            match self
+                .commit(&table, &batches, &app_id, last_seq, attempt > 1)
+                .await
+            {
+                Ok(version) => {
+                    break Some(Committed {
+                        seq: last_seq,
+                        version,
+                    })
+                }
+                Err(tarn_catalog::Error::TableNotFound { .. }) => {
+                    tracing::error!(table = %table, rows, "the table was deleted while records for it were buffered; dropping them");
+                    break None;
+                }
+                Err(e) => {
+                    let wait = backoff + jitter(backoff);
+                    tracing::warn!(table = %table, rows, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "commit failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        let wal = self.wal.clone();
+        let keys = self.keys.clone();
+        let name = table.clone();
+        let released = tokio::task::spawn_blocking(move || {
+            let moved = wal.committed(&name, last_seq);
+            keys.persist(&moved)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = released.map_err(std::io::Error::other) {
+            tracing::error!(error = %e, "cannot keep idempotency keys of a deleted WAL segment");
+        }
+        if let Some(committed) = outcome {
+            tracing::debug!(table = %table, rows, version = committed.version, seq = last_seq, "committed");
+        }
+        self.buffers.finished(&table, outcome);
+    }
+
+    /// One commit attempt. On a retry, the table is first asked whether an earlier attempt
+    /// landed after all (its `txn` version already covers `seq`), so nothing is written twice.
+    async fn commit(
+        &self,
+        table: &TableName,
+        batches: &[RecordBatch],
+        app_id: &str,
+        seq: u64,
+        retry: bool,
+    ) -> Result<u64, tarn_catalog::Error> {
+        let (_, lake_table) = self.catalog.open(table).await?;
+        if retry {
+            if let Some(done) = lake_table.txn_version(app_id).await? {
+                if done >= seq as i64 {
+                    return Ok(lake_table.version());
+                }
+            }
+        }
+        let committed = lake_table
+            .append_txn(batches.to_vec(), app_id, seq as i64)
+            .await?;
+        self.catalog.remember(table, &committed);
+        Ok(committed.version())
+    }
+}
+
+/// Up to half of `base`, from the clock's nanoseconds: enough to spread retries apart.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
