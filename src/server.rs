@@ -16,7 +16,7 @@ use tarn_query::QueryEngine;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::ServeConfig;
 
@@ -64,7 +64,11 @@ impl Services {
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                    .layer(TraceLayer::new_for_http()
+                        // Answers of 5xx are logged where they arise (bugs as errors, back-pressure
+                        // as warnings); the access-level trace stays at debug.
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+                        .make_span_with(|request: &Request<_>| {
                         let id = request
                             .headers()
                             .get("x-request-id")

@@ -1,7 +1,9 @@
 //! End-to-end tests: a real Tarn server on a loopback socket, on a temp dir and on S3.
 
 mod cli;
+mod crash;
 mod e2e;
 mod interop;
+mod outage;
 mod readme;
 mod support;

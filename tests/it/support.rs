@@ -103,3 +103,126 @@ impl TestServer {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 }
+
+/// A `tarn serve` child process, for tests that kill it.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub addr: String,
+    log: tokio::task::JoinHandle<String>,
+}
+
+impl ServeProcess {
+    /// Starts `tarn serve` with `args` and the lake's environment; returns once it listens.
+    pub async fn start(lake: &TestLake, args: &[&str]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+            .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(lake.env())
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tarn serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                seen.push_str(&line);
+                seen.push('\n');
+                if let Some(rest) = line.split("on http://").nth(1) {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+            panic!("tarn serve exited before listening:\n{seen}");
+        })
+        .await
+        .expect("tarn serve starts");
+        // Keep reading the log so the child never blocks on a full pipe.
+        let log = tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            rest
+        });
+        ServeProcess { child, addr, log }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill(mut self) -> String {
+        self.child.kill().await.unwrap();
+        self.log.await.unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns the log.
+    pub async fn terminate(mut self) -> String {
+        let pid = self.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("tarn stops after SIGTERM")
+            .unwrap();
+        let log = self.log.await.unwrap_or_default();
+        assert!(status.success(), "exit {status:?}:\n{log}");
+        log
+    }
+}
+
+/// A TCP proxy that can cut every connection and refuse new ones, to stage a storage outage
+/// between Tarn and the S3 server.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (flag, conns) = (cut.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut conns = conns.lock().unwrap();
+                conns.retain(|t| !t.is_finished());
+                conns.push(task);
+            }
+        });
+        FaultProxy {
+            addr,
+            cut,
+            connections,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
