@@ -4,7 +4,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tarn_ingest::{FlushConfig, IngestConfig, WalConfig};
+use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, WalConfig};
 use tarn_lake::LakeOptions;
 use tarn_query::QueryConfig;
 
@@ -24,6 +24,39 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run one SQL query on the lake, without a server, and print an aligned table.
     Sql(SqlArgs),
+    /// Compact a table's small files now (also runs in the background of `serve`).
+    Optimize(OptimizeArgs),
+    /// Delete a table's unreferenced files older than the retention (also runs in `serve`).
+    Vacuum(VacuumArgs),
+}
+
+/// `tarn optimize`.
+#[derive(Debug, Clone, Args)]
+pub struct OptimizeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// Size of the files to write, in bytes.
+    #[arg(long, default_value_t = MaintenanceConfig::default().target_file_bytes)]
+    pub target_file_bytes: u64,
+    /// The table (`name` or `namespace.name`).
+    pub table: String,
+}
+
+/// `tarn vacuum`.
+#[derive(Debug, Clone, Args)]
+pub struct VacuumArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// Keep files that versions of the last this many hours still reference.
+    #[arg(long, default_value_t = MaintenanceConfig::default().vacuum_retention_hours)]
+    pub retention_hours: u64,
+    /// Only list what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The table (`name` or `namespace.name`).
+    pub table: String,
 }
 
 /// Where the lake is.
@@ -65,6 +98,18 @@ pub struct ServeArgs {
     /// Commit a table's buffer when it holds this many rows.
     #[arg(long, env = "TARN_FLUSH_MAX_ROWS", default_value_t = FlushConfig::default().max_rows)]
     pub flush_max_rows: usize,
+    /// Compact a table when this many of its files are small (0 turns maintenance off).
+    #[arg(long, env = "TARN_COMPACT_MIN_FILES", default_value_t = MaintenanceConfig::default().compact_min_files)]
+    pub compact_min_files: usize,
+    /// Write a checkpoint every this many commits of a table.
+    #[arg(long, env = "TARN_CHECKPOINT_EVERY", default_value_t = MaintenanceConfig::default().checkpoint_every)]
+    pub checkpoint_every: u64,
+    /// Vacuum deletes unreferenced files older than this many hours.
+    #[arg(long, env = "TARN_VACUUM_RETENTION_HOURS", default_value_t = MaintenanceConfig::default().vacuum_retention_hours)]
+    pub vacuum_retention_hours: u64,
+    /// How often each busy table is vacuumed, in seconds.
+    #[arg(long, env = "TARN_VACUUM_EVERY_SECS", default_value_t = MaintenanceConfig::default().vacuum_every_secs)]
+    pub vacuum_every_secs: u64,
     /// How long an Idempotency-Key is remembered, in seconds.
     #[arg(long, env = "TARN_IDEMPOTENCY_TTL_SECS", default_value_t = IngestConfig::default().idempotency_ttl_secs)]
     pub idempotency_ttl_secs: u64,
@@ -129,6 +174,14 @@ impl From<ServeArgs> for ServeConfig {
                     max_rows: args.flush_max_rows,
                 },
                 idempotency_ttl_secs: args.idempotency_ttl_secs,
+                maintenance: MaintenanceConfig {
+                    enabled: args.compact_min_files > 0,
+                    compact_min_files: args.compact_min_files,
+                    checkpoint_every: args.checkpoint_every.max(1),
+                    vacuum_retention_hours: args.vacuum_retention_hours,
+                    vacuum_every_secs: args.vacuum_every_secs,
+                    ..MaintenanceConfig::default()
+                },
                 ..IngestConfig::default()
             },
             ..ServeConfig::for_lake(args.lake.lake)

@@ -12,5 +12,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Sql(args) => tarn::cli::sql(&args).await,
+        Command::Optimize(args) => tarn::cli::optimize(&args).await,
+        Command::Vacuum(args) => tarn::cli::vacuum(&args).await,
     }
 }

@@ -37,9 +37,8 @@ impl Services {
             .await
             .with_context(|| format!("cannot open the lake at {}", config.lake))?;
         let catalog = Arc::new(Catalog::new(Arc::new(lake)));
-        let ingestor = Ingestor::start(catalog.clone(), config.ingest.clone())
-            .await
-            .with_context(|| {
+        let ingestor =
+            Ingestor::start(catalog.clone(), config.ingest.clone()).await.with_context(|| {
                 format!(
                     "cannot start ingest (write-ahead log in {})",
                     config.ingest.wal.dir.display()
@@ -86,10 +85,7 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{} does not take this method", uri.path()),
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} does not take this method", uri.path()))
 }
 
 /// A bound, ready-to-run Tarn server.
@@ -107,18 +103,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let lake = services.catalog.lake().location().to_string();
-        Ok(Application {
-            listener,
-            services,
-            lake,
-        })
+        Ok(Application { listener, services, lake })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns.
@@ -138,9 +128,7 @@ impl Application {
         tracing::warn!(
             "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
         );
-        axum::serve(self.listener, self.services.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(self.listener, self.services.router()).with_graceful_shutdown(shutdown).await?;
         self.services.ingestor.shutdown().await;
         tracing::info!("Tarn stopped");
         Ok(())

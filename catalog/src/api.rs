@@ -103,11 +103,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error of the given kind.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        ApiError { code, message: message.into(), retry_after: None }
     }
 
     /// 400 with the given message.
@@ -117,10 +113,7 @@ impl ApiError {
 
     /// 503 with `Retry-After`.
     pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..Self::new(ErrorCode::Unavailable, message)
-        }
+        ApiError { retry_after: Some(retry_after), ..Self::new(ErrorCode::Unavailable, message) }
     }
 
     /// 500 for a bug: `detail` is logged here and kept out of the answer.
@@ -147,10 +140,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.code.status(), axum::Json(body)).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_secs().max(1).to_string();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&secs).expect("digits"),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
         }
         response
     }

@@ -30,9 +30,7 @@ pub struct Catalog {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog")
-            .field("lake", &self.lake)
-            .finish_non_exhaustive()
+        f.debug_struct("Catalog").field("lake", &self.lake).finish_non_exhaustive()
     }
 }
 
@@ -53,10 +51,7 @@ pub struct TableInfo {
 impl Catalog {
     /// The catalog of `lake`.
     pub fn new(lake: Arc<Lake>) -> Self {
-        Catalog {
-            lake,
-            tables: Mutex::new(HashMap::new()),
-        }
+        Catalog { lake, tables: Mutex::new(HashMap::new()) }
     }
 
     /// The lake this catalog describes.
@@ -65,11 +60,7 @@ impl Catalog {
     }
 
     fn document_path(name: &TableName) -> Path {
-        Path::from(format!(
-            "{TABLES_PREFIX}/{}/{}.json",
-            name.namespace(),
-            name.name()
-        ))
+        Path::from(format!("{TABLES_PREFIX}/{}/{}.json", name.namespace(), name.name()))
     }
 
     /// All tables, sorted by name.
@@ -122,9 +113,7 @@ impl Catalog {
         let path = Self::document_path(name);
         let definition = read_document(self.lake.store().as_ref(), &path)
             .await?
-            .ok_or_else(|| Error::TableNotFound {
-                name: name.to_string(),
-            })?;
+            .ok_or_else(|| Error::TableNotFound { name: name.to_string() })?;
         definition.parse_name()?;
         Ok(definition)
     }
@@ -143,14 +132,9 @@ impl Catalog {
     ) -> Result<(TableDefinition, LakeTable)> {
         let path = Self::document_path(name);
         if self.lake.store().head(&path).await.is_ok() {
-            return Err(Error::TableExists {
-                name: name.to_string(),
-            });
+            return Err(Error::TableExists { name: name.to_string() });
         }
-        let table = self
-            .lake
-            .create_table(&name.path(), schema, partition_by)
-            .await?;
+        let table = self.lake.create_table(&name.path(), schema, partition_by).await?;
         let definition = TableDefinition {
             namespace: name.namespace().to_string(),
             name: name.name().to_string(),
@@ -161,22 +145,12 @@ impl Catalog {
             created_by: created_by.to_string(),
         };
         let body = serde_json::to_vec_pretty(&definition).expect("definitions serialize");
-        let put = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .lake
-            .store()
-            .put_opts(&path, PutPayload::from(Bytes::from(body)), put)
-            .await
-        {
+        let put = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.lake.store().put_opts(&path, PutPayload::from(Bytes::from(body)), put).await {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {
-                return Err(Error::TableExists {
-                    name: name.to_string(),
-                })
+                return Err(Error::TableExists { name: name.to_string() })
             }
             Err(e) => return Err(e.into()),
         }
@@ -191,12 +165,7 @@ impl Catalog {
     /// made since (by this or any other process).
     pub async fn open(&self, name: &TableName) -> Result<(TableDefinition, LakeTable)> {
         let definition = self.get(name).await?;
-        let cached = self
-            .tables
-            .lock()
-            .expect("table cache lock")
-            .get(name)
-            .cloned();
+        let cached = self.tables.lock().expect("table cache lock").get(name).cloned();
         let table = match cached {
             Some(mut table) => {
                 table.refresh().await?;
@@ -205,9 +174,7 @@ impl Catalog {
             None => match self.lake.open_table(&definition.location).await {
                 Ok(table) => table,
                 Err(tarn_lake::Error::TableNotFound { .. }) => {
-                    return Err(Error::TableNotFound {
-                        name: name.to_string(),
-                    })
+                    return Err(Error::TableNotFound { name: name.to_string() })
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -235,10 +202,8 @@ impl Catalog {
         } else if tables.len() >= MAX_CACHED_TABLES {
             // Evict the handle of the table with the oldest version: a cheap stand-in for
             // "least recently written" that needs no extra bookkeeping.
-            if let Some(victim) = tables
-                .iter()
-                .min_by_key(|(_, t)| t.version())
-                .map(|(n, _)| n.clone())
+            if let Some(victim) =
+                tables.iter().min_by_key(|(_, t)| t.version()).map(|(n, _)| n.clone())
             {
                 tables.remove(&victim);
             }
@@ -291,8 +256,5 @@ async fn read_document(store: &dyn ObjectStore, path: &Path) -> Result<Option<Ta
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|source| Error::Document {
-            path: path.to_string(),
-            source,
-        })
+        .map_err(|source| Error::Document { path: path.to_string(), source })
 }

@@ -26,10 +26,7 @@ impl TableName {
             Some((ns, name)) => (ns.to_string(), name.to_string()),
             None => (DEFAULT_NAMESPACE.to_string(), lower.clone()),
         };
-        let invalid = |reason: String| Error::InvalidName {
-            name: qualified.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| Error::InvalidName { name: qualified.to_string(), reason };
         for (what, part) in [("namespace", &namespace), ("table name", &name)] {
             validate_part(part).map_err(|reason| invalid(format!("the {what} {reason}")))?;
         }
@@ -67,9 +64,7 @@ fn validate_part(part: &str) -> std::result::Result<(), String> {
         _ => {}
     }
     if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
-        return Err(format!(
-            "may only contain letters, digits and '_', not '{c}'"
-        ));
+        return Err(format!("may only contain letters, digits and '_', not '{c}'"));
     }
     if part.len() > 128 {
         return Err("is longer than 128 characters".into());

@@ -46,9 +46,7 @@ async fn get_table(
 ) -> Result<Json<Value>, ApiError> {
     let name = TableName::parse(&table)?;
     let info = catalog.describe(&name).await?;
-    Ok(Json(
-        serde_json::to_value(info).map_err(ApiError::internal)?,
-    ))
+    Ok(Json(serde_json::to_value(info).map_err(ApiError::internal)?))
 }
 
 #[derive(Deserialize)]
@@ -66,9 +64,7 @@ async fn history(
     let (_, table) = catalog.open(&name).await?;
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
     let commits = table.history(limit).await?;
-    Ok(Json(
-        json!({ "table": name.to_string(), "commits": commits }),
-    ))
+    Ok(Json(json!({ "table": name.to_string(), "commits": commits })))
 }
 
 #[derive(Deserialize)]

@@ -38,11 +38,7 @@ pub fn type_name(data_type: &DataType) -> String {
         }
         DataType::Map(f, _) => match f.data_type() {
             DataType::Struct(kv) if kv.len() == 2 => {
-                format!(
-                    "map<{}, {}>",
-                    type_name(kv[0].data_type()),
-                    type_name(kv[1].data_type())
-                )
+                format!("map<{}, {}>", type_name(kv[0].data_type()), type_name(kv[1].data_type()))
             }
             other => format!("map<{}>", type_name(other)),
         },
@@ -65,19 +61,12 @@ mod tests {
     fn names() {
         assert_eq!(type_name(&DataType::Utf8), "string");
         assert_eq!(
-            type_name(&DataType::Timestamp(
-                TimeUnit::Microsecond,
-                Some("UTC".into())
-            )),
+            type_name(&DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
             "timestamp"
         );
         assert_eq!(type_name(&DataType::Decimal128(10, 2)), "decimal(10,2)");
         assert_eq!(
-            type_name(&DataType::List(Arc::new(Field::new(
-                "element",
-                DataType::Int64,
-                true
-            )))),
+            type_name(&DataType::List(Arc::new(Field::new("element", DataType::Int64, true)))),
             "list<int64>"
         );
     }

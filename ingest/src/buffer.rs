@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use serde::Deserialize;
 use tarn_catalog::{Catalog, TableName};
+use tarn_lake::LakeTable;
 use tokio::sync::{watch, Notify};
 
 use crate::wal::{Wal, WalRecord, WalSink};
@@ -32,11 +33,7 @@ pub struct FlushConfig {
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        FlushConfig {
-            max_age_ms: 1000,
-            max_bytes: 64 * 1024 * 1024,
-            max_rows: 1_000_000,
-        }
+        FlushConfig { max_age_ms: 1000, max_bytes: 64 * 1024 * 1024, max_rows: 1_000_000 }
     }
 }
 
@@ -88,10 +85,7 @@ impl WalSink for Buffers {
 impl Buffers {
     /// Empty buffers with the given thresholds.
     pub fn new(config: FlushConfig) -> Self {
-        Buffers {
-            config,
-            ..Default::default()
-        }
+        Buffers { config, ..Default::default() }
     }
 
     /// Adds a durable record's rows.
@@ -177,29 +171,17 @@ impl Buffers {
             }
             self.wake.notify_one();
         }
-        let committed = receiver
-            .wait_for(|c| c.seq >= seq)
-            .await
-            .expect("the sender is kept");
+        let committed = receiver.wait_for(|c| c.seq >= seq).await.expect("the sender is kept");
         *committed
     }
 
     /// Rows buffered and not yet committed, over all tables.
     pub fn pending_rows(&self) -> usize {
-        self.tables
-            .lock()
-            .expect("buffers")
-            .values()
-            .map(|b| b.rows)
-            .sum()
+        self.tables.lock().expect("buffers").values().map(|b| b.rows).sum()
     }
 
     fn idle(&self) -> bool {
-        self.tables
-            .lock()
-            .expect("buffers")
-            .values()
-            .all(|b| b.since.is_none() && !b.flushing)
+        self.tables.lock().expect("buffers").values().all(|b| b.since.is_none() && !b.flushing)
     }
 }
 
@@ -209,6 +191,7 @@ pub struct Flusher {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) wal: Arc<Wal>,
     pub(crate) keys: Arc<crate::idempotency::KeyStore>,
+    pub(crate) maintenance: Arc<crate::maintenance::Maintenance>,
     pub(crate) node_id: String,
 }
 
@@ -236,10 +219,7 @@ impl Flusher {
             }
         }
         let pending = self.buffers.pending_rows();
-        tracing::info!(
-            rows = pending,
-            "committing buffered records before shutdown"
-        );
+        tracing::info!(rows = pending, "committing buffered records before shutdown");
         let drained = tokio::time::timeout(drain_timeout, async {
             while !self.buffers.idle() {
                 for flush in self.buffers.take_due(true) {
@@ -259,26 +239,16 @@ impl Flusher {
     }
 
     async fn flush(self: Arc<Self>, flush: Flush) {
-        let Flush {
-            table,
-            batches,
-            rows,
-            last_seq,
-        } = flush;
+        let Flush { table, batches, rows, last_seq } = flush;
         let app_id = self.app_id(&table);
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         let outcome = loop {
             attempt += 1;
-            match self
-                .commit(&table, &batches, &app_id, last_seq, attempt > 1)
-                .await
-            {
-                Ok(version) => {
-                    break Some(Committed {
-                        seq: last_seq,
-                        version,
-                    })
+            match self.commit(&table, &batches, &app_id, last_seq, attempt > 1).await {
+                Ok(committed) => {
+                    self.maintenance.after_commit(&table, &committed);
+                    break Some(Committed { seq: last_seq, version: committed.version() });
                 }
                 Err(tarn_catalog::Error::TableNotFound { .. }) => {
                     tracing::error!(table = %table, rows, "the table was deleted while records for it were buffered; dropping them");
@@ -318,20 +288,18 @@ impl Flusher {
         app_id: &str,
         seq: u64,
         retry: bool,
-    ) -> Result<u64, tarn_catalog::Error> {
+    ) -> Result<LakeTable, tarn_catalog::Error> {
         let (_, lake_table) = self.catalog.open(table).await?;
         if retry {
             if let Some(done) = lake_table.txn_version(app_id).await? {
                 if done >= seq as i64 {
-                    return Ok(lake_table.version());
+                    return Ok(lake_table);
                 }
             }
         }
-        let committed = lake_table
-            .append_txn(batches.to_vec(), app_id, seq as i64)
-            .await?;
+        let committed = lake_table.append_txn(batches.to_vec(), app_id, seq as i64).await?;
         self.catalog.remember(table, &committed);
-        Ok(committed.version())
+        Ok(committed)
     }
 }
 

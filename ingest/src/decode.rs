@@ -35,12 +35,7 @@ impl Format {
         let Some(content_type) = content_type else {
             return Ok(Format::Json);
         };
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match essence.as_str() {
             "" | "application/json" | "text/json" => Ok(Format::Json),
             "application/x-ndjson"
@@ -58,10 +53,7 @@ impl Format {
 }
 
 fn looks_like_json(body: &[u8]) -> bool {
-    matches!(
-        body.iter().find(|b| !b.is_ascii_whitespace()),
-        Some(b'{') | Some(b'[')
-    )
+    matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{') | Some(b'['))
 }
 
 /// A body that could not be decoded, with where.
@@ -78,11 +70,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn at(line: Option<usize>, message: impl Into<String>) -> Self {
-        DecodeError {
-            line,
-            column: None,
-            message: message.into(),
-        }
+        DecodeError { line, column: None, message: message.into() }
     }
 
     fn render(&self) -> String {
@@ -137,10 +125,7 @@ fn with_lines<'a>(
         let bytes = value.map_err(syntax_error)?.get().as_bytes();
         // The value borrows from `body`, so its position is a pointer difference.
         let offset = bytes.as_ptr() as usize - body.as_ptr() as usize;
-        line += body[scanned..offset]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count();
+        line += body[scanned..offset].iter().filter(|b| **b == b'\n').count();
         scanned = offset;
         records.push(Record { bytes, line });
     }
@@ -157,9 +142,7 @@ fn syntax_error(e: serde_json::Error) -> DecodeError {
 
 /// serde_json appends " at line L column C"; we report those separately.
 fn strip_position(message: &str) -> &str {
-    message
-        .rfind(" at line ")
-        .map_or(message, |i| &message[..i])
+    message.rfind(" at line ").map_or(message, |i| &message[..i])
 }
 
 fn decoder(schema: SchemaRef) -> Result<Decoder, DecodeError> {
@@ -266,10 +249,9 @@ fn records(body: &[u8], format: Format) -> Result<Vec<Record<'_>>, DecodeError> 
             .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
             .map(|(i, bytes)| Record { bytes, line: i + 1 })
             .collect()),
-        (Format::Json, Layout::Stream) => with_lines(
-            body,
-            serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>(),
-        ),
+        (Format::Json, Layout::Stream) => {
+            with_lines(body, serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>())
+        }
     }
 }
 
@@ -300,13 +282,7 @@ pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> 
     let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
         .map_err(|e| DecodeError::at(None, arrow_message(&e)))?;
     check_names(schema.fields(), "")?;
-    Ok(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| Arc::new(storable(f)))
-            .collect::<Fields>(),
-    ))
+    Ok(Schema::new(schema.fields().iter().map(|f| Arc::new(storable(f))).collect::<Fields>()))
 }
 
 /// Characters Spark and Hive refuse in Parquet column names (Delta without column mapping).
@@ -381,12 +357,8 @@ mod tests {
 
     #[test]
     fn object_array_and_ndjson_decode_alike() {
-        let one = decode(
-            br#"{"id": 1, "name": "a", "price": 2.5}"#,
-            Format::Json,
-            schema(),
-        )
-        .unwrap();
+        let one =
+            decode(br#"{"id": 1, "name": "a", "price": 2.5}"#, Format::Json, schema()).unwrap();
         let array = decode(
             b"[\n {\"id\": 1, \"name\": \"a\", \"price\": 2.5},\n {\"id\": \"2\", \"name\": 7}\n]",
             Format::Json,
@@ -401,11 +373,7 @@ mod tests {
         .unwrap();
         assert_eq!(table(&one).lines().count(), 5);
         assert_eq!(table(&array), table(&ndjson));
-        assert!(
-            table(&array).contains("| 2  | 7    |       |"),
-            "{}",
-            table(&array)
-        );
+        assert!(table(&array).contains("| 2  | 7    |       |"), "{}", table(&array));
     }
 
     #[test]
@@ -457,11 +425,8 @@ mod tests {
     fn inference() {
         let body = b"{\"a\": 1, \"b\": 1.5, \"c\": \"x\", \"d\": null, \"e\": {\"f\": true}, \"g\": [1]}\n{\"a\": 2}";
         let schema = infer_schema(body, Format::Ndjson).unwrap();
-        let types: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| format!("{}:{}", f.name(), f.data_type()))
-            .collect();
+        let types: Vec<String> =
+            schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
         assert_eq!(types[0], "a:Int64");
         assert_eq!(types[1], "b:Float64");
         assert_eq!(types[2], "c:Utf8");
@@ -469,10 +434,7 @@ mod tests {
         assert!(types[4].starts_with("e:Struct"), "{types:?}");
         assert!(types[5].starts_with("g:List"), "{types:?}");
         let err = infer_schema(b"{\"a\": 1}\n42\n", Format::Ndjson).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 2: expected a JSON object, got a number"
-        );
+        assert_eq!(err.to_string(), "line 2: expected a JSON object, got a number");
     }
 
     #[test]
@@ -492,9 +454,6 @@ mod tests {
             Format::Json
         );
         let err = Format::from_content_type(Some("text/csv"), b"a,b").unwrap_err();
-        assert!(
-            err.to_string().contains("'text/csv' is not supported"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("'text/csv' is not supported"), "{err}");
     }
 }

@@ -66,11 +66,7 @@ pub struct KeyGuard<'a> {
 impl KeyGuard<'_> {
     /// Records the answer for later requests with the same key.
     pub fn complete(mut self, answer: KeyAnswer) {
-        self.store
-            .slots
-            .lock()
-            .expect("key store")
-            .insert(self.id.clone(), Slot::Done(answer));
+        self.store.slots.lock().expect("key store").insert(self.id.clone(), Slot::Done(answer));
         if let Some(sender) = self.sender.take() {
             let _ = sender.send(Some(answer));
         }
@@ -131,19 +127,12 @@ impl KeyStore {
         let slots = kept
             .into_iter()
             .map(|r| {
-                let answer = KeyAnswer {
-                    seq: r.seq,
-                    accepted: r.accepted,
-                    received_ms: r.received_ms,
-                };
+                let answer =
+                    KeyAnswer { seq: r.seq, accepted: r.accepted, received_ms: r.received_ms };
                 ((r.table, r.key), Slot::Done(answer))
             })
             .collect();
-        Ok(KeyStore {
-            path,
-            ttl,
-            slots: Mutex::new(slots),
-        })
+        Ok(KeyStore { path, ttl, slots: Mutex::new(slots) })
     }
 
     /// Looks `key` up for `table`.
@@ -161,11 +150,7 @@ impl KeyStore {
         }
         let (sender, receiver) = watch::channel(None);
         slots.insert(id.clone(), Slot::InFlight(receiver));
-        Begin::Proceed(KeyGuard {
-            store: self,
-            id,
-            sender: Some(sender),
-        })
+        Begin::Proceed(KeyGuard { store: self, id, sender: Some(sender) })
     }
 
     /// Keeps `records` (keys whose WAL segment is being deleted) in `keys.log`.
@@ -173,10 +158,7 @@ impl KeyStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         let mut out = Vec::new();
         for record in records {
             serde_json::to_writer(&mut out, record)?;
@@ -204,26 +186,15 @@ mod tests {
     fn first_answer_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path(), Duration::from_secs(3600), []).unwrap();
-        let Begin::Proceed(guard) = store.begin("default.t", "k1") else {
-            panic!("first use")
-        };
+        let Begin::Proceed(guard) = store.begin("default.t", "k1") else { panic!("first use") };
         assert!(matches!(store.begin("default.t", "k1"), Begin::Wait(_)));
-        assert!(
-            matches!(store.begin("default.u", "k1"), Begin::Proceed(_)),
-            "keys are per table"
-        );
-        let answer = KeyAnswer {
-            seq: 5,
-            accepted: 3,
-            received_ms: now_ms(),
-        };
+        assert!(matches!(store.begin("default.u", "k1"), Begin::Proceed(_)), "keys are per table");
+        let answer = KeyAnswer { seq: 5, accepted: 3, received_ms: now_ms() };
         guard.complete(answer);
         assert!(matches!(store.begin("default.t", "k1"), Begin::Seen(a) if a == answer));
 
         // A failed first request frees its key.
-        let Begin::Proceed(guard) = store.begin("default.t", "k2") else {
-            panic!()
-        };
+        let Begin::Proceed(guard) = store.begin("default.t", "k2") else { panic!() };
         drop(guard);
         assert!(matches!(store.begin("default.t", "k2"), Begin::Proceed(_)));
 

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::buffer::{Buffers, Committed, FlushConfig, Flusher};
 use crate::idempotency::{Begin, KeyAnswer, KeyRecord, KeyStore};
+use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::wal::{Recovered, Wal, WalConfig, WalRecord};
 use crate::{decode, infer_schema, Error, Format, Result};
 
@@ -33,6 +34,8 @@ pub struct IngestConfig {
     pub wait_timeout_ms: u64,
     /// How long shutdown keeps trying to commit buffered records, in ms.
     pub shutdown_timeout_ms: u64,
+    /// Background compaction, checkpoints and vacuum.
+    pub maintenance: MaintenanceConfig,
 }
 
 impl Default for IngestConfig {
@@ -45,6 +48,7 @@ impl Default for IngestConfig {
             idempotency_ttl_secs: 24 * 3600,
             wait_timeout_ms: 30_000,
             shutdown_timeout_ms: 30_000,
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -106,10 +110,7 @@ impl Ingestor {
         let wal = Arc::new(wal);
         let dir = config.wal.dir.clone();
         let node_id = node_id(&dir).map_err(|source| {
-            Error::Wal(crate::wal::WalError::Io {
-                dir: dir.display().to_string(),
-                source,
-            })
+            Error::Wal(crate::wal::WalError::Io { dir: dir.display().to_string(), source })
         })?;
         let wal_keys: Vec<KeyRecord> = records
             .iter()
@@ -125,16 +126,14 @@ impl Ingestor {
             .collect();
         let ttl = Duration::from_secs(config.idempotency_ttl_secs);
         let keys = Arc::new(KeyStore::open(&dir, ttl, wal_keys).map_err(|source| {
-            Error::Wal(crate::wal::WalError::Io {
-                dir: dir.display().to_string(),
-                source,
-            })
+            Error::Wal(crate::wal::WalError::Io { dir: dir.display().to_string(), source })
         })?);
         let flusher = Arc::new(Flusher {
             buffers: buffers.clone(),
             catalog: catalog.clone(),
             wal: wal.clone(),
             keys: keys.clone(),
+            maintenance: Arc::new(Maintenance::new(catalog.clone(), config.maintenance.clone())),
             node_id,
         });
         let (stop, stopped) = watch::channel(false);
@@ -168,10 +167,7 @@ impl Ingestor {
         }
         let mut by_table: BTreeMap<TableName, Vec<WalRecord>> = BTreeMap::new();
         for record in records {
-            by_table
-                .entry(record.table.clone())
-                .or_default()
-                .push(record);
+            by_table.entry(record.table.clone()).or_default().push(record);
         }
         for (name, records) in by_table {
             let last = records.last().map(|r| r.seq).unwrap_or(0);
@@ -215,8 +211,7 @@ impl Ingestor {
                     Ok(batches) => {
                         rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
                         replayed += 1;
-                        self.buffers
-                            .push(&name, record.seq, batches, record.body.len() as u64);
+                        self.buffers.push(&name, record.seq, batches, record.body.len() as u64);
                     }
                     Err(e) => {
                         tracing::error!(table = %name, seq = record.seq, error = %e, "a logged record no longer fits the table's schema; dropping it")
@@ -225,10 +220,7 @@ impl Ingestor {
             }
             if committed >= 0 {
                 self.release(&name, committed as u64);
-                let committed = Committed {
-                    seq: committed as u64,
-                    version: table.version(),
-                };
+                let committed = Committed { seq: committed as u64, version: table.version() };
                 self.buffers.set_committed(&name, committed);
             }
             tracing::info!(table = %name, replayed, rows, already_committed = records.len() - replayed, "replayed the write-ahead log");
@@ -288,11 +280,7 @@ impl Ingestor {
         };
         let seq = self.wal.append(record, batches).await?;
         if let Some(guard) = guard {
-            guard.complete(KeyAnswer {
-                seq,
-                accepted,
-                received_ms,
-            });
+            guard.complete(KeyAnswer { seq, accepted, received_ms });
         }
         let mut receipt = IngestReceipt {
             table: table_key,
@@ -327,11 +315,7 @@ impl Ingestor {
             // the lake before waiting for a commit that already happened.
             let app_id = self.flusher.app_id(name);
             if let Ok((_, table)) = self.catalog.open(name).await {
-                if table
-                    .txn_version(&app_id)
-                    .await?
-                    .is_some_and(|v| v >= answer.seq as i64)
-                {
+                if table.txn_version(&app_id).await?.is_some_and(|v| v >= answer.seq as i64) {
                     receipt.version = Some(table.version());
                     return Ok(receipt);
                 }
@@ -360,9 +344,7 @@ impl Ingestor {
             Ok(table) => return Ok((table.schema()?, false)),
             Err(tarn_catalog::Error::TableNotFound { .. }) if self.config.auto_create => {}
             Err(tarn_catalog::Error::TableNotFound { .. }) => {
-                return Err(Error::TableNotFound {
-                    name: name.to_string(),
-                })
+                return Err(Error::TableNotFound { name: name.to_string() })
             }
             Err(e) => return Err(e.into()),
         }

@@ -13,7 +13,8 @@
 //!    last WAL sequence number), so a restart replays exactly the records the lake lacks.
 //!
 //! `Idempotency-Key` makes retries safe ([`idempotency`]); a full WAL (storage unreachable)
-//! answers 503 with `Retry-After`. It never answers queries.
+//! answers 503 with `Retry-After`; small files are compacted, checkpoints written and old files
+//! vacuumed in the background ([`maintenance`]). It never answers queries.
 //!
 //! ```no_run
 //! # async fn demo(catalog: std::sync::Arc<tarn_catalog::Catalog>) -> Result<(), tarn_ingest::Error> {
@@ -36,6 +37,7 @@ mod decode;
 mod error;
 pub mod idempotency;
 mod ingestor;
+pub mod maintenance;
 mod router;
 pub mod wal;
 
@@ -43,5 +45,6 @@ pub use buffer::FlushConfig;
 pub use decode::{decode, infer_schema, DecodeError, Format};
 pub use error::{Error, Result};
 pub use ingestor::{IngestConfig, IngestOptions, IngestReceipt, Ingestor};
+pub use maintenance::MaintenanceConfig;
 pub use router::router;
 pub use wal::WalConfig;

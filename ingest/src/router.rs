@@ -66,27 +66,16 @@ async fn ingest(
     let body = tokio::task::spawn_blocking(move || decompress(encoding.as_deref(), body, limit))
         .await
         .expect("decompression does not panic")?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, &body)?;
-    let options = IngestOptions {
-        key: key.map(String::from),
-        wait_for_commit,
-    };
+    let options = IngestOptions { key: key.map(String::from), wait_for_commit };
     let receipt = ingestor.ingest(&name, body, format, options).await?;
     // 200 once committed (wait=commit), 202 when durable but not committed yet.
-    let status = if receipt.version.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
+    let status = if receipt.version.is_some() { StatusCode::OK } else { StatusCode::ACCEPTED };
     let replayed = receipt.replayed;
     let mut response = (status, Json(receipt)).into_response();
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -98,10 +87,7 @@ fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes
         reader
             .take(limit as u64 + 1)
             .read_to_end(&mut out)
-            .map_err(|e| Error::BadEncoding {
-                encoding: name.into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::BadEncoding { encoding: name.into(), reason: e.to_string() })?;
         if out.len() > limit {
             return Err(Error::TooLarge { limit });
         }
@@ -113,11 +99,9 @@ fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes
             read(&mut flate2::read::MultiGzDecoder::new(&body[..]), "gzip")
         }
         Some("zstd") => {
-            let mut decoder =
-                zstd::stream::read::Decoder::new(&body[..]).map_err(|e| Error::BadEncoding {
-                    encoding: "zstd".into(),
-                    reason: e.to_string(),
-                })?;
+            let mut decoder = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
+                Error::BadEncoding { encoding: "zstd".into(), reason: e.to_string() }
+            })?;
             read(&mut decoder, "zstd")
         }
         Some(other) => Err(Error::UnsupportedMediaType(format!(
@@ -138,17 +122,11 @@ mod tests {
         gz.write_all(&text).unwrap();
         let gz = Bytes::from(gz.finish().unwrap());
         assert_eq!(decompress(Some("gzip"), gz.clone(), 10_000).unwrap(), text);
-        assert!(matches!(
-            decompress(Some("gzip"), gz, 100),
-            Err(Error::TooLarge { limit: 100 })
-        ));
+        assert!(matches!(decompress(Some("gzip"), gz, 100), Err(Error::TooLarge { limit: 100 })));
         let zst = Bytes::from(zstd::encode_all(&text[..], 1).unwrap());
         assert_eq!(decompress(Some("zstd"), zst, 10_000).unwrap(), text);
         let err = decompress(Some("gzip"), Bytes::from_static(b"not gzip"), 100).unwrap_err();
-        assert!(
-            err.to_string().starts_with("the body is not valid gzip"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("the body is not valid gzip"), "{err}");
         assert!(matches!(
             decompress(Some("br"), Bytes::new(), 1),
             Err(Error::UnsupportedMediaType(_))

@@ -182,10 +182,7 @@ const PAYLOAD_VERSION: u8 = 1;
 const MAX_GROUP: usize = 4096;
 
 fn io_error(dir: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
-        dir: dir.display().to_string(),
-        source,
-    }
+    move |source| WalError::Io { dir: dir.display().to_string(), source }
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -213,11 +210,7 @@ impl Wal {
             .filter_map(|entry| entry.ok())
             .filter_map(|entry| {
                 let name = entry.file_name().into_string().ok()?;
-                let seq = name
-                    .strip_prefix("wal-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
+                let seq = name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()?;
                 Some((seq, entry.path()))
             })
             .collect();
@@ -230,10 +223,7 @@ impl Wal {
         for (i, (first_seq, path)) in files.iter().enumerate() {
             let last = i + 1 == count;
             let (segment_records, valid_len) = read_segment(path, last)?;
-            let mut segment = Segment {
-                path: path.clone(),
-                ..Default::default()
-            };
+            let mut segment = Segment { path: path.clone(), ..Default::default() };
             next_seq = next_seq.max(*first_seq);
             for (record, frame_bytes) in segment_records {
                 segment.add(&record, frame_bytes);
@@ -241,10 +231,7 @@ impl Wal {
                 records.push(record);
             }
             if last {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_error(&dir))?;
+                let file = OpenOptions::new().write(true).open(path).map_err(io_error(&dir))?;
                 if file.metadata().map_err(io_error(&dir))?.len() != valid_len {
                     tracing::warn!(segment = %path.display(), "cutting off a torn record at the end of the write-ahead log (it was never acknowledged)");
                     file.set_len(valid_len).map_err(io_error(&dir))?;
@@ -260,16 +247,11 @@ impl Wal {
         }
         let active_file = if count == 0 {
             let path = segment_path(&dir, next_seq);
-            state.active = Segment {
-                path: path.clone(),
-                ..Default::default()
-            };
+            state.active = Segment { path: path.clone(), ..Default::default() };
             create_segment(&dir, &path)?
         } else {
-            let mut file = OpenOptions::new()
-                .append(true)
-                .open(&state.active.path)
-                .map_err(io_error(&dir))?;
+            let mut file =
+                OpenOptions::new().append(true).open(&state.active.path).map_err(io_error(&dir))?;
             file.seek(SeekFrom::End(0)).map_err(io_error(&dir))?;
             file
         };
@@ -315,28 +297,12 @@ impl Wal {
         let used =
             self.state.lock().expect("wal state").bytes + self.queued_bytes.load(Ordering::Relaxed);
         if used + size > self.config.max_bytes {
-            return Err(WalError::Full {
-                used,
-                limit: self.config.max_bytes,
-            });
+            return Err(WalError::Full { used, limit: self.config.max_bytes });
         }
-        let sender = self
-            .sender
-            .lock()
-            .expect("wal sender")
-            .clone()
-            .ok_or(WalError::Closed)?;
+        let sender = self.sender.lock().expect("wal sender").clone().ok_or(WalError::Closed)?;
         self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        if sender
-            .send(Pending {
-                record,
-                batches,
-                reply,
-            })
-            .await
-            .is_err()
-        {
+        if sender.send(Pending { record, batches, reply }).await.is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             return Err(WalError::Closed);
         }
@@ -401,15 +367,10 @@ impl Drop for Wal {
 }
 
 fn create_segment(dir: &Path, path: &Path) -> Result<File, WalError> {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(path)
-        .map_err(io_error(dir))?;
+    let file =
+        OpenOptions::new().create_new(true).append(true).open(path).map_err(io_error(dir))?;
     // Make the new file's name durable too.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
     Ok(file)
 }
 
@@ -444,10 +405,7 @@ impl Writer {
                 frames.push((buffer.len() - start) as u64);
             }
             let queued: u64 = group.iter().map(|p| p.record.body.len() as u64 + 64).sum();
-            let written = self
-                .file
-                .write_all(&buffer)
-                .and_then(|()| self.file.sync_data());
+            let written = self.file.write_all(&buffer).and_then(|()| self.file.sync_data());
             match written {
                 Ok(()) => {
                     {
@@ -494,13 +452,7 @@ impl Writer {
         let file = create_segment(&self.dir, &path)?;
         self.file = file;
         let mut state = self.state.lock().expect("wal state");
-        let sealed = std::mem::replace(
-            &mut state.active,
-            Segment {
-                path,
-                ..Default::default()
-            },
-        );
+        let sealed = std::mem::replace(&mut state.active, Segment { path, ..Default::default() });
         state.sealed.push_back(sealed);
         Ok(())
     }
@@ -572,10 +524,7 @@ fn read_segment(path: &Path, last: bool) -> Result<(Vec<(WalRecord, u64)>, u64),
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| WalError::Io {
-            dir: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| WalError::Io { dir: path.display().to_string(), source })?;
     let mut records = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -632,11 +581,7 @@ mod tests {
     }
 
     fn config(dir: &Path) -> WalConfig {
-        WalConfig {
-            dir: dir.to_path_buf(),
-            max_bytes: 1 << 20,
-            segment_bytes: 200,
-        }
+        WalConfig { dir: dir.to_path_buf(), max_bytes: 1 << 20, segment_bytes: 200 }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,21 +618,9 @@ mod tests {
         // Reopen: every record is back, and numbering continues.
         let Recovered { wal, records } = Wal::open(config(dir.path()), sink.clone()).unwrap();
         assert_eq!(records.len(), 50);
-        assert_eq!(
-            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            (1..=50).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            records
-                .iter()
-                .filter(|r| r.key.as_deref() == Some("k7"))
-                .count(),
-            1
-        );
-        assert_eq!(
-            wal.append(record("a", "{}", None), vec![]).await.unwrap(),
-            51
-        );
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+        assert_eq!(records.iter().filter(|r| r.key.as_deref() == Some("k7")).count(), 1);
+        assert_eq!(wal.append(record("a", "{}", None), vec![]).await.unwrap(), 51);
 
         // Committing deletes sealed segments and hands over their keys; numbering survives.
         let keys = wal.committed(&TableName::parse("a").unwrap(), 51);
@@ -695,32 +628,19 @@ mod tests {
         assert_eq!(keys[0].key, "k7");
         drop(wal);
         let Recovered { wal, records } = Wal::open(config(dir.path()), sink).unwrap();
-        assert!(
-            records.iter().all(|r| r.seq > 45),
-            "sealed segments are gone"
-        );
-        assert_eq!(
-            wal.append(record("a", "{}", None), vec![]).await.unwrap(),
-            52
-        );
+        assert!(records.iter().all(|r| r.seq > 45), "sealed segments are gone");
+        assert_eq!(wal.append(record("a", "{}", None), vec![]).await.unwrap(), 52);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn torn_tail_is_cut_and_full_log_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Arc::new(Collect::default());
-        let wal = Wal::open(
-            WalConfig {
-                segment_bytes: 1 << 20,
-                ..config(dir.path())
-            },
-            sink.clone(),
-        )
-        .unwrap()
-        .wal;
-        wal.append(record("a", "{\"x\": 1}", None), vec![])
-            .await
-            .unwrap();
+        let wal =
+            Wal::open(WalConfig { segment_bytes: 1 << 20, ..config(dir.path()) }, sink.clone())
+                .unwrap()
+                .wal;
+        wal.append(record("a", "{\"x\": 1}", None), vec![]).await.unwrap();
         drop(wal);
         let segment = std::fs::read_dir(dir.path())
             .unwrap()
@@ -730,23 +650,11 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(&[42, 0, 0, 0, 1, 2]).unwrap();
         drop(file);
-        let Recovered { wal, records } = Wal::open(
-            WalConfig {
-                max_bytes: 300,
-                ..config(dir.path())
-            },
-            sink,
-        )
-        .unwrap();
+        let Recovered { wal, records } =
+            Wal::open(WalConfig { max_bytes: 300, ..config(dir.path()) }, sink).unwrap();
         assert_eq!(records.len(), 1);
-        assert_eq!(
-            wal.append(record("a", "{}", None), vec![]).await.unwrap(),
-            2
-        );
-        match wal
-            .append(record("a", &"x".repeat(400), None), vec![])
-            .await
-        {
+        assert_eq!(wal.append(record("a", "{}", None), vec![]).await.unwrap(), 2);
+        match wal.append(record("a", &"x".repeat(400), None), vec![]).await {
             Err(WalError::Full { limit: 300, .. }) => {}
             other => panic!("expected Full, got {other:?}"),
         }
@@ -757,10 +665,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = Arc::new(Collect::default());
         let first = Wal::open(config(dir.path()), sink.clone()).unwrap();
-        assert!(matches!(
-            Wal::open(config(dir.path()), sink),
-            Err(WalError::Locked(_))
-        ));
+        assert!(matches!(Wal::open(config(dir.path()), sink), Err(WalError::Locked(_))));
         drop(first);
     }
 }

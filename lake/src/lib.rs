@@ -36,6 +36,7 @@
 
 mod error;
 mod location;
+mod maintenance;
 mod storage;
 mod table;
 #[cfg(feature = "test-util")]
@@ -43,6 +44,7 @@ pub mod test_util;
 
 pub use error::{is_transient_store_error, Error, Result};
 pub use location::LakeLocation;
+pub use maintenance::{Compaction, Vacuum};
 pub use storage::{Lake, LakeOptions};
 pub use table::{Commit, LakeTable, TableStats};
 

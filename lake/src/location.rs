@@ -83,14 +83,9 @@ impl LakeLocation {
                     }
                     let prefix = prefix.trim_matches('/');
                     if prefix.split('/').any(|p| p == "." || p == "..") {
-                        return Err(invalid(
-                            "the S3 prefix may not contain '.' or '..' segments",
-                        ));
+                        return Err(invalid("the S3 prefix may not contain '.' or '..' segments"));
                     }
-                    Ok(LakeLocation::S3 {
-                        bucket: bucket.to_string(),
-                        prefix: prefix.to_string(),
-                    })
+                    Ok(LakeLocation::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() })
                 }
                 other => Err(invalid(&format!(
                     "unsupported scheme '{other}://'; use a directory, file://, s3:// or memory://"
@@ -178,25 +173,16 @@ mod tests {
     fn s3_with_and_without_prefix() {
         assert_eq!(
             LakeLocation::parse("s3://my-bucket/a/b/").unwrap(),
-            LakeLocation::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "a/b".into()
-            }
+            LakeLocation::S3 { bucket: "my-bucket".into(), prefix: "a/b".into() }
         );
         let root = LakeLocation::parse("s3://my-bucket").unwrap();
         assert_eq!(root.url().as_str(), "s3://my-bucket/");
-        assert_eq!(
-            LakeLocation::parse("s3a://b/p").unwrap().url().as_str(),
-            "s3://b/p/"
-        );
+        assert_eq!(LakeLocation::parse("s3a://b/p").unwrap().url().as_str(), "s3://b/p/");
     }
 
     #[test]
     fn memory() {
-        assert_eq!(
-            LakeLocation::parse("memory://").unwrap(),
-            LakeLocation::Memory
-        );
+        assert_eq!(LakeLocation::parse("memory://").unwrap(), LakeLocation::Memory);
     }
 
     #[test]
@@ -205,9 +191,7 @@ mod tests {
         assert!(err.contains("unsupported scheme 'gs://'"), "{err}");
         let err = LakeLocation::parse("s3:///prefix").unwrap_err().to_string();
         assert!(err.contains("needs a bucket"), "{err}");
-        let err = LakeLocation::parse("s3://Bucket_1/x")
-            .unwrap_err()
-            .to_string();
+        let err = LakeLocation::parse("s3://Bucket_1/x").unwrap_err().to_string();
         assert!(err.contains("lowercase"), "{err}");
         assert!(LakeLocation::parse("  ").is_err());
     }

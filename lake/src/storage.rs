@@ -45,9 +45,7 @@ pub struct Lake {
 
 impl std::fmt::Debug for Lake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lake")
-            .field("location", &self.location.to_string())
-            .finish()
+        f.debug_struct("Lake").field("location", &self.location.to_string()).finish()
     }
 }
 
@@ -67,12 +65,10 @@ impl Lake {
     /// Opens an already parsed location, see [`Lake::open`].
     pub async fn open_location(location: LakeLocation, options: LakeOptions) -> Result<Self> {
         if let LakeLocation::Local(path) = &location {
-            tokio::fs::create_dir_all(path)
-                .await
-                .map_err(|source| Error::Io {
-                    context: format!("cannot create the lake directory {}", path.display()),
-                    source,
-                })?;
+            tokio::fs::create_dir_all(path).await.map_err(|source| Error::Io {
+                context: format!("cannot create the lake directory {}", path.display()),
+                source,
+            })?;
         }
         let mut storage = options.storage;
         for key in UNSAFE_OPTIONS {
@@ -92,22 +88,14 @@ impl Lake {
             // profile, web identity, IMDS, SSO) even when AWS_ENDPOINT_URL points at MinIO or
             // another S3-compatible server; without this flag deltalake would skip the chain
             // whenever an endpoint is set and only read static keys.
-            storage
-                .entry("AWS_FORCE_CREDENTIAL_LOAD".into())
-                .or_insert_with(|| "true".into());
+            storage.entry("AWS_FORCE_CREDENTIAL_LOAD".into()).or_insert_with(|| "true".into());
         }
         let url = location.url();
         let config = StorageConfig::parse_options(storage.clone())?;
         let log_store = logstore_for(&url, config)?;
         let root_store = log_store.root_object_store(None);
         let store = log_store.object_store(None);
-        Ok(Lake {
-            location,
-            url,
-            options: storage,
-            root_store,
-            store,
-        })
+        Ok(Lake { location, url, options: storage, root_store, store })
     }
 
     /// Where the lake is.
@@ -133,22 +121,16 @@ impl Lake {
     /// The URL of a table stored at `path` (relative to the lake root, e.g. `default/events`).
     pub fn table_url(&self, path: &str) -> Result<Url> {
         let path = path.trim_matches('/');
-        if path.is_empty()
-            || path
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..")
-        {
+        if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
             return Err(Error::InvalidLocation {
                 location: path.to_string(),
                 reason: "a table path is a relative path without '.' or '..' segments".into(),
             });
         }
-        self.url
-            .join(&format!("{path}/"))
-            .map_err(|e| Error::InvalidLocation {
-                location: path.to_string(),
-                reason: e.to_string(),
-            })
+        self.url.join(&format!("{path}/")).map_err(|e| Error::InvalidLocation {
+            location: path.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     fn builder(&self, path: &str) -> Result<DeltaTableBuilder> {
@@ -166,9 +148,9 @@ impl Lake {
             // deltalake reports a missing table in several ways depending on the store
             // (NotATable, a kernel "path does not exist", ...): ask plainly before deciding.
             Err(e) => match table.verify_deltatable_existence().await {
-                Ok(false) => Err(Error::TableNotFound {
-                    location: self.table_url(path)?.to_string(),
-                }),
+                Ok(false) => {
+                    Err(Error::TableNotFound { location: self.table_url(path)?.to_string() })
+                }
                 _ => Err(e.into()),
             },
         }
@@ -222,19 +204,12 @@ impl Lake {
     /// Deletes every object under `path` (relative to the lake root); returns how many.
     pub async fn delete_prefix(&self, path: &str) -> Result<usize> {
         let prefix = Path::from(path.trim_matches('/'));
-        let locations = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .boxed();
+        let locations = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
         let deleted: Vec<Path> = self.store.delete_stream(locations).try_collect().await?;
         Ok(deleted.len())
     }
 }
 
 fn truthy(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
+    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }

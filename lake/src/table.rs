@@ -63,6 +63,10 @@ impl LakeTable {
         &self.table
     }
 
+    pub(crate) fn into_delta(self) -> DeltaTable {
+        self.table
+    }
+
     /// The current version.
     pub fn version(&self) -> u64 {
         self.table.version().unwrap_or(0)
@@ -75,12 +79,7 @@ impl LakeTable {
 
     /// The partition columns.
     pub fn partition_columns(&self) -> Result<Vec<String>> {
-        Ok(self
-            .table
-            .snapshot()?
-            .metadata()
-            .partition_columns()
-            .to_vec())
+        Ok(self.table.snapshot()?.metadata().partition_columns().to_vec())
     }
 
     /// Reads commits made since this handle was loaded (by this or any other process).
@@ -109,16 +108,13 @@ impl LakeTable {
         app_id: &str,
         version: i64,
     ) -> Result<LakeTable> {
-        self.commit(batches, Some(Transaction::new(app_id, version)))
-            .await
+        self.commit(batches, Some(Transaction::new(app_id, version))).await
     }
 
     /// The last version recorded for `app_id` by [`LakeTable::append_txn`], if any.
     pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
         let state = self.table.snapshot()?;
-        Ok(state
-            .transaction_version(self.table.log_store().as_ref(), app_id)
-            .await?)
+        Ok(state.transaction_version(self.table.log_store().as_ref(), app_id).await?)
     }
 
     async fn commit(
@@ -139,7 +135,11 @@ impl LakeTable {
                 )));
             }
         }
-        let mut properties = CommitProperties::default().with_max_retries(COMMIT_RETRIES);
+        // Checkpoints are written by Tarn's maintenance (every N commits, configurable), not
+        // as a side effect of an append.
+        let mut properties = CommitProperties::default()
+            .with_max_retries(COMMIT_RETRIES)
+            .with_create_checkpoint(false);
         if let Some(txn) = txn {
             properties = properties.with_application_transaction(txn);
         }
@@ -155,13 +155,7 @@ impl LakeTable {
     /// Statistics of the loaded version.
     pub fn stats(&self) -> TableStats {
         let Ok(state) = self.table.snapshot() else {
-            return TableStats {
-                version: 0,
-                files: 0,
-                bytes: 0,
-                rows: Some(0),
-                last_commit: None,
-            };
+            return TableStats { version: 0, files: 0, bytes: 0, rows: Some(0), last_commit: None };
         };
         let mut files = 0;
         let mut bytes = 0u64;
@@ -175,16 +169,9 @@ impl LakeTable {
             };
         }
         let version = state.version();
-        let last_commit = state
-            .version_timestamp(version)
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-        TableStats {
-            version,
-            files,
-            bytes,
-            rows,
-            last_commit,
-        }
+        let last_commit =
+            state.version_timestamp(version).and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+        TableStats { version, files, bytes, rows, last_commit }
     }
 
     /// The last `limit` commits, newest first, read from the Delta log.
@@ -208,23 +195,15 @@ impl LakeTable {
 }
 
 fn describe(schema: &arrow::datatypes::Schema) -> String {
-    let fields: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
-        .collect();
+    let fields: Vec<String> =
+        schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
     format!("({})", fields.join(", "))
 }
 
 /// Summarises one commit file (newline-delimited JSON actions).
 fn parse_commit(version: u64, bytes: &[u8]) -> Commit {
-    let mut commit = Commit {
-        version,
-        timestamp: None,
-        operation: None,
-        files_added: 0,
-        rows_added: Some(0),
-    };
+    let mut commit =
+        Commit { version, timestamp: None, operation: None, files_added: 0, rows_added: Some(0) };
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
@@ -234,10 +213,7 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Commit {
                 .get("timestamp")
                 .and_then(|t| t.as_i64())
                 .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-            commit.operation = info
-                .get("operation")
-                .and_then(|o| o.as_str())
-                .map(String::from);
+            commit.operation = info.get("operation").and_then(|o| o.as_str()).map(String::from);
         }
         if let Some(add) = action.get("add") {
             commit.files_added += 1;

@@ -55,10 +55,7 @@ pub fn s3_storage_options() -> HashMap<String, String> {
         ("AWS_REGION".to_string(), "us-east-1".to_string()),
         ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
         ("AWS_ACCESS_KEY_ID".to_string(), "tarn-test".to_string()),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-            "tarn-test-secret".to_string(),
-        ),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "tarn-test-secret".to_string()),
         ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
     ])
 }
@@ -68,14 +65,12 @@ pub fn s3_storage_options() -> HashMap<String, String> {
 /// # Panics
 /// When `TARN_TEST_PYTHON` is not set: run the suite through `scripts/test`.
 pub fn python() -> PathBuf {
-    std::env::var_os("TARN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "TARN_TEST_PYTHON is not set: interop tests need the virtualenv that \
+    std::env::var_os("TARN_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "TARN_TEST_PYTHON is not set: interop tests need the virtualenv that \
              `scripts/test` prepares (run the suite with `scripts/test`)"
-            )
-        })
+        )
+    })
 }
 
 impl TestLake {
@@ -94,9 +89,7 @@ impl TestLake {
             Backend::S3 => TestLake {
                 backend,
                 location: format!("s3://{}/{}", s3_bucket(), uuid::Uuid::new_v4()),
-                options: LakeOptions {
-                    storage: s3_storage_options(),
-                },
+                options: LakeOptions { storage: s3_storage_options() },
                 _dir: None,
             },
         }
@@ -104,18 +97,12 @@ impl TestLake {
 
     /// Opens the lake.
     pub async fn open(&self) -> Lake {
-        Lake::open(&self.location, self.options.clone())
-            .await
-            .expect("open the test lake")
+        Lake::open(&self.location, self.options.clone()).await.expect("open the test lake")
     }
 
     /// Environment variables a child process (`tarn serve`, python) needs to reach this lake.
     pub fn env(&self) -> Vec<(String, String)> {
-        self.options
-            .storage
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.options.storage.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 

@@ -42,11 +42,7 @@ pub struct QueryEngine {
 impl QueryEngine {
     /// A query engine over `catalog`.
     pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Self {
-        QueryEngine {
-            catalog,
-            config,
-            runtime: Arc::new(RuntimeEnv::default()),
-        }
+        QueryEngine { catalog, config, runtime: Arc::new(RuntimeEnv::default()) }
     }
 
     /// A DataFusion session whose catalog `tarn` holds the lake's tables (default schema
@@ -120,9 +116,7 @@ impl QueryEngine {
                 return Err(Error::TableNotFound(reference.to_string()));
             }
         }
-        let namespace = reference
-            .schema()
-            .unwrap_or(tarn_catalog::DEFAULT_NAMESPACE);
+        let namespace = reference.schema().unwrap_or(tarn_catalog::DEFAULT_NAMESPACE);
         let name = TableName::new(namespace, reference.table())
             .map_err(|_| Error::TableNotFound(reference.to_string()))?;
         match self.catalog.get(&name).await {

@@ -29,10 +29,7 @@ impl OutputFormat {
         (OutputFormat::Json, "application/json"),
         (OutputFormat::Ndjson, "application/x-ndjson"),
         (OutputFormat::Csv, "text/csv"),
-        (
-            OutputFormat::ArrowStream,
-            "application/vnd.apache.arrow.stream",
-        ),
+        (OutputFormat::ArrowStream, "application/vnd.apache.arrow.stream"),
     ];
 
     /// Picks the format from an `Accept` header: the supported type with the highest `q`
@@ -71,11 +68,7 @@ impl OutputFormat {
 
     /// The media types Tarn can answer with, for error messages.
     pub fn supported() -> String {
-        Self::ALL
-            .iter()
-            .map(|(_, m)| *m)
-            .collect::<Vec<_>>()
-            .join(", ")
+        Self::ALL.iter().map(|(_, m)| *m).collect::<Vec<_>>().join(", ")
     }
 
     /// The `Content-Type` of answers in this format.
@@ -94,10 +87,7 @@ impl OutputFormat {
             OutputFormat::Json => Box::new(JsonRows { rows: 0 }),
             OutputFormat::Ndjson => Box::new(Ndjson),
             OutputFormat::Csv => Box::new(Csv),
-            OutputFormat::ArrowStream => Box::new(ArrowStream {
-                schema,
-                writer: None,
-            }),
+            OutputFormat::ArrowStream => Box::new(ArrowStream { schema, writer: None }),
         }
     }
 }
@@ -217,10 +207,7 @@ struct ArrowStream {
 
 impl ArrowStream {
     fn take(&mut self) -> Vec<u8> {
-        self.writer
-            .as_mut()
-            .map(|w| std::mem::take(w.get_mut()))
-            .unwrap_or_default()
+        self.writer.as_mut().map(|w| std::mem::take(w.get_mut())).unwrap_or_default()
     }
 }
 
@@ -305,10 +292,7 @@ mod tests {
             "{\"id\":1,\"name\":\"a,b\",\"price\":2.5}\n{\"id\":2,\"name\":null,\"price\":null}\n"
         );
         let out = String::from_utf8(encode(OutputFormat::Csv, &[batch(), batch()])).unwrap();
-        assert_eq!(
-            out,
-            "id,name,price\n1,\"a,b\",2.5\n2,,\n1,\"a,b\",2.5\n2,,\n"
-        );
+        assert_eq!(out, "id,name,price\n1,\"a,b\",2.5\n2,,\n1,\"a,b\",2.5\n2,,\n");
     }
 
     #[test]
@@ -333,10 +317,7 @@ mod tests {
             )),
             Some(ArrowStream)
         );
-        assert_eq!(
-            OutputFormat::from_accept(Some("application/x-ndjson")),
-            Some(Ndjson)
-        );
+        assert_eq!(OutputFormat::from_accept(Some("application/x-ndjson")), Some(Ndjson));
         assert_eq!(OutputFormat::from_accept(Some("image/png")), None);
     }
 }

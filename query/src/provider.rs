@@ -25,19 +25,14 @@ impl LakeCatalog {
         let mut namespaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // The default namespace always exists, so `SELECT 1` and `SHOW TABLES` work on an
         // empty lake.
-        namespaces
-            .entry(tarn_catalog::DEFAULT_NAMESPACE.to_string())
-            .or_default();
+        namespaces.entry(tarn_catalog::DEFAULT_NAMESPACE.to_string()).or_default();
         for name in names {
             namespaces
                 .entry(name.namespace().to_string())
                 .or_default()
                 .push(name.name().to_string());
         }
-        LakeCatalog {
-            catalog,
-            namespaces,
-        }
+        LakeCatalog { catalog, namespaces }
     }
 }
 

@@ -42,13 +42,7 @@ fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let is_json = match content_type.as_deref() {
         Some("application/json") => true,
         Some("text/plain") | Some("application/sql") => false,
@@ -94,10 +88,9 @@ async fn sql(
     let encoder = format.encoder(stream.schema());
     let body = stream_body(stream, first, encoder);
     let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     Ok(response)
 }
 

@@ -12,21 +12,12 @@ use crate::support::TestServer;
 
 const TARN: &str = env!("CARGO_BIN_EXE_tarn");
 
-backend_tests!(
-    tarn_sql_prints_an_aligned_table,
-    tarn_serve_stops_gracefully_on_sigterm
-);
+backend_tests!(tarn_sql_prints_an_aligned_table, tarn_serve_stops_gracefully_on_sigterm);
 
 async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
     let server = TestServer::start(backend).await;
     let body = "{\"city\": \"Oslo\", \"visits\": 3}\n{\"city\": \"Lima\", \"visits\": 5}\n";
-    assert_eq!(
-        server
-            .ingest("visits", "application/x-ndjson", body)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(server.ingest("visits", "application/x-ndjson", body).await.0, 200);
 
     let output = tokio::process::Command::new(TARN)
         .args(["sql", "--lake", &server.lake.location])
@@ -36,11 +27,7 @@ async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
         stdout,
         "+------+--------+\n| city | visits |\n+------+--------+\n| Lima | 5      |\n| Oslo | 3      |\n+------+--------+\n(2 rows)\n"
@@ -84,11 +71,7 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
     .expect("tarn serve logs where it listens");
 
     let client = reqwest::Client::new();
-    let health = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let ingest = client
         .post(format!("http://{addr}/v1/ingest/pings"))
@@ -100,15 +83,10 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
     assert_eq!(ingest.status(), 202, "durable in the WAL, committed later");
 
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status:?}");
     let mut rest = String::new();
     while let Some(line) = lines.next_line().await.unwrap() {
@@ -116,28 +94,16 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
         rest.push('\n');
     }
     assert!(rest.contains("SIGTERM received"), "{rest}");
-    assert!(
-        rest.contains("all buffered records are committed"),
-        "{rest}"
-    );
+    assert!(rest.contains("all buffered records are committed"), "{rest}");
     assert!(rest.contains("Tarn stopped"), "{rest}");
 
     // The record acknowledged before the SIGTERM is in the table.
     let output = tokio::process::Command::new(TARN)
-        .args([
-            "sql",
-            "--lake",
-            &lake.location,
-            "SELECT count(*) AS n FROM pings",
-        ])
+        .args(["sql", "--lake", &lake.location, "SELECT count(*) AS n FROM pings"])
         .envs(lake.env())
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("| 1 |"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(stdout.contains("| 1 |"), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -29,11 +29,10 @@ impl Rng {
 }
 
 async fn sigkill_loses_and_duplicates_nothing(backend: Backend) {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64
+            | 1;
     println!("crash test seed {seed}");
     let mut rng = Rng(seed);
     let lake = TestLake::new(backend);
@@ -41,10 +40,7 @@ async fn sigkill_loses_and_duplicates_nothing(backend: Backend) {
     let wal = wal_dir.path().display().to_string();
     let args = ["--wal-dir", wal.as_str(), "--flush-max-age-ms", "150"];
     let acked: Arc<Mutex<BTreeSet<u64>>> = Default::default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
 
     for round in 0..KILLS as u64 {
         let server = ServeProcess::start(&lake, &args).await;
@@ -114,24 +110,13 @@ async fn sigkill_loses_and_duplicates_nothing(backend: Backend) {
     assert_eq!(r.status(), 200);
     let duplicates =
         count("SELECT id, count(*) AS n FROM orders GROUP BY id HAVING count(*) > 1 LIMIT 5").await;
-    assert_eq!(
-        duplicates["rows"],
-        serde_json::json!([]),
-        "duplicated ids: {duplicates}"
-    );
+    assert_eq!(duplicates["rows"], serde_json::json!([]), "duplicated ids: {duplicates}");
     let ids = count("SELECT id FROM orders").await;
-    let stored: BTreeSet<u64> = ids["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_u64().unwrap())
-        .collect();
+    let stored: BTreeSet<u64> =
+        ids["rows"].as_array().unwrap().iter().map(|r| r[0].as_u64().unwrap()).collect();
     let acked = acked.lock().unwrap().clone();
     let missing: Vec<&u64> = acked.difference(&stored).take(10).collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but missing (first 10): {missing:?}"
-    );
+    assert!(missing.is_empty(), "acknowledged but missing (first 10): {missing:?}");
     println!(
         "crash test: {} kills, {} acknowledged records, {} stored (unacknowledged ones may land too), 0 lost, 0 duplicated",
         KILLS,

@@ -17,6 +17,7 @@ backend_tests!(
     refusals_are_4xx_and_say_where,
     concurrent_ingest_keeps_every_row,
     auto_create_off_refuses_unknown_tables,
+    maintenance_compacts_checkpoints_and_vacuums,
 );
 
 async fn ingest_then_query_in_every_format(backend: Backend) {
@@ -48,25 +49,19 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{receipt}");
-    assert_eq!(
-        receipt,
-        json!({"table": "default.events", "accepted": 2, "seq": 2, "version": 2})
-    );
+    assert_eq!(receipt, json!({"table": "default.events", "accepted": 2, "seq": 2, "version": 2}));
 
     // NDJSON into the qualified name; an integer is fine for a float column.
     let ndjson = "{\"event_id\": 4, \"kind\": \"view\", \"price\": 1}\n\
                   {\"event_id\": 5, \"kind\": \"view\", \"price\": 2.25, \"buyer\": {\"id\": 8}}\n\
                   {\"event_id\": 6, \"kind\": \"cart\"}\n";
-    let (status, receipt) = server
-        .ingest("default.events", "application/x-ndjson", ndjson)
-        .await;
+    let (status, receipt) = server.ingest("default.events", "application/x-ndjson", ndjson).await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["accepted"], 3);
 
     // JSON (default format): typed values, nested values as JSON.
-    let (status, result) = server
-        .sql("SELECT event_id, kind, price, buyer FROM events ORDER BY event_id")
-        .await;
+    let (status, result) =
+        server.sql("SELECT event_id, kind, price, buyer FROM events ORDER BY event_id").await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
@@ -93,10 +88,7 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     // NDJSON.
     let sql = "SELECT event_id, kind, price FROM events WHERE event_id <= 2 ORDER BY event_id";
     let (status, content_type, body) = server.sql_as(sql, "application/x-ndjson").await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (200, "application/x-ndjson")
-    );
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"));
     assert_eq!(
         std::str::from_utf8(&body).unwrap(),
         "{\"event_id\":1,\"kind\":\"view\",\"price\":9.5}\n{\"event_id\":2,\"kind\":\"cart\",\"price\":null}\n"
@@ -106,22 +98,13 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     let (status, content_type, body) = server.sql_as(sql, "text/csv").await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/csv"), "{content_type}");
-    assert_eq!(
-        std::str::from_utf8(&body).unwrap(),
-        "event_id,kind,price\n1,view,9.5\n2,cart,\n"
-    );
+    assert_eq!(std::str::from_utf8(&body).unwrap(), "event_id,kind,price\n1,view,9.5\n2,cart,\n");
 
     // Arrow IPC stream.
     let (status, content_type, body) = server
-        .sql_as(
-            "SELECT * FROM events ORDER BY event_id",
-            "application/vnd.apache.arrow.stream",
-        )
+        .sql_as("SELECT * FROM events ORDER BY event_id", "application/vnd.apache.arrow.stream")
         .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (200, "application/vnd.apache.arrow.stream")
-    );
+    assert_eq!((status, content_type.as_str()), (200, "application/vnd.apache.arrow.stream"));
     let reader = StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
     let schema = reader.schema();
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
@@ -134,13 +117,8 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     );
 
     // A query with no rows still has its columns.
-    let (_, empty) = server
-        .sql("SELECT kind FROM events WHERE event_id > 100")
-        .await;
-    assert_eq!(
-        empty,
-        json!({"columns": [{"name": "kind", "type": "string"}], "rows": []})
-    );
+    let (_, empty) = server.sql("SELECT kind FROM events WHERE event_id > 100").await;
+    assert_eq!(empty, json!({"columns": [{"name": "kind", "type": "string"}], "rows": []}));
 
     // The catalog shows schema and stats.
     let (status, table) = server.get("/v1/tables/events").await;
@@ -156,17 +134,9 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().into(),
-                c["type"].as_str().unwrap().into(),
-            )
-        })
+        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
         .collect();
-    assert!(
-        columns.contains(&("event_id".into(), "int64".into())),
-        "{columns:?}"
-    );
+    assert!(columns.contains(&("event_id".into(), "int64".into())), "{columns:?}");
     let (_, tables) = server.get("/v1/tables").await;
     assert_eq!(tables["tables"][0]["qualified_name"], "default.events");
     let (_, history) = server.get("/v1/tables/events/history?limit=2").await;
@@ -189,9 +159,8 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
 
 async fn refusals_are_4xx_and_say_where(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (status, _) = server
-        .ingest("events", "application/json", r#"{"id": 1, "name": "a"}"#)
-        .await;
+    let (status, _) =
+        server.ingest("events", "application/json", r#"{"id": 1, "name": "a"}"#).await;
     assert_eq!(status, 200);
 
     // Anything that writes or reaches outside the catalog is refused before it runs.
@@ -211,10 +180,7 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
         assert!(message(&body).contains("read-only"), "{sql}: {body}");
     }
     // Files and URLs cannot be read as tables.
-    for sql in [
-        "SELECT * FROM '/etc/passwd'",
-        "SELECT * FROM 'file:///etc/hosts'",
-    ] {
+    for sql in ["SELECT * FROM '/etc/passwd'", "SELECT * FROM 'file:///etc/hosts'"] {
         let (status, body) = server.sql(sql).await;
         assert_eq!(status, 404, "{sql}: {body}");
     }
@@ -231,10 +197,7 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
     assert!(message(&body).contains("nope"), "{body}");
     let (status, body) = server.sql("SELECT * FROM missing").await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(
-        body["error"]["message"],
-        "table 'default.missing' does not exist"
-    );
+    assert_eq!(body["error"]["message"], "table 'default.missing' does not exist");
     let (status, body) = server.sql("  ").await;
     assert_eq!(status, 400, "{body}");
     let (status, _, _) = server.sql_as("SELECT 1", "image/png").await;
@@ -251,58 +214,35 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
     assert_eq!(status, 400, "{body}");
     let text = message(&body);
     assert!(text.starts_with("line 2"), "{text}");
-    let (status, body) = server
-        .ingest(
-            "events",
-            "application/x-ndjson",
-            "{\"id\": 2}\n{\"id\": \"three\"}\n",
-        )
-        .await;
+    let (status, body) =
+        server.ingest("events", "application/x-ndjson", "{\"id\": 2}\n{\"id\": \"three\"}\n").await;
     assert_eq!(status, 400, "{body}");
     let text = message(&body);
-    assert!(
-        text.starts_with("line 2") && text.contains("three"),
-        "{text}"
-    );
-    let (status, body) = server
-        .ingest(
-            "events",
-            "application/json",
-            r#"{"id": 4, "colour": "red"}"#,
-        )
-        .await;
+    assert!(text.starts_with("line 2") && text.contains("three"), "{text}");
+    let (status, body) =
+        server.ingest("events", "application/json", r#"{"id": 4, "colour": "red"}"#).await;
     assert_eq!(status, 400, "{body}");
     assert!(message(&body).contains("colour"), "{body}");
     let (_, count) = server.sql("SELECT count(*) FROM events").await;
-    assert_eq!(
-        count["rows"],
-        json!([[1]]),
-        "rejected requests append nothing"
-    );
+    assert_eq!(count["rows"], json!([[1]]), "rejected requests append nothing");
 
     // Bodies and names Tarn cannot take.
     let (status, body) = server.ingest("events", "text/csv", "id\n1\n").await;
     assert_eq!(status, 415, "{body}");
     let (status, body) = server.ingest("events", "application/json", "").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = server
-        .ingest("bad-name", "application/json", r#"{"a": 1}"#)
-        .await;
+    let (status, body) = server.ingest("bad-name", "application/json", r#"{"a": 1}"#).await;
     assert_eq!(status, 400, "{body}");
     assert!(message(&body).contains("bad-name"), "{body}");
     let (status, body) = server.get("/v1/nothing-here").await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 }
 
 async fn concurrent_ingest_keeps_every_row(backend: Backend) {
     let server = TestServer::start(backend).await;
     let requests = (0..8).map(|r| {
-        let body: String = (0..25)
-            .map(|i| format!("{{\"request\": {r}, \"seq\": {i}}}\n"))
-            .collect();
+        let body: String =
+            (0..25).map(|i| format!("{{\"request\": {r}, \"seq\": {i}}}\n")).collect();
         let server = &server;
         async move { server.ingest("clicks", "application/x-ndjson", &body).await }
     });
@@ -318,22 +258,86 @@ async fn concurrent_ingest_keeps_every_row(backend: Backend) {
     seqs.sort();
     seqs.dedup();
     assert_eq!(seqs.len(), 8, "one WAL record per request");
-    let (_, result) = server
-        .sql("SELECT count(*), count(DISTINCT request * 1000 + seq) FROM clicks")
-        .await;
+    let (_, result) =
+        server.sql("SELECT count(*), count(DISTINCT request * 1000 + seq) FROM clicks").await;
     assert_eq!(result["rows"], json!([[200, 200]]));
     let (_, table) = server.get("/v1/tables/clicks").await;
-    assert!(
-        table["stats"]["version"].as_u64().unwrap() <= 8,
-        "concurrent requests share commits"
-    );
+    assert!(table["stats"]["version"].as_u64().unwrap() <= 8, "concurrent requests share commits");
 }
 
 async fn auto_create_off_refuses_unknown_tables(backend: Backend) {
     let server = TestServer::start_with(backend, |c| c.ingest.auto_create = false).await;
-    let (status, body) = server
-        .ingest("events", "application/json", r#"{"a": 1}"#)
-        .await;
+    let (status, body) = server.ingest("events", "application/json", r#"{"a": 1}"#).await;
     assert_eq!(status, 404, "{body}");
     assert!(message(&body).contains("auto-create is off"), "{body}");
+}
+
+/// Many small commits: the background maintenance compacts them, writes a checkpoint and
+/// vacuums the rewritten files, and queries return the same rows throughout.
+async fn maintenance_compacts_checkpoints_and_vacuums(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.ingest.maintenance.compact_min_files = 8;
+        c.ingest.maintenance.checkpoint_every = 4;
+        c.ingest.maintenance.vacuum_retention_hours = 0;
+        c.ingest.maintenance.vacuum_every_secs = 0;
+    })
+    .await;
+    let sql = "SELECT id, sum(amount) AS total, count(*) AS n FROM sales GROUP BY id ORDER BY id";
+    for i in 0..10 {
+        let body: String = (0..5).map(|j| format!("{{\"id\": {j}, \"amount\": {i}}}\n")).collect();
+        assert_eq!(server.ingest("sales", "application/x-ndjson", &body).await.0, 200);
+    }
+    let expected = json!([[0, 45, 10], [1, 45, 10], [2, 45, 10], [3, 45, 10], [4, 45, 10]]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stats = loop {
+        // Results are the same before, during and after compaction.
+        let (status, result) = server.sql(sql).await;
+        assert_eq!(status, 200, "{result}");
+        assert_eq!(result["rows"], expected);
+        let (_, table) = server.get("/v1/tables/sales").await;
+        if table["stats"]["files"].as_u64().unwrap() < 10 {
+            break table["stats"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never compacted: {table}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats["rows"], 50);
+    let (_, history) = server.get("/v1/tables/sales/history").await;
+    let operations: Vec<&str> = history["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["operation"].as_str())
+        .collect();
+    assert!(operations.contains(&"OPTIMIZE"), "{operations:?}");
+
+    // A checkpoint exists, and the vacuum leaves only the live data files.
+    use futures::TryStreamExt;
+    let lake = server.lake.open().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let objects: Vec<String> = tarn_lake::deltalake::ObjectStore::list(
+            lake.store().as_ref(),
+            Some(&"default/sales".into()),
+        )
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+        let checkpoints = objects.iter().filter(|p| p.contains(".checkpoint.")).count();
+        let data_files =
+            objects.iter().filter(|p| !p.contains("_delta_log") && p.ends_with(".parquet")).count();
+        let (_, table) = server.get("/v1/tables/sales").await;
+        let live = table["stats"]["files"].as_u64().unwrap() as usize;
+        if checkpoints > 0 && data_files == live {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoints {checkpoints}, data files {data_files}, live {live}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, result) = server.sql(sql).await;
+    assert_eq!(result["rows"], expected);
 }

@@ -25,18 +25,9 @@ async fn python_deltalake_reads_tarn_tables(backend: Backend) {
     let server = TestServer::start(backend).await;
     let body = "{\"order_id\": 1, \"sku\": \"A-1\", \"amount\": 12.5, \"paid\": true}\n\
                 {\"order_id\": 2, \"sku\": \"B-2\", \"amount\": 3.0, \"paid\": false}\n";
-    assert_eq!(
-        server
-            .ingest("orders", "application/x-ndjson", body)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(server.ingest("orders", "application/x-ndjson", body).await.0, 200);
     let more = r#"[{"order_id": 3, "sku": "C-3", "amount": null, "paid": true}]"#;
-    assert_eq!(
-        server.ingest("orders", "application/json", more).await.0,
-        200
-    );
+    assert_eq!(server.ingest("orders", "application/json", more).await.0, 200);
 
     let (_, table) = server.get("/v1/tables/orders").await;
     let url = table["url"].as_str().unwrap().to_string();
@@ -44,12 +35,8 @@ async fn python_deltalake_reads_tarn_tables(backend: Backend) {
         Some(path) => path.to_string(),
         None => url,
     };
-    let options: serde_json::Map<String, Value> = server
-        .lake
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
+    let options: serde_json::Map<String, Value> =
+        server.lake.env().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     let output = tokio::process::Command::new(python())
         .arg("-c")
         .arg(READ_TABLE)
@@ -75,9 +62,8 @@ async fn python_deltalake_reads_tarn_tables(backend: Backend) {
     );
 
     // And Tarn's own SQL agrees, row for row.
-    let (_, result) = server
-        .sql("SELECT amount, order_id, paid, sku FROM orders ORDER BY order_id")
-        .await;
+    let (_, result) =
+        server.sql("SELECT amount, order_id, paid, sku FROM orders ORDER BY order_id").await;
     let tarn_rows: Vec<Value> = result["rows"]
         .as_array()
         .unwrap()

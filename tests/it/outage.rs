@@ -22,18 +22,9 @@ async fn s3_outage_backpressure_then_drain() {
             .storage
             .insert("AWS_ENDPOINT_URL".into(), format!("http://{}", proxy.addr));
         // Fail fast inside object_store; Tarn's own flusher retries with backoff.
-        config
-            .lake_options
-            .storage
-            .insert("max_retries".into(), "2".into());
-        config
-            .lake_options
-            .storage
-            .insert("retry_timeout".into(), "2s".into());
-        config
-            .lake_options
-            .storage
-            .insert("timeout".into(), "3s".into());
+        config.lake_options.storage.insert("max_retries".into(), "2".into());
+        config.lake_options.storage.insert("retry_timeout".into(), "2s".into());
+        config.lake_options.storage.insert("timeout".into(), "3s".into());
         config.ingest.wal.max_bytes = 64 * 1024;
         config.ingest.wal.segment_bytes = 8 * 1024;
         config.ingest.flush.max_age_ms = 100;
@@ -45,10 +36,7 @@ async fn s3_outage_backpressure_then_drain() {
             .client
             .post(&url)
             .header("content-type", "application/json")
-            .body(format!(
-                "{{\"id\": {id}, \"pad\": \"{}\"}}",
-                "p".repeat(400)
-            ))
+            .body(format!("{{\"id\": {id}, \"pad\": \"{}\"}}", "p".repeat(400)))
             .send()
     };
     let mut acked = BTreeSet::new();
@@ -70,25 +58,16 @@ async fn s3_outage_backpressure_then_drain() {
             503 => break response,
             other => panic!("unexpected {other}"),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the WAL limit never answered 503"
-        );
+        assert!(started.elapsed() < Duration::from_secs(60), "the WAL limit never answered 503");
     };
     assert_eq!(refusal.headers()["retry-after"], "1");
     let body: serde_json::Value = refusal.json().await.unwrap();
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("write-ahead log is full"),
+        body["error"]["message"].as_str().unwrap().contains("write-ahead log is full"),
         "{body}"
     );
     let during_outage = acked.len() - 20;
-    assert!(
-        during_outage >= 50,
-        "kept acknowledging during the outage: {during_outage}"
-    );
+    assert!(during_outage >= 50, "kept acknowledging during the outage: {during_outage}");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.heal();
@@ -100,29 +79,15 @@ async fn s3_outage_backpressure_then_drain() {
             acked.insert(id);
             break;
         }
-        assert!(
-            healed.elapsed() < Duration::from_secs(90),
-            "never accepted again after healing"
-        );
+        assert!(healed.elapsed() < Duration::from_secs(90), "never accepted again after healing");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, _) = server
-        .ingest(
-            "events",
-            "application/json",
-            "{\"id\": 99999, \"pad\": \"\"}",
-        )
-        .await;
+    let (status, _) =
+        server.ingest("events", "application/json", "{\"id\": 99999, \"pad\": \"\"}").await;
     assert_eq!(status, 200);
     acked.insert(99999);
-    let (_, result) = server
-        .sql("SELECT count(*), count(DISTINCT id) FROM events")
-        .await;
+    let (_, result) = server.sql("SELECT count(*), count(DISTINCT id) FROM events").await;
     let n = acked.len() as u64;
-    assert_eq!(
-        result["rows"],
-        json!([[n, n]]),
-        "every acknowledged record exactly once"
-    );
+    assert_eq!(result["rows"], json!([[n, n]]), "every acknowledged record exactly once");
     println!("outage test: {during_outage} records acknowledged during the outage before 503; {n} committed exactly once after healing");
 }

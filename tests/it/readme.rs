@@ -11,9 +11,7 @@ fn read(file: &str) -> String {
 
 /// The shell block that follows the README's marker comment.
 fn tested_block(readme: &str) -> String {
-    let start = readme
-        .find("<!-- The block below is run by tests/it/readme.rs")
-        .expect("marker");
+    let start = readme.find("<!-- The block below is run by tests/it/readme.rs").expect("marker");
     let rest = &readme[start..];
     let open = rest.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
     let close = rest[open..].find("\n```").expect("the block ends");
@@ -24,14 +22,8 @@ fn tested_block(readme: &str) -> String {
 async fn readme_curl_examples_work_as_written() {
     let server = TestServer::start(Backend::Local).await;
     let block = tested_block(&read("README.md"));
-    let expected: Vec<&str> = block
-        .lines()
-        .filter_map(|l| l.strip_prefix("# → "))
-        .collect();
-    assert!(
-        expected.len() >= 5,
-        "the README shows the outputs it promises"
-    );
+    let expected: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("# → ")).collect();
+    assert!(expected.len() >= 5, "the README shows the outputs it promises");
 
     // Run the block as it is, against this server; each "# →" ends the previous output line.
     let script: String = block
@@ -54,11 +46,7 @@ async fn readme_curl_examples_work_as_written() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
 
     // Every promised output appears, in order.
     let mut lines = stdout.lines();
@@ -84,11 +72,7 @@ async fn compose_file_is_consistent() {
         .output()
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let compose: Value = serde_json::from_slice(&output.stdout).unwrap();
     let services = &compose["services"];
     let minio = &services["minio"];
@@ -96,38 +80,18 @@ async fn compose_file_is_consistent() {
 
     // Tarn's lake is in the bucket the one-shot service creates, on the MinIO service.
     let lake = tarn["TARN_LAKE"].as_str().unwrap();
-    let bucket = lake
-        .strip_prefix("s3://")
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap();
+    let bucket = lake.strip_prefix("s3://").unwrap().split('/').next().unwrap();
     let create = services["create-bucket"]["command"][0].as_str().unwrap();
-    assert!(
-        create.contains(&format!("mc mb --ignore-existing lake/{bucket}")),
-        "{create}"
-    );
+    assert!(create.contains(&format!("mc mb --ignore-existing lake/{bucket}")), "{create}");
     assert_eq!(tarn["AWS_ENDPOINT_URL"], "http://minio:9000");
     assert_eq!(tarn["AWS_ALLOW_HTTP"], "true");
     assert!(tarn.get("AWS_S3_ALLOW_UNSAFE_RENAME").is_none());
     // Tarn signs with the MinIO root credentials.
-    assert_eq!(
-        tarn["AWS_ACCESS_KEY_ID"],
-        minio["environment"]["MINIO_ROOT_USER"]
-    );
-    assert_eq!(
-        tarn["AWS_SECRET_ACCESS_KEY"],
-        minio["environment"]["MINIO_ROOT_PASSWORD"]
-    );
+    assert_eq!(tarn["AWS_ACCESS_KEY_ID"], minio["environment"]["MINIO_ROOT_USER"]);
+    assert_eq!(tarn["AWS_SECRET_ACCESS_KEY"], minio["environment"]["MINIO_ROOT_PASSWORD"]);
     // Start order: MinIO healthy → bucket created → Tarn.
-    assert_eq!(
-        minio["healthcheck"]["test"],
-        serde_json::json!(["CMD", "mc", "ready", "local"])
-    );
-    assert_eq!(
-        services["create-bucket"]["depends_on"]["minio"]["condition"],
-        "service_healthy"
-    );
+    assert_eq!(minio["healthcheck"]["test"], serde_json::json!(["CMD", "mc", "ready", "local"]));
+    assert_eq!(services["create-bucket"]["depends_on"]["minio"]["condition"], "service_healthy");
     assert_eq!(
         services["tarn"]["depends_on"]["create-bucket"]["condition"],
         "service_completed_successfully"

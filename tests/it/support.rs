@@ -34,21 +34,13 @@ impl TestServer {
         config.lake_options = lake.options.clone();
         config.ingest.wal.dir = wal_dir.path().to_path_buf();
         configure(&mut config);
-        let app = Application::build(config)
-            .await
-            .expect("build the application");
+        let app = Application::build(config).await.expect("build the application");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        TestServer {
-            lake,
-            _wal_dir: wal_dir,
-            addr,
-            client: reqwest::Client::new(),
-            _stop: stop,
-        }
+        TestServer { lake, _wal_dir: wal_dir, addr, client: reqwest::Client::new(), _stop: stop }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -92,10 +84,7 @@ impl TestServer {
     /// Runs `sql` as JSON; returns status and the parsed body.
     pub async fn sql(&self, sql: &str) -> (u16, Value) {
         let (status, _, body) = self.sql_as(sql, "application/json").await;
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {body:?}")),
-        )
+        (status, serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {body:?}")))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -159,10 +148,7 @@ impl ServeProcess {
     /// SIGTERM, then waits for the exit; returns the log.
     pub async fn terminate(mut self) -> String {
         let pid = self.child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
             .await
             .expect("tarn stops after SIGTERM")
@@ -206,11 +192,7 @@ impl FaultProxy {
                 conns.push(task);
             }
         });
-        FaultProxy {
-            addr,
-            cut,
-            connections,
-        }
+        FaultProxy { addr, cut, connections }
     }
 
     /// Drops every open connection and refuses new ones.

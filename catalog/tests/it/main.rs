@@ -20,13 +20,7 @@ fn schema() -> Schema {
 
 async fn call(router: axum::Router, method: &str, uri: &str) -> (StatusCode, serde_json::Value) {
     let response = router
-        .oneshot(
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -39,11 +33,7 @@ async fn call(router: axum::Router, method: &str, uri: &str) -> (StatusCode, ser
     (status, value)
 }
 
-backend_tests!(
-    create_list_describe_delete,
-    concurrent_create_registers_once,
-    api_answers
-);
+backend_tests!(create_list_describe_delete, concurrent_create_registers_once, api_answers);
 
 async fn create_list_describe_delete(backend: Backend) {
     let test = TestLake::new(backend);
@@ -53,32 +43,21 @@ async fn create_list_describe_delete(backend: Backend) {
     let leads = TableName::parse("leads").unwrap();
     let clicks = TableName::parse("web.clicks").unwrap();
     catalog.create(&leads, &schema(), &[], "api").await.unwrap();
-    catalog
-        .create(&clicks, &schema(), &[], "auto")
-        .await
-        .unwrap();
+    catalog.create(&clicks, &schema(), &[], "auto").await.unwrap();
     match catalog.create(&leads, &schema(), &[], "api").await {
         Err(Error::TableExists { name }) => assert_eq!(name, "default.leads"),
         other => panic!("expected TableExists, got {other:?}"),
     }
 
-    let names: Vec<String> = catalog
-        .list()
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.name().to_string())
-        .collect();
+    let names: Vec<String> =
+        catalog.list().await.unwrap().iter().map(|d| d.name().to_string()).collect();
     assert_eq!(names, vec!["default.leads", "web.clicks"]);
 
     let info = catalog.describe(&leads).await.unwrap();
     assert_eq!(info.stats.version, 0);
     assert_eq!(info.stats.rows, Some(0));
-    let columns: Vec<(&str, &str)> = info
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.data_type.as_str()))
-        .collect();
+    let columns: Vec<(&str, &str)> =
+        info.columns.iter().map(|c| (c.name.as_str(), c.data_type.as_str())).collect();
     assert_eq!(columns, vec![("email", "string"), ("score", "int64")]);
     assert!(info.url.ends_with("/default/leads/"), "{}", info.url);
 
@@ -88,18 +67,12 @@ async fn create_list_describe_delete(backend: Backend) {
 
     // Delete without purge keeps the data; with purge removes it.
     catalog.delete(&leads, false).await.unwrap();
-    assert!(matches!(
-        catalog.get(&leads).await,
-        Err(Error::TableNotFound { .. })
-    ));
+    assert!(matches!(catalog.get(&leads).await, Err(Error::TableNotFound { .. })));
     assert!(catalog.lake().table_exists("default/leads").await.unwrap());
     catalog.delete(&clicks, true).await.unwrap();
     assert!(!catalog.lake().table_exists("web/clicks").await.unwrap());
     assert!(catalog.list().await.unwrap().is_empty());
-    assert!(matches!(
-        catalog.delete(&clicks, true).await,
-        Err(Error::TableNotFound { .. })
-    ));
+    assert!(matches!(catalog.delete(&clicks, true).await, Err(Error::TableNotFound { .. })));
 }
 
 /// Two servers sharing a lake auto-create the same table at once: exactly one entry wins, the
@@ -114,11 +87,8 @@ async fn concurrent_create_registers_once(backend: Backend) {
         a.create(&name, &schema, &[], "server-a"),
         b.create(&name, &schema, &[], "server-b")
     );
-    let winners: Vec<String> = [ra, rb]
-        .into_iter()
-        .filter_map(|r| r.ok())
-        .map(|(d, _)| d.created_by)
-        .collect();
+    let winners: Vec<String> =
+        [ra, rb].into_iter().filter_map(|r| r.ok()).map(|(d, _)| d.created_by).collect();
     assert_eq!(winners.len(), 1, "exactly one create wins");
     assert_eq!(a.get(&name).await.unwrap().created_by, winners[0]);
 }
@@ -147,17 +117,11 @@ async fn api_answers(backend: Backend) {
     let (status, body) = call(router.clone(), "GET", "/v1/tables/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("default.nope"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("default.nope"));
 
     let (status, body) = call(router.clone(), "GET", "/v1/tables/bad-name").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("not '-'"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("not '-'"));
 
     let (status, _) = call(router.clone(), "DELETE", "/v1/tables/events?purge=maybe").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

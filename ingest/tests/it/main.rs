@@ -37,13 +37,7 @@ impl Fixture {
         let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
         let ingestor = Ingestor::start(catalog.clone(), config).await.unwrap();
         let router = tarn_ingest::router(ingestor.clone());
-        Fixture {
-            lake,
-            wal_dir,
-            catalog,
-            ingestor,
-            router,
-        }
+        Fixture { lake, wal_dir, catalog, ingestor, router }
     }
 
     /// Starts a new ingestor (a new process) on the same lake and WAL directory.
@@ -56,11 +50,7 @@ impl Fixture {
     }
 
     async fn rows(&self, table: &str) -> u64 {
-        let (_, table) = self
-            .catalog
-            .open(&TableName::parse(table).unwrap())
-            .await
-            .unwrap();
+        let (_, table) = self.catalog.open(&TableName::parse(table).unwrap()).await.unwrap();
         table.stats().rows.unwrap()
     }
 }
@@ -75,11 +65,7 @@ async fn post(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
+    let response = router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap())
@@ -106,10 +92,7 @@ async fn acknowledges_then_commits(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
-    assert_eq!(
-        receipt,
-        json!({"table": "web.clicks", "accepted": 2, "seq": 1, "created": true})
-    );
+    assert_eq!(receipt, json!({"table": "web.clicks", "accepted": 2, "seq": 1, "created": true}));
 
     // curl -d sends application/x-www-form-urlencoded; a JSON body is still read as JSON.
     // ?wait=commit answers 200 with the version of the commit that holds the records.
@@ -123,40 +106,21 @@ async fn acknowledges_then_commits(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{receipt}");
     let version = receipt["version"].as_u64().unwrap();
-    let (_, table) = f
-        .catalog
-        .open(&TableName::parse("web.clicks").unwrap())
-        .await
-        .unwrap();
+    let (_, table) = f.catalog.open(&TableName::parse("web.clicks").unwrap()).await.unwrap();
     assert!(table.version() >= version);
-    assert_eq!(
-        table.stats().rows,
-        Some(4),
-        "the commit holds both requests"
-    );
+    assert_eq!(table.stats().rows, Some(4), "the commit holds both requests");
 
     // Every commit records this node's txn: the WAL sequence it reached.
     let history = table.history(10).await.unwrap();
-    assert_eq!(
-        history.last().unwrap().operation.as_deref(),
-        Some("CREATE TABLE")
-    );
+    assert_eq!(history.last().unwrap().operation.as_deref(), Some("CREATE TABLE"));
     assert_eq!(history.iter().filter_map(|c| c.rows_added).sum::<u64>(), 4);
 
     // gzip bodies.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, b"{\"page\": \"/gz\"}\n").unwrap();
-    let headers = [
-        ("content-type", "application/x-ndjson"),
-        ("content-encoding", "gzip"),
-    ];
-    let (status, receipt) = post(
-        &f.router,
-        "/v1/ingest/web.clicks?wait=commit",
-        &headers,
-        gz.finish().unwrap(),
-    )
-    .await;
+    let headers = [("content-type", "application/x-ndjson"), ("content-encoding", "gzip")];
+    let (status, receipt) =
+        post(&f.router, "/v1/ingest/web.clicks?wait=commit", &headers, gz.finish().unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{receipt}");
     assert_eq!(f.rows("web.clicks").await, 5);
     f.ingestor.shutdown().await;
@@ -169,39 +133,24 @@ async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
     let never = |c: &mut IngestConfig| c.flush.max_age_ms = 3_600_000;
     let mut f = Fixture::new(backend, never).await;
     let table = TableName::parse("events").unwrap();
-    let options = IngestOptions {
-        key: None,
-        wait_for_commit: true,
-    };
+    let options = IngestOptions { key: None, wait_for_commit: true };
     // Committed (wait=commit flushes at once), and still in the active WAL segment.
     let body = Bytes::from_static(b"{\"n\": 1}\n{\"n\": 2}\n");
-    f.ingestor
-        .ingest(&table, body, Format::Ndjson, options)
-        .await
-        .unwrap();
+    f.ingestor.ingest(&table, body, Format::Ndjson, options).await.unwrap();
     // Acknowledged, not committed (the buffer would flush in an hour).
     for n in 3..6 {
         let body = Bytes::from(format!("{{\"n\": {n}}}"));
-        let receipt = f
-            .ingestor
-            .ingest(&table, body, Format::Json, IngestOptions::default())
-            .await
-            .unwrap();
+        let receipt =
+            f.ingestor.ingest(&table, body, Format::Json, IngestOptions::default()).await.unwrap();
         assert_eq!(receipt.version, None);
     }
     assert_eq!(f.rows("events").await, 2);
     f.ingestor.shutdown_now().await;
 
     f.restart(never).await;
-    let options = IngestOptions {
-        key: None,
-        wait_for_commit: true,
-    };
+    let options = IngestOptions { key: None, wait_for_commit: true };
     let body = Bytes::from_static(b"{\"n\": 6}");
-    f.ingestor
-        .ingest(&table, body, Format::Json, options)
-        .await
-        .unwrap();
+    f.ingestor.ingest(&table, body, Format::Json, options).await.unwrap();
     assert_eq!(f.rows("events").await, 6, "replayed 3, kept 2, added 1");
     f.ingestor.shutdown_now().await;
 
@@ -214,18 +163,10 @@ async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
 
 async fn idempotency_key_survives_restart(backend: Backend) {
     let mut f = Fixture::new(backend, |c| c.flush.max_age_ms = 50).await;
-    let headers = [
-        ("content-type", "application/json"),
-        ("idempotency-key", "order-42"),
-    ];
+    let headers = [("content-type", "application/json"), ("idempotency-key", "order-42")];
     let body = br#"[{"order": 42, "total": 9.5}, {"order": 43, "total": 1.0}]"#.to_vec();
-    let (status, first) = post(
-        &f.router,
-        "/v1/ingest/orders?wait=commit",
-        &headers,
-        body.clone(),
-    )
-    .await;
+    let (status, first) =
+        post(&f.router, "/v1/ingest/orders?wait=commit", &headers, body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let (status, again) = post(&f.router, "/v1/ingest/orders", &headers, body.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again}");
@@ -256,62 +197,35 @@ async fn refuses_what_it_cannot_take(backend: Backend) {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
 
-    let brotli = [
-        ("content-type", "application/json"),
-        ("content-encoding", "br"),
-    ];
+    let brotli = [("content-type", "application/json"), ("content-encoding", "br")];
     let (status, body) = post(&f.router, "/v1/ingest/t", &brotli, br#"{"a": 1}"#.to_vec()).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("'br'"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("'br'"), "{body}");
 
     // A gzip bomb is cut off at the body limit.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut gz, &vec![b' '; 100_000]).unwrap();
-    let gzip = [
-        ("content-type", "application/json"),
-        ("content-encoding", "gzip"),
-    ];
+    let gzip = [("content-type", "application/json"), ("content-encoding", "gzip")];
     let (status, body) = post(&f.router, "/v1/ingest/t", &gzip, gz.finish().unwrap()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
-    let (status, body) = post(
-        &f.router,
-        "/v1/ingest/t?wait=later",
-        &json,
-        br#"{"a": 1}"#.to_vec(),
-    )
-    .await;
+    let (status, body) =
+        post(&f.router, "/v1/ingest/t?wait=later", &json, br#"{"a": 1}"#.to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let bad_key = [
-        ("content-type", "application/json"),
-        ("idempotency-key", ""),
-    ];
+    let bad_key = [("content-type", "application/json"), ("idempotency-key", "")];
     let (status, body) = post(&f.router, "/v1/ingest/t", &bad_key, br#"{"a": 1}"#.to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // A first body that is not an object cannot define a table.
     let (status, body) = post(&f.router, "/v1/ingest/t", &json, b"[1, 2]".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(
-        body["error"]["message"],
-        "line 1: expected a JSON object, got a number"
-    );
-    assert!(
-        f.catalog.list().await.unwrap().is_empty(),
-        "a refused first write creates nothing"
-    );
+    assert_eq!(body["error"]["message"], "line 1: expected a JSON object, got a number");
+    assert!(f.catalog.list().await.unwrap().is_empty(), "a refused first write creates nothing");
 
     // Names other engines cannot read as Parquet columns are refused, naming the field.
-    let (status, body) = post(
-        &f.router,
-        "/v1/ingest/t",
-        &json,
-        br#"{"ok": 1, "nested": {"a b,c": 1}}"#.to_vec(),
-    )
-    .await;
+    let (status, body) =
+        post(&f.router, "/v1/ingest/t", &json, br#"{"ok": 1, "nested": {"a b,c": 1}}"#.to_vec())
+            .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("'nested.a b,c'"), "{message}");
@@ -351,10 +265,7 @@ async fn full_wal_answers_503(backend: Backend) {
     let bytes = refused.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("write-ahead log is full"),
+        body["error"]["message"].as_str().unwrap().contains("write-ahead log is full"),
         "{body}"
     );
     assert!(accepted >= 10, "accepted {accepted} before the limit");
@@ -366,16 +277,9 @@ async fn full_wal_answers_503(backend: Backend) {
             accepted += 1;
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the WAL never drained"
-        );
+        assert!(std::time::Instant::now() < deadline, "the WAL never drained");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     f.ingestor.shutdown().await;
-    assert_eq!(
-        f.rows("burst").await as usize,
-        accepted,
-        "every accepted record, once"
-    );
+    assert_eq!(f.rows("burst").await as usize, accepted, "every accepted record, once");
 }

@@ -30,19 +30,11 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
 
 async fn read_sorted(table: &LakeTable) -> String {
     let ctx = SessionContext::new();
-    table
-        .delta()
-        .update_datafusion_session(&ctx.state())
-        .unwrap();
+    table.delta().update_datafusion_session(&ctx.state()).unwrap();
     let provider = table.delta().table_provider().await.unwrap();
     ctx.register_table("t", provider).unwrap();
-    let batches = ctx
-        .sql("SELECT id, name FROM t ORDER BY id")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches =
+        ctx.sql("SELECT id, name FROM t ORDER BY id").await.unwrap().collect().await.unwrap();
     pretty_format_batches(&batches).unwrap().to_string()
 }
 
@@ -57,10 +49,7 @@ backend_tests!(
 async fn create_append_stats_history(backend: Backend) {
     let test = TestLake::new(backend);
     let lake = test.open().await;
-    let table = lake
-        .create_table("default/people", &schema(), &[])
-        .await
-        .unwrap();
+    let table = lake.create_table("default/people", &schema(), &[]).await.unwrap();
     assert_eq!(table.version(), 0);
     assert_eq!(table.stats().rows, Some(0));
 
@@ -76,10 +65,8 @@ async fn create_append_stats_history(backend: Backend) {
     assert!(stats.last_commit.is_some());
 
     let history = table.history(10).await.unwrap();
-    let summary: Vec<_> = history
-        .iter()
-        .map(|c| (c.version, c.operation.clone().unwrap(), c.rows_added))
-        .collect();
+    let summary: Vec<_> =
+        history.iter().map(|c| (c.version, c.operation.clone().unwrap(), c.rows_added)).collect();
     assert_eq!(
         summary,
         vec![
@@ -105,27 +92,14 @@ async fn create_append_stats_history(backend: Backend) {
 async fn create_is_idempotent(backend: Backend) {
     let test = TestLake::new(backend);
     let lake = test.open().await;
-    let first = lake
-        .create_table("ns/t", &schema(), &["name".to_string()])
-        .await
-        .unwrap();
+    let first = lake.create_table("ns/t", &schema(), &["name".to_string()]).await.unwrap();
     first.append(vec![batch(0..3)]).await.unwrap();
-    let again = lake
-        .create_table("ns/t", &schema(), &["name".to_string()])
-        .await
-        .unwrap();
-    assert_eq!(
-        again.stats().rows,
-        Some(3),
-        "creating again must not reset the table"
-    );
+    let again = lake.create_table("ns/t", &schema(), &["name".to_string()]).await.unwrap();
+    assert_eq!(again.stats().rows, Some(3), "creating again must not reset the table");
     assert_eq!(again.partition_columns().unwrap(), vec!["name".to_string()]);
     assert!(lake.table_exists("ns/t").await.unwrap());
 
-    let err = lake
-        .create_table("ns/u", &schema(), &["nope".to_string()])
-        .await
-        .unwrap_err();
+    let err = lake.create_table("ns/u", &schema(), &["nope".to_string()]).await.unwrap_err();
     assert!(err.to_string().contains("partition column 'nope'"), "{err}");
 }
 
@@ -145,11 +119,7 @@ async fn concurrent_writers_lose_no_commit(backend: Backend) {
     const COMMITS: i64 = 20;
     const ROWS: i64 = 10;
     let test = TestLake::new(backend);
-    test.open()
-        .await
-        .create_table("default/contended", &schema(), &[])
-        .await
-        .unwrap();
+    test.open().await.create_table("default/contended", &schema(), &[]).await.unwrap();
 
     let writer = |offset: i64| {
         let test_lake = &test;
@@ -158,10 +128,7 @@ async fn concurrent_writers_lose_no_commit(backend: Backend) {
             let mut table = lake.open_table("default/contended").await.unwrap();
             for i in 0..COMMITS {
                 let start = offset + i * ROWS;
-                table = table
-                    .append(vec![batch(start..start + ROWS)])
-                    .await
-                    .unwrap();
+                table = table.append(vec![batch(start..start + ROWS)]).await.unwrap();
             }
         }
     };
@@ -172,10 +139,7 @@ async fn concurrent_writers_lose_no_commit(backend: Backend) {
     assert_eq!(table.version() as i64, 2 * COMMITS, "1 create + 40 appends");
     assert_eq!(table.stats().rows, Some((2 * COMMITS * ROWS) as u64));
     let history = table.history(100).await.unwrap();
-    let writes = history
-        .iter()
-        .filter(|c| c.operation.as_deref() == Some("WRITE"))
-        .count();
+    let writes = history.iter().filter(|c| c.operation.as_deref() == Some("WRITE")).count();
     assert_eq!(writes as i64, 2 * COMMITS);
     assert!(history
         .iter()

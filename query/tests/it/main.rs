@@ -32,37 +32,20 @@ fn batch(ids: &[i64], kind: &str) -> RecordBatch {
 }
 
 async fn run(engine: &QueryEngine, sql: &str) -> String {
-    let batches: Vec<RecordBatch> = engine
-        .execute(sql)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches: Vec<RecordBatch> = engine.execute(sql).await.unwrap().try_collect().await.unwrap();
     pretty_format_batches(&batches).unwrap().to_string()
 }
 
-backend_tests!(
-    sees_new_commits_without_restart,
-    catalog_is_visible_in_sql,
-    streams_large_results
-);
+backend_tests!(sees_new_commits_without_restart, catalog_is_visible_in_sql, streams_large_results);
 
 async fn sees_new_commits_without_restart(backend: Backend) {
     let lake = TestLake::new(backend);
     let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
     let name = TableName::parse("events").unwrap();
-    let (_, table) = catalog
-        .create(&name, &batch(&[], "").schema(), &[], "api")
-        .await
-        .unwrap();
+    let (_, table) = catalog.create(&name, &batch(&[], "").schema(), &[], "api").await.unwrap();
     let engine = QueryEngine::new(catalog.clone(), QueryConfig::default());
     assert_eq!(
-        run(&engine, "SELECT count(*) AS n FROM events")
-            .await
-            .lines()
-            .nth(3)
-            .unwrap(),
+        run(&engine, "SELECT count(*) AS n FROM events").await.lines().nth(3).unwrap(),
         "| 0 |"
     );
 
@@ -71,31 +54,18 @@ async fn sees_new_commits_without_restart(backend: Backend) {
     let (_, other) = writer.open(&name).await.unwrap();
     other.append(vec![batch(&[1, 2, 3], "view")]).await.unwrap();
     assert_eq!(
-        run(&engine, "SELECT count(*) AS n FROM default.events")
-            .await
-            .lines()
-            .nth(3)
-            .unwrap(),
+        run(&engine, "SELECT count(*) AS n FROM default.events").await.lines().nth(3).unwrap(),
         "| 3 |"
     );
     drop(table);
 
     // A table created after the engine started resolves too.
     catalog
-        .create(
-            &TableName::parse("late").unwrap(),
-            &batch(&[], "").schema(),
-            &[],
-            "api",
-        )
+        .create(&TableName::parse("late").unwrap(), &batch(&[], "").schema(), &[], "api")
         .await
         .unwrap();
     assert_eq!(
-        run(&engine, "SELECT count(*) AS n FROM late")
-            .await
-            .lines()
-            .nth(3)
-            .unwrap(),
+        run(&engine, "SELECT count(*) AS n FROM late").await.lines().nth(3).unwrap(),
         "| 0 |"
     );
 }
@@ -105,12 +75,7 @@ async fn catalog_is_visible_in_sql(backend: Backend) {
     let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
     for name in ["events", "web.clicks"] {
         catalog
-            .create(
-                &TableName::parse(name).unwrap(),
-                &batch(&[], "").schema(),
-                &[],
-                "api",
-            )
+            .create(&TableName::parse(name).unwrap(), &batch(&[], "").schema(), &[], "api")
             .await
             .unwrap();
     }
@@ -134,19 +99,10 @@ async fn catalog_is_visible_in_sql(backend: Backend) {
     };
     assert!(row("web", "clicks") && row("default", "events"), "{shown}");
     let described = run(&engine, "DESCRIBE web.clicks").await;
-    let kind_row = described
-        .lines()
-        .find(|l| l.contains(" kind "))
-        .unwrap_or_default();
+    let kind_row = described.lines().find(|l| l.contains(" kind ")).unwrap_or_default();
     let cells: Vec<&str> = kind_row.split('|').map(str::trim).collect();
-    assert_eq!(
-        cells.get(1..4),
-        Some(&["kind", "Utf8View", "YES"][..]),
-        "{described}"
-    );
-    assert!(run(&engine, "SELECT count(*) AS n FROM tarn.web.clicks")
-        .await
-        .contains("| 0 |"));
+    assert_eq!(cells.get(1..4), Some(&["kind", "Utf8View", "YES"][..]), "{described}");
+    assert!(run(&engine, "SELECT count(*) AS n FROM tarn.web.clicks").await.contains("| 0 |"));
 }
 
 async fn streams_large_results(backend: Backend) {
@@ -154,11 +110,9 @@ async fn streams_large_results(backend: Backend) {
     let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
     let engine = Arc::new(QueryEngine::new(catalog, QueryConfig { batch_size: 1000 }));
     let router = tarn_query::router(engine);
-    for (accept, check) in [
-        ("application/json", 0usize),
-        ("text/csv", 1),
-        ("application/x-ndjson", 2),
-    ] {
+    for (accept, check) in
+        [("application/json", 0usize), ("text/csv", 1), ("application/x-ndjson", 2)]
+    {
         let request = Request::builder()
             .method("POST")
             .uri("/v1/sql")
@@ -174,10 +128,7 @@ async fn streams_large_results(backend: Backend) {
             frames += 1;
             bytes.extend_from_slice(frame.unwrap().data_ref().unwrap());
         }
-        assert!(
-            frames > 10,
-            "{accept}: the result arrives in many chunks, got {frames}"
-        );
+        assert!(frames > 10, "{accept}: the result arrives in many chunks, got {frames}");
         match check {
             0 => {
                 let value: Value = serde_json::from_slice(&bytes).unwrap();

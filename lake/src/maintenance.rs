@@ -1,0 +1,93 @@
+//! Table maintenance: compaction (optimize), checkpoints and vacuum.
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use deltalake::kernel::transaction::CommitProperties;
+use serde::Serialize;
+
+use crate::{LakeTable, Result};
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compaction {
+    /// Live files before.
+    pub files_before: usize,
+    /// Live files after.
+    pub files_after: usize,
+    /// Files the commit removed (rewritten into larger ones).
+    pub files_removed: u64,
+    /// Files it added.
+    pub files_added: u64,
+    /// The table version after compaction.
+    pub version: u64,
+}
+
+/// What a vacuum did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vacuum {
+    /// Data files no longer referenced and older than the retention, deleted (or, in a dry
+    /// run, that would be).
+    pub files: Vec<String>,
+    /// True when nothing was deleted because it was a dry run.
+    pub dry_run: bool,
+}
+
+impl LakeTable {
+    /// Live files smaller than `bytes`: the candidates for compaction.
+    pub fn small_files(&self, bytes: u64) -> usize {
+        self.delta()
+            .snapshot()
+            .map(|state| {
+                state.log_data().iter().filter(|f| (f.size().max(0) as u64) < bytes).count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Rewrites small files into files of about `target_bytes` (bin-packing, per partition).
+    /// Readers keep working: the old files stay until a vacuum removes them.
+    pub async fn optimize(self, target_bytes: u64) -> Result<(LakeTable, Compaction)> {
+        let files_before = self.stats().files;
+        let target = NonZeroU64::new(target_bytes.max(1)).expect("at least 1");
+        let (table, metrics) = self
+            .into_delta()
+            .optimize()
+            .with_target_size(target)
+            .with_commit_properties(CommitProperties::default().with_max_retries(100))
+            .await?;
+        let table = LakeTable::new(table);
+        let report = Compaction {
+            files_before,
+            files_after: table.stats().files,
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            version: table.version(),
+        };
+        Ok((table, report))
+    }
+
+    /// Writes a checkpoint of the current version, so that readers load the table state from
+    /// one Parquet file instead of replaying every JSON commit.
+    pub async fn checkpoint(&self) -> Result<()> {
+        deltalake::checkpoints::create_checkpoint(self.delta(), None).await?;
+        Ok(())
+    }
+
+    /// Deletes data files that no version newer than `retention` references any more.
+    pub async fn vacuum(self, retention: Duration, dry_run: bool) -> Result<(LakeTable, Vacuum)> {
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let (table, metrics) = self
+            .into_delta()
+            .vacuum()
+            .with_retention_period(retention)
+            // Tarn's own retention setting decides; the Delta table property's minimum (7 days
+            // by default) would otherwise refuse shorter ones.
+            .with_enforce_retention_duration(false)
+            .with_dry_run(dry_run)
+            .await?;
+        Ok((
+            LakeTable::new(table),
+            Vacuum { files: metrics.files_deleted, dry_run: metrics.dry_run },
+        ))
+    }
+}
