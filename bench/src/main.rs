@@ -12,7 +12,8 @@
 //! 4. freshness: time from the acknowledgement to the record being visible to `POST /v1/sql`;
 //! 5. peak RSS of the server during (1).
 //!
-//! It prints a Markdown table (for BENCHMARKS.md). Figures, not assertions.
+//! It prints a Markdown table (for BENCHMARKS.md). Figures, not assertions. With
+//! `TARN_BENCH_PERF=<file>`, `perf record` profiles the server during (1).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,8 +64,26 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(work.path()).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
 
-    // 1. Bulk NDJSON.
+    // 1. Bulk NDJSON; with TARN_BENCH_PERF=<file>, the server is profiled meanwhile.
+    let profiler = match std::env::var("TARN_BENCH_PERF") {
+        Ok(path) => Some(
+            tokio::process::Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-o", &path, "-p"])
+                .arg(server.pid.to_string())
+                .arg("--")
+                .arg("sleep")
+                .arg(options.seconds.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("TARN_BENCH_PERF needs perf")?,
+        ),
+        Err(_) => None,
+    };
     let bulk = bulk(&client, &server, &bodies, &options).await?;
+    if let Some(mut profiler) = profiler {
+        profiler.wait().await?;
+    }
     let rss_mib = server.peak_rss_mib();
     // 3. Single-event posts.
     let single = single(&client, &server, &options).await?;

@@ -198,6 +198,8 @@ pub struct Flusher {
 /// How often the flusher looks at buffer ages.
 const TICK: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often expired idempotency keys are dropped from memory.
+const KEY_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Flusher {
     /// The Delta `txn` application id of this node's commits to `table`.
@@ -208,7 +210,12 @@ impl Flusher {
     /// Runs until `stop` turns true, then commits everything still buffered (retrying while
     /// storage is unreachable, until `drain_timeout`).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, drain_timeout: Duration) {
+        let mut last_expiry = Instant::now();
         loop {
+            if last_expiry.elapsed() >= KEY_EXPIRY_INTERVAL {
+                self.keys.expire();
+                last_expiry = Instant::now();
+            }
             tokio::select! {
                 _ = self.buffers.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
