@@ -3,6 +3,9 @@
 use clap::Parser;
 use tarn::config::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tarn::telemetry::init();

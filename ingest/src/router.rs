@@ -63,9 +63,12 @@ async fn ingest(
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let limit = ingestor.config().max_body_bytes;
     let body = body?;
-    let body = tokio::task::spawn_blocking(move || decompress(encoding.as_deref(), body, limit))
-        .await
-        .expect("decompression does not panic")?;
+    let body = match encoding.as_deref() {
+        None | Some("identity") | Some("") => body,
+        _ => tokio::task::spawn_blocking(move || decompress(encoding.as_deref(), body, limit))
+            .await
+            .expect("decompression does not panic")?,
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, &body)?;
     let options = IngestOptions { key: key.map(String::from), wait_for_commit };

@@ -4,9 +4,14 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::{LakeTable, Result};
+
+/// Rows per row group in files written by compaction.
+const COMPACTION_ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// What a compaction did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,13 +51,24 @@ impl LakeTable {
 
     /// Rewrites small files into files of about `target_bytes` (bin-packing, per partition).
     /// Readers keep working: the old files stay until a vacuum removes them.
+    ///
+    /// Compaction runs beside ingest, so it is made cheap and bounded rather than maximal: one
+    /// bin at a time, row groups of `COMPACTION_ROW_GROUP_ROWS` (the writer holds one row
+    /// group in memory; deltalake's default of 1M rows costs hundreds of MiB on wide rows), and
+    /// zstd level 1 (most of level 4's ratio at a fraction of its CPU).
     pub async fn optimize(self, target_bytes: u64) -> Result<(LakeTable, Compaction)> {
         let files_before = self.stats().files;
         let target = NonZeroU64::new(target_bytes.max(1)).expect("at least 1");
+        let writer = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+            .set_max_row_group_row_count(Some(COMPACTION_ROW_GROUP_ROWS))
+            .build();
         let (table, metrics) = self
             .into_delta()
             .optimize()
             .with_target_size(target)
+            .with_writer_properties(writer)
+            .with_max_concurrent_tasks(1)
             .with_commit_properties(CommitProperties::default().with_max_retries(100))
             .await?;
         let table = LakeTable::new(table);

@@ -21,6 +21,9 @@ const COMMIT_RETRIES: usize = 100;
 #[derive(Debug, Clone)]
 pub struct LakeTable {
     table: DeltaTable,
+    /// The Arrow schema of the loaded version, converted once from the Delta schema (the
+    /// conversion allocates per field; ingest asks for the schema on every request).
+    schema: Option<SchemaRef>,
 }
 
 /// Statistics of a table's current version, read from the Delta log (no data file is opened).
@@ -55,7 +58,8 @@ pub struct Commit {
 
 impl LakeTable {
     pub(crate) fn new(table: DeltaTable) -> Self {
-        LakeTable { table }
+        let schema = arrow_schema(&table);
+        LakeTable { table, schema }
     }
 
     /// The underlying deltalake table, e.g. to build a DataFusion table provider.
@@ -74,7 +78,10 @@ impl LakeTable {
 
     /// The table's schema as Arrow.
     pub fn schema(&self) -> Result<SchemaRef> {
-        Ok(self.table.snapshot()?.snapshot().arrow_schema())
+        match &self.schema {
+            Some(schema) => Ok(schema.clone()),
+            None => Ok(self.table.snapshot()?.snapshot().arrow_schema()),
+        }
     }
 
     /// The partition columns.
@@ -87,7 +94,12 @@ impl LakeTable {
     pub async fn refresh(&mut self) -> Result<bool> {
         let before = self.version();
         self.table.update_incremental(None).await?;
-        Ok(self.version() != before)
+        let moved = self.version() != before;
+        if moved {
+            // The schema may have evolved.
+            self.schema = arrow_schema(&self.table);
+        }
+        Ok(moved)
     }
 
     /// Appends the batches to the table as exactly one commit and returns the table at the new
@@ -149,7 +161,7 @@ impl LakeTable {
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(properties)
             .await?;
-        Ok(LakeTable { table })
+        Ok(LakeTable::new(table))
     }
 
     /// Statistics of the loaded version.
@@ -192,6 +204,10 @@ impl LakeTable {
         }
         Ok(commits)
     }
+}
+
+fn arrow_schema(table: &DeltaTable) -> Option<SchemaRef> {
+    table.snapshot().ok().map(|state| state.snapshot().arrow_schema())
 }
 
 fn describe(schema: &arrow::datatypes::Schema) -> String {
