@@ -5,11 +5,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
+use object_store::ObjectStoreExt;
 use tarn_catalog::{Catalog, TableName};
 use tarn_lake::{Lake, LakeOptions};
 use tarn_query::{QueryConfig, QueryEngine};
 
-use crate::config::{LakeArgs, OptimizeArgs, SqlArgs, VacuumArgs};
+use crate::config::{KeyArgs, KeyCommand, LakeArgs, LoadArgs, OptimizeArgs, SqlArgs, VacuumArgs};
 
 async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
     let opened = Lake::open(&lake.lake, LakeOptions::default())
@@ -81,4 +82,194 @@ pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
         println!("({rows} row{})", if rows == 1 { "" } else { "s" });
     }
     Ok(())
+}
+
+/// `tarn load FILE... --table T`: loads files into a table with its contract, showing progress,
+/// and prints a summary per file and in total.
+pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
+    use tarn_ingest::{FileFormat, IngestConfig, Ingestor, LoadProgress, Source};
+    let catalog = Arc::new(catalog(&args.lake).await?);
+    let explicit = args.config != std::path::Path::new("tarn.toml");
+    let file_config = crate::config::FileConfig::read(&args.config, explicit)?;
+    crate::server::apply_tables(&catalog, &file_config.tables).await?;
+    let name = TableName::parse(&args.table)?;
+    // Loads commit straight to Delta; the write-ahead log is not used, but the ingest service
+    // needs a directory of its own for it (a running server holds its own).
+    let wal = tempfile::tempdir()?;
+    let mut config = IngestConfig::default();
+    config.wal.dir = wal.path().to_path_buf();
+    config.maintenance.enabled = false;
+    config.dropzone.poll_secs = 0;
+    let ingestor = Ingestor::start(catalog.clone(), config).await?;
+    let forced = match &args.format {
+        Some(f) => Some(FileFormat::parse(f).ok_or_else(|| {
+            anyhow::anyhow!("--format {f} is not one of csv, ndjson, json, parquet")
+        })?),
+        None => None,
+    };
+    let (mut rows, mut rejected, mut duplicates, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let started = std::time::Instant::now();
+    for file in &args.files {
+        let format = forced.or_else(|| FileFormat::from_name(file)).ok_or_else(|| {
+            anyhow::anyhow!("cannot tell the format of {file}: name it .csv, .ndjson, .json or .parquet, or pass --format")
+        })?;
+        let (local, _download) = local_copy(&catalog, file).await?;
+        let size = std::fs::metadata(&local)?.len();
+        let progress = Arc::new(LoadProgress::default());
+        let bar = (!args.quiet).then(|| progress_bar(file, size));
+        let ticker = bar.clone().map(|bar| {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                loop {
+                    bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                    bar.set_message(format!(
+                        "{} records",
+                        progress.records.load(std::sync::atomic::Ordering::Relaxed)
+                    ));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            })
+        });
+        // The same file loaded again (same path, size and time) resumes instead of doubling.
+        let modified = std::fs::metadata(&local)?.modified().ok();
+        let load_id = format!(
+            "cli-{:032x}",
+            xxhash_rust::xxh3::xxh3_128(format!("{name}|{file}|{size}|{modified:?}").as_bytes())
+        );
+        let file_name = std::path::Path::new(file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.clone());
+        let report = ingestor
+            .load_file(&name, &local, format, &load_id, Source::File(file_name), progress)
+            .await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        let report = report.map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        println!(
+            "{file}: {} rows loaded into {}, {} rejected, {} duplicates, {:.1} MB in {:.1} s ({:.0} rows/s){}",
+            report.rows,
+            report.table,
+            report.rejected,
+            report.duplicates,
+            report.bytes as f64 / 1e6,
+            report.seconds,
+            report.rows_per_second(),
+            if report.skipped_chunks > 0 {
+                format!(", {} chunks already loaded by an earlier attempt", report.skipped_chunks)
+            } else {
+                String::new()
+            }
+        );
+        for error in &report.errors {
+            println!("  rejected: {error}");
+        }
+        rows += report.rows;
+        rejected += report.rejected;
+        duplicates += report.duplicates;
+        bytes += report.bytes;
+    }
+    if args.files.len() > 1 {
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "total: {rows} rows loaded, {rejected} rejected, {duplicates} duplicates, {:.1} MB in {seconds:.1} s ({:.0} rows/s)",
+            bytes as f64 / 1e6,
+            (rows + rejected + duplicates) as f64 / seconds.max(1e-9)
+        );
+    }
+    ingestor.shutdown().await;
+    Ok(())
+}
+
+fn progress_bar(file: &str, size: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(file.to_string());
+    bar
+}
+
+/// A local path for `file`: itself, or for `s3://bucket/key` a downloaded copy (kept alive by
+/// the returned guard).
+async fn local_copy(
+    catalog: &Catalog,
+    file: &str,
+) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    let Some(rest) = file.strip_prefix("s3://") else {
+        return Ok((std::path::PathBuf::from(file), None));
+    };
+    let (bucket, key) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("{file}: an S3 file is s3://bucket/key"))?;
+    let lake = Lake::open(
+        &format!("s3://{bucket}"),
+        LakeOptions { storage: catalog.lake().storage_options().clone() },
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let name = key.rsplit('/').next().unwrap_or("file");
+    let local = dir.path().join(name);
+    let mut stream = lake
+        .store()
+        .get(&object_store::path::Path::from(key))
+        .await
+        .with_context(|| format!("cannot read {file}"))?
+        .into_stream();
+    let mut out = tokio::fs::File::create(&local).await?;
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = stream.try_next().await? {
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok((local, Some(dir)))
+}
+
+/// `tarn key new|hash`.
+pub fn key(args: &KeyArgs) -> anyhow::Result<()> {
+    match &args.command {
+        KeyCommand::New { name, scopes, publishable, origins } => {
+            let prefix = if *publishable { "pk" } else { "tk" };
+            let secret = format!(
+                "{prefix}_{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let spec = tarn_catalog::auth::KeySpec {
+                name: name.clone(),
+                hash: tarn_catalog::auth::hash_secret(&secret),
+                scopes: scopes.clone(),
+                publishable: *publishable,
+                allowed_origins: origins.clone(),
+            };
+            tarn_catalog::auth::KeyRing::new(std::slice::from_ref(&spec))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("# The key (shown once; Tarn keeps only its hash):\n# {secret}\n");
+            println!("[[keys]]");
+            println!("name = {}", toml_string(name));
+            println!("hash = \"{}\"", spec.hash);
+            let scopes: Vec<String> = scopes.iter().map(|s| toml_string(s)).collect();
+            println!("scopes = [{}]", scopes.join(", "));
+            if *publishable {
+                println!("publishable = true");
+                let origins: Vec<String> = origins.iter().map(|s| toml_string(s)).collect();
+                println!("allowed_origins = [{}]", origins.join(", "));
+            }
+        }
+        KeyCommand::Hash { key } => println!("{}", tarn_catalog::auth::hash_secret(key)),
+    }
+    Ok(())
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
 }

@@ -4,6 +4,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use tarn_catalog::auth::KeySpec;
+use tarn_catalog::TableSpec;
+use tarn_ingest::dropzone::DropZoneConfig;
 use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, WalConfig};
 use tarn_lake::LakeOptions;
 use tarn_query::QueryConfig;
@@ -28,6 +31,66 @@ pub enum Command {
     Optimize(OptimizeArgs),
     /// Delete a table's unreferenced files older than the retention (also runs in `serve`).
     Vacuum(VacuumArgs),
+    /// Load files (CSV, NDJSON, JSON, Parquet; local paths or s3:// URLs) into a table.
+    Load(LoadArgs),
+    /// Make an API key for tarn.toml, or hash an existing one.
+    Key(KeyArgs),
+}
+
+/// `tarn load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// The table (`name` or `namespace.name`); created from the first file when unknown.
+    #[arg(long, short)]
+    pub table: String,
+    /// The files' format, when their names do not say (csv, ndjson, json, parquet).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Table definitions to apply first (the `[[tables]]` of tarn.toml).
+    #[arg(long, env = "TARN_CONFIG", default_value = "tarn.toml")]
+    pub config: PathBuf,
+    /// No progress bar (for logs and scripts).
+    #[arg(long)]
+    pub quiet: bool,
+    /// The files.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+}
+
+/// `tarn key`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+/// `tarn key new|hash`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyCommand {
+    /// Make a new random key; prints it once, and the [[keys]] entry for tarn.toml.
+    New {
+        /// A name for logs.
+        #[arg(long, default_value = "key")]
+        name: String,
+        /// Scopes: ingest:<table>, ingest:*, query, admin.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// A key for public web pages (ingest only, from --origin only).
+        #[arg(long)]
+        publishable: bool,
+        /// Origins a publishable key is taken from (https://www.example.com).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+    /// Print the hash tarn.toml stores for an existing key.
+    Hash {
+        /// The key.
+        key: String,
+    },
 }
 
 /// `tarn optimize`.
@@ -77,9 +140,13 @@ pub struct ServeArgs {
     /// Address to listen on for HTTP.
     #[arg(long, env = "TARN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Create unknown tables on first ingest, with a schema inferred from that first body.
-    #[arg(long, env = "TARN_AUTO_CREATE", default_value_t = true, action = ArgAction::Set)]
-    pub auto_create: bool,
+    /// Table definitions and API keys (optional; an explicitly named file must exist).
+    #[arg(long, env = "TARN_CONFIG", default_value = "tarn.toml")]
+    pub config: PathBuf,
+    /// Create unknown tables on first ingest, with a schema inferred from that first body
+    /// (default: on, unless API keys are configured).
+    #[arg(long, env = "TARN_AUTO_CREATE", action = ArgAction::Set)]
+    pub auto_create: Option<bool>,
     /// Largest accepted ingest body in bytes (after decompression).
     #[arg(long, env = "TARN_MAX_BODY_BYTES", default_value_t = IngestConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
@@ -113,6 +180,15 @@ pub struct ServeArgs {
     /// How long an Idempotency-Key is remembered, in seconds.
     #[arg(long, env = "TARN_IDEMPOTENCY_TTL_SECS", default_value_t = IngestConfig::default().idempotency_ttl_secs)]
     pub idempotency_ttl_secs: u64,
+    /// Largest accepted file upload, in bytes.
+    #[arg(long, env = "TARN_MAX_UPLOAD_BYTES", default_value_t = IngestConfig::default().max_upload_bytes)]
+    pub max_upload_bytes: u64,
+    /// Most unique keys indexed per table with a unique_key (about 32 bytes of memory each).
+    #[arg(long, env = "TARN_UNIQUE_KEY_MAX", default_value_t = IngestConfig::default().unique_key_max)]
+    pub unique_key_max: usize,
+    /// Seconds between looks at the drop zone (_tarn/landing/<table>/ in the lake); 0 turns it off.
+    #[arg(long, env = "TARN_LANDING_POLL_SECS", default_value_t = DropZoneConfig::default().poll_secs)]
+    pub landing_poll_secs: u64,
 }
 
 /// `tarn sql`.
@@ -141,6 +217,12 @@ pub struct ServeConfig {
     pub ingest: IngestConfig,
     /// Query settings.
     pub query: QueryConfig,
+    /// Tables to create or evolve at start.
+    pub tables: Vec<(String, TableSpec)>,
+    /// API keys; none: open.
+    pub keys: Vec<KeySpec>,
+    /// Whether `auto_create` was set explicitly (otherwise it follows whether keys exist).
+    pub auto_create_set: bool,
 }
 
 impl ServeConfig {
@@ -152,17 +234,106 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
+            tables: Vec::new(),
+            keys: Vec::new(),
+            auto_create_set: false,
         }
+    }
+}
+
+/// `tarn.toml`: tables to declare and API keys.
+///
+/// ```toml
+/// [[tables]]
+/// name = "leads"
+/// columns = [
+///   { name = "email", type = "string", nullable = false },
+///   { name = "submitted_at", type = "timestamp" },
+/// ]
+/// unique_key = ["email"]
+///
+/// [[keys]]
+/// name = "landing-page"
+/// hash = "sha256:..."          # tarn key new --scope ingest:leads ...
+/// scopes = ["ingest:leads"]
+/// publishable = true
+/// allowed_origins = ["https://www.example.com"]
+/// ```
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    /// `[[tables]]`, by name.
+    pub tables: Vec<(String, TableSpec)>,
+    /// `[[keys]]`.
+    pub keys: Vec<KeySpec>,
+}
+
+impl FileConfig {
+    /// Reads `path`; a missing file is an empty configuration unless `required`.
+    pub fn read(path: &std::path::Path, required: bool) -> anyhow::Result<FileConfig> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(FileConfig::default())
+            }
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses the text of a `tarn.toml`.
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            tables: Vec<toml::Table>,
+            #[serde(default)]
+            keys: Vec<KeySpec>,
+        }
+        let raw: Raw = toml::from_str(text)?;
+        let mut tables = Vec::with_capacity(raw.tables.len());
+        for (i, table) in raw.tables.into_iter().enumerate() {
+            let value = serde_json::to_value(&table)?;
+            let name = value
+                .get("name")
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| anyhow::anyhow!("[[tables]] entry {} has no name", i + 1))?
+                .to_string();
+            let spec = TableSpec::from_json(value, &["name"])
+                .map_err(|e| anyhow::anyhow!("table '{name}': {e}"))?;
+            tables.push((name, spec));
+        }
+        Ok(FileConfig { tables, keys: raw.keys })
+    }
+}
+
+impl ServeConfig {
+    /// The configuration of `tarn serve`: flags and environment, plus `tarn.toml`.
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
+        let explicit = args.config != std::path::Path::new("tarn.toml");
+        let file = FileConfig::read(&args.config, explicit)?;
+        let mut config = ServeConfig::from(args);
+        config.tables = file.tables;
+        config.keys = file.keys;
+        Ok(config)
     }
 }
 
 impl From<ServeArgs> for ServeConfig {
     fn from(args: ServeArgs) -> Self {
+        let auto_create_set = args.auto_create.is_some();
         ServeConfig {
+            auto_create_set,
             listen: args.listen,
             ingest: IngestConfig {
-                auto_create: args.auto_create,
+                auto_create: args.auto_create.unwrap_or(true),
                 max_body_bytes: args.max_body_bytes,
+                max_upload_bytes: args.max_upload_bytes,
+                unique_key_max: args.unique_key_max,
+                dropzone: DropZoneConfig {
+                    poll_secs: args.landing_poll_secs,
+                    ..DropZoneConfig::default()
+                },
                 wal: WalConfig {
                     dir: args.wal_dir,
                     max_bytes: args.wal_max_bytes,

@@ -11,11 +11,13 @@ async fn main() -> anyhow::Result<()> {
     tarn::telemetry::init();
     match Cli::parse().command {
         Command::Serve(args) => {
-            let app = tarn::Application::build(args.into()).await?;
+            let app = tarn::Application::build(tarn::config::ServeConfig::from_args(args)?).await?;
             app.run_until_stopped().await
         }
         Command::Sql(args) => tarn::cli::sql(&args).await,
         Command::Optimize(args) => tarn::cli::optimize(&args).await,
         Command::Vacuum(args) => tarn::cli::vacuum(&args).await,
+        Command::Load(args) => tarn::cli::load(&args).await,
+        Command::Key(args) => tarn::cli::key(&args),
     }
 }

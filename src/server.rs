@@ -9,8 +9,9 @@ use axum::http::{Request, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tarn_catalog::{ApiError, Catalog, ErrorCode};
-use tarn_ingest::Ingestor;
+use tarn_catalog::auth::KeyRing;
+use tarn_catalog::{ApiError, Catalog, DefineStatus, ErrorCode, TableName, TableSpec};
+use tarn_ingest::{CorsGrant, Ingestor};
 use tarn_lake::Lake;
 use tarn_query::QueryEngine;
 use tokio::net::TcpListener;
@@ -28,26 +29,51 @@ pub struct Services {
     pub ingestor: Arc<Ingestor>,
     /// The query engine.
     pub engine: Arc<QueryEngine>,
+    /// The API keys (none: open).
+    pub keys: Arc<KeyRing>,
+}
+
+/// Creates or evolves the tables `tarn.toml` declares.
+pub async fn apply_tables(catalog: &Catalog, tables: &[(String, TableSpec)]) -> anyhow::Result<()> {
+    for (name, spec) in tables {
+        let parsed = TableName::parse(name)?;
+        let defined = catalog.define(&parsed, spec.clone(), "config").await.with_context(|| {
+            format!("cannot apply the definition of table '{name}' from the configuration")
+        })?;
+        if defined.status != DefineStatus::Unchanged {
+            tracing::info!(table = %parsed, status = ?defined.status, "applied the table's definition from the configuration");
+        }
+    }
+    Ok(())
 }
 
 impl Services {
-    /// Opens the lake and builds the services over it.
+    /// Opens the lake, applies the configured tables and builds the services over it.
     pub async fn open(config: &ServeConfig) -> anyhow::Result<Self> {
+        let keys = Arc::new(KeyRing::new(&config.keys).map_err(|e| anyhow::anyhow!("{e}"))?);
         let lake = Lake::open(&config.lake, config.lake_options.clone())
             .await
             .with_context(|| format!("cannot open the lake at {}", config.lake))?;
         let catalog = Arc::new(Catalog::new(Arc::new(lake)));
-        let ingestor =
-            Ingestor::start(catalog.clone(), config.ingest.clone()).await.with_context(|| {
-                format!(
-                    "cannot start ingest (write-ahead log in {})",
-                    config.ingest.wal.dir.display()
-                )
-            })?;
+        apply_tables(&catalog, &config.tables).await?;
+        let mut ingest = config.ingest.clone();
+        if !config.auto_create_set && !keys.is_open() {
+            // Open servers create tables on first write; with keys, tables are declared.
+            ingest.auto_create = false;
+        }
+        ingest.cors.extend(
+            keys.publishable_origins()
+                .into_iter()
+                .map(|(tables, origins)| CorsGrant { tables, origins }),
+        );
+        let ingestor = Ingestor::start(catalog.clone(), ingest).await.with_context(|| {
+            format!("cannot start ingest (write-ahead log in {})", config.ingest.wal.dir.display())
+        })?;
         Ok(Services {
             ingestor,
             engine: Arc::new(QueryEngine::new(catalog.clone(), config.query.clone())),
             catalog,
+            keys,
         })
     }
 
@@ -60,6 +86,10 @@ impl Services {
             .merge(tarn_catalog::router(self.catalog.clone()))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                self.keys.clone(),
+                tarn_catalog::auth::require_key,
+            ))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -125,9 +155,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(lake = %self.lake, "Tarn is serving the lake at {} on http://{addr}", self.lake);
-        tracing::warn!(
-            "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
-        );
+        if self.services.keys.is_open() {
+            tracing::warn!(
+                "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
+            );
+        }
         axum::serve(self.listener, self.services.router()).with_graceful_shutdown(shutdown).await?;
         self.services.ingestor.shutdown().await;
         tracing::info!("Tarn stopped");

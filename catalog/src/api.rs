@@ -174,7 +174,10 @@ impl From<tarn_lake::Error> for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::InvalidName { .. } => ApiError::bad_request(e.to_string()),
+            Error::InvalidName { .. } | Error::InvalidDefinition { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            Error::Conflict { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()),
             Error::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
             Error::TableExists { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()),
             Error::Lake(e) => e.into(),

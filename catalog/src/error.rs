@@ -23,6 +23,22 @@ pub enum Error {
         /// The qualified name.
         name: String,
     },
+    /// A table definition is not valid: an unknown field, a bad type, an expression that does
+    /// not compile, a reference to a column that does not exist.
+    #[error("invalid table definition: {reason}")]
+    InvalidDefinition {
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// A change cannot be made in the table's current state (it would break existing data, or
+    /// someone else changed the table meanwhile).
+    #[error("cannot change table '{name}': {reason}")]
+    Conflict {
+        /// The qualified name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A catalog document could not be parsed: written by something else, or damaged.
     #[error("catalog document {path} is not valid: {source}")]
     Document {

@@ -1,10 +1,15 @@
 //! Tarn's catalog.
 //!
 //! `tarn-catalog` knows which tables exist and what they are. Table definitions are JSON
-//! documents stored in the lake itself, under `_tarn/catalog/tables/<namespace>/<table>.json`,
-//! created with conditional put so two servers sharing a lake never overwrite each other's
-//! entries. Schema and statistics come from each table's Delta log, which stays the source of
-//! truth for data.
+//! documents stored in the lake itself, one per revision under
+//! `_tarn/catalog/tables/<namespace>/<table>/<revision>.json`, each written with a conditional
+//! create, so two servers sharing a lake never overwrite each other's changes (this works on
+//! every store, local disks included, where conditional updates do not). Schema and
+//! statistics come from each table's Delta log, which stays the source of truth for data.
+//!
+//! A definition may declare a data contract ([`TableSpec`]): typed columns, a unique key,
+//! rules and derived columns as SQL expressions, raw backup, flush thresholds and form
+//! settings. [`Contract`] compiles it with DataFusion; ingest applies it.
 //!
 //! The crate also holds the pieces every HTTP-facing crate shares: the one map from errors to
 //! HTTP statuses ([`ApiError`]) and the catalog API router (`GET /v1/tables`, ...).
@@ -29,17 +34,23 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 mod catalog;
+pub mod companion;
+mod contract;
 mod definition;
 mod error;
 mod name;
 mod router;
+pub mod spec;
 mod types;
 
 pub use api::{ApiError, ErrorCode};
-pub use catalog::{Catalog, TableInfo};
+pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
+pub use contract::{storable, CompiledDerived, CompiledRule, Contract, COMMENT_KEY};
 pub use definition::{ColumnInfo, TableDefinition};
 pub use error::{Error, Result};
 pub use name::{TableName, DEFAULT_NAMESPACE};
 pub use router::router;
+pub use spec::{ColumnSpec, ColumnType, TableSpec};
 pub use types::type_name;

@@ -1,23 +1,25 @@
-//! The catalog API: `GET /v1/tables`, `GET /v1/tables/{table}`, `GET
-//! /v1/tables/{table}/history`, `DELETE /v1/tables/{table}`.
+//! The catalog API: `GET /v1/tables`, `GET`/`PUT`/`DELETE /v1/tables/{table}`,
+//! `GET /v1/tables/{table}/history`.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{ApiError, Catalog, TableName};
+use crate::{ApiError, Catalog, DefineStatus, TableName, TableSpec};
 
 /// The catalog API router.
 pub fn router(catalog: Arc<Catalog>) -> Router {
     Router::new()
         .route("/v1/tables", get(list_tables))
-        .route("/v1/tables/{table}", get(get_table).delete(delete_table))
+        .route("/v1/tables/{table}", get(get_table).put(put_table).delete(delete_table))
         .route("/v1/tables/{table}/history", get(history))
         .with_state(catalog)
 }
@@ -32,7 +34,9 @@ async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>,
                 "name": d.name,
                 "namespace": d.namespace,
                 "qualified_name": format!("{}.{}", d.namespace, d.name),
-                "partition_by": d.partition_by,
+                "partition_by": d.spec.partition_by,
+                "declared": d.spec.is_declared(),
+                "owner": d.owner,
                 "created_at": d.created_at,
             })
         })
@@ -47,6 +51,34 @@ async fn get_table(
     let name = TableName::parse(&table)?;
     let info = catalog.describe(&name).await?;
     Ok(Json(serde_json::to_value(info).map_err(ApiError::internal)?))
+}
+
+/// `PUT /v1/tables/{table}`: create or change a table from its definition. 201 when created,
+/// 200 otherwise; the answer is the table as `GET` shows it, with `"status"`.
+async fn put_table(
+    State(catalog): State<Arc<Catalog>>,
+    Path(table): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let name = TableName::parse(&table)?;
+    let body = body?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the definition is not valid JSON (line {}, column {}): {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let spec = TableSpec::from_json(value, &[])?;
+    let defined = catalog.define(&name, spec, "api").await?;
+    let info = catalog.describe(&name).await?;
+    let mut answer = serde_json::to_value(info).map_err(ApiError::internal)?;
+    answer["status"] = json!(defined.status);
+    let status = match defined.status {
+        DefineStatus::Created => StatusCode::CREATED,
+        DefineStatus::Updated | DefineStatus::Unchanged => StatusCode::OK,
+    };
+    Ok((status, Json(answer)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -17,7 +17,7 @@ use tarn_catalog::{Catalog, TableName};
 use tarn_lake::LakeTable;
 use tokio::sync::{watch, Notify};
 
-use crate::wal::{Wal, WalRecord, WalSink};
+use crate::wal::{Wal, WalPart, WalSink};
 
 /// When a table's buffer becomes a Delta commit.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +48,8 @@ pub struct Committed {
 
 #[derive(Default)]
 struct TableBuffer {
+    /// The table's own thresholds, when its definition sets them.
+    config: Option<FlushConfig>,
     batches: Vec<RecordBatch>,
     rows: usize,
     bytes: u64,
@@ -77,8 +79,10 @@ pub struct Buffers {
 }
 
 impl WalSink for Buffers {
-    fn durable(&self, record: &WalRecord, batches: Vec<RecordBatch>) {
-        self.push(&record.table, record.seq, batches, record.body.len() as u64);
+    fn durable(&self, seq: u64, parts: Vec<WalPart>) {
+        for part in parts {
+            self.push(&part.table, seq, part.batches, part.data.len() as u64);
+        }
     }
 }
 
@@ -86,6 +90,12 @@ impl Buffers {
     /// Empty buffers with the given thresholds.
     pub fn new(config: FlushConfig) -> Self {
         Buffers { config, ..Default::default() }
+    }
+
+    /// Sets `table`'s own thresholds (from its definition); `None` goes back to the defaults.
+    pub fn configure(&self, table: &TableName, config: Option<FlushConfig>) {
+        let mut tables = self.tables.lock().expect("buffers");
+        tables.entry(table.clone()).or_default().config = config;
     }
 
     /// Adds a durable record's rows.
@@ -97,7 +107,8 @@ impl Buffers {
         buffer.batches.extend(batches);
         buffer.last_seq = buffer.last_seq.max(seq);
         buffer.since.get_or_insert_with(Instant::now);
-        if buffer.rows >= self.config.max_rows || buffer.bytes >= self.config.max_bytes {
+        let config = buffer.config.as_ref().unwrap_or(&self.config);
+        if buffer.rows >= config.max_rows || buffer.bytes >= config.max_bytes {
             self.wake.notify_one();
         }
     }
@@ -105,16 +116,16 @@ impl Buffers {
     /// Takes the buffers that are due (all non-empty ones with `everything`), marking their
     /// tables as flushing.
     fn take_due(&self, everything: bool) -> Vec<Flush> {
-        let max_age = Duration::from_millis(self.config.max_age_ms);
         let mut due = Vec::new();
         let mut tables = self.tables.lock().expect("buffers");
         for (table, buffer) in tables.iter_mut() {
             let Some(since) = buffer.since else { continue };
+            let config = buffer.config.as_ref().unwrap_or(&self.config);
             let ready = everything
                 || buffer.urgent
-                || since.elapsed() >= max_age
-                || buffer.rows >= self.config.max_rows
-                || buffer.bytes >= self.config.max_bytes;
+                || since.elapsed() >= Duration::from_millis(config.max_age_ms)
+                || buffer.rows >= config.max_rows
+                || buffer.bytes >= config.max_bytes;
             if ready && !buffer.flushing {
                 buffer.flushing = true;
                 due.push(Flush {

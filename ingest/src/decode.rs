@@ -23,6 +23,8 @@ pub enum Format {
     Json,
     /// `application/x-ndjson` (also `application/jsonl`): one object per line.
     Ndjson,
+    /// `text/csv`: a header row, then one record per row.
+    Csv,
 }
 
 impl Format {
@@ -44,9 +46,11 @@ impl Format {
             | "application/x-jsonlines"
             | "application/jsonlines" => Ok(Format::Ndjson),
             "application/x-www-form-urlencoded" if looks_like_json(body) => Ok(Format::Json),
+            "text/csv" | "application/csv" => Ok(Format::Csv),
             other => Err(Error::UnsupportedMediaType(format!(
                 "content type '{other}' is not supported for ingest; send application/json \
-                 (an object or an array of objects) or application/x-ndjson (one object per line)"
+                 (an object or an array of objects), application/x-ndjson (one object per \
+                 line), text/csv (with a header row) or a form"
             ))),
         }
     }
@@ -202,6 +206,9 @@ pub fn decode(
     format: Format,
     schema: SchemaRef,
 ) -> Result<Vec<RecordBatch>, DecodeError> {
+    if format == Format::Csv {
+        return crate::csv::decode_strict(body, &schema);
+    }
     let result = match layout(body, format)? {
         Layout::Stream => run(&schema, [body]),
         Layout::Array(ref records) => run(&schema, records.iter().map(|r| r.bytes)),
@@ -242,6 +249,7 @@ fn locate(
 /// Splits the body into records with their line numbers (the slow path).
 fn records(body: &[u8], format: Format) -> Result<Vec<Record<'_>>, DecodeError> {
     match (format, layout(body, format)?) {
+        (Format::Csv, _) => Err(DecodeError::at(None, "CSV is not split into JSON records")),
         (_, Layout::Array(records)) => Ok(records),
         (Format::Ndjson, Layout::Stream) => Ok(body
             .split(|b| *b == b'\n')
@@ -255,11 +263,127 @@ fn records(body: &[u8], format: Format) -> Result<Vec<Record<'_>>, DecodeError> 
     }
 }
 
+/// What [`decode_lenient`] made of a body.
+#[derive(Debug)]
+pub struct Lenient<'a> {
+    /// The records arrow-json took, in order.
+    pub batches: Vec<RecordBatch>,
+    /// For each row of `batches`, the index of its record in the body.
+    pub rows: Vec<usize>,
+    /// Records refused on their own: index, rule (`type` or `schema`), field, reason.
+    pub refused: Vec<(usize, &'static str, Option<String>, String)>,
+    /// Every record of the body, in order.
+    pub records: Vec<&'a [u8]>,
+}
+
+impl Lenient<'_> {
+    /// The text of record `index`.
+    pub fn text(&self, index: usize) -> String {
+        String::from_utf8_lossy(self.records[index]).into_owned()
+    }
+}
+
+/// Decodes the body of a table with a declared contract. Unlike [`decode`], a record that does
+/// not fit the schema (a value of the wrong type, an unknown field) is refused on its own and
+/// the others are kept; only a body that is not JSON at all fails as a whole, naming the line
+/// and column. Columns named in `json_columns` take any JSON value, kept as its text.
+pub fn decode_lenient<'a>(
+    body: &'a [u8],
+    format: Format,
+    schema: SchemaRef,
+    json_columns: &[String],
+) -> Result<Lenient<'a>, DecodeError> {
+    let records = records(body, format)?;
+    if records.is_empty() {
+        return Err(DecodeError::at(None, "the body holds no records"));
+    }
+    // `json` columns: hand arrow-json the value's text as a JSON string.
+    let rewritten: Vec<Vec<u8>>;
+    let chunks: Vec<&[u8]> = if json_columns.is_empty() {
+        records.iter().map(|r| r.bytes).collect()
+    } else {
+        rewritten = records
+            .iter()
+            .map(|r| stringify_fields(r.bytes, json_columns).unwrap_or_else(|| r.bytes.to_vec()))
+            .collect();
+        rewritten.iter().map(Vec::as_slice).collect()
+    };
+    let mut refused = Vec::new();
+    let mut rows: Vec<usize> = (0..chunks.len()).collect();
+    let batches = match run(&schema, chunks.iter().copied()) {
+        Ok(batches) => batches,
+        Err(_) => {
+            rows.clear();
+            for (i, chunk) in chunks.iter().enumerate() {
+                if let Err(e) = serde_json::from_slice::<&RawValue>(records[i].bytes) {
+                    let mut err = syntax_error(e);
+                    err.line = Some(records[i].line + err.line.unwrap_or(1) - 1);
+                    return Err(err);
+                }
+                match run(&schema, [*chunk]) {
+                    Ok(_) => rows.push(i),
+                    Err(e) => {
+                        let (rule, field, reason) = classify(&arrow_message(&e));
+                        refused.push((i, rule, field, reason));
+                    }
+                }
+            }
+            run(&schema, rows.iter().map(|&i| chunks[i]))
+                .map_err(|e| DecodeError::at(None, arrow_message(&e)))?
+        }
+    };
+    Ok(Lenient { batches, rows, refused, records: records.iter().map(|r| r.bytes).collect() })
+}
+
+/// Rewrites a JSON object so the fields in `names` hold their value's JSON text as a string.
+fn stringify_fields(record: &[u8], names: &[String]) -> Option<Vec<u8>> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(record).ok()?;
+    for name in names {
+        if let Some(value) = object.get_mut(name) {
+            if !value.is_null() {
+                *value = serde_json::Value::String(value.to_string());
+            }
+        }
+    }
+    serde_json::to_vec(&object).ok()
+}
+
+/// Turns arrow-json's complaint about one record into (rule, field, reason).
+fn classify(message: &str) -> (&'static str, Option<String>, String) {
+    let quoted = |after: &str| {
+        message.split(after).nth(1).and_then(|rest| rest.split('\'').next()).map(String::from)
+    };
+    if let Some(column) = quoted("column '").filter(|_| message.contains("missing from schema")) {
+        return (
+            "schema",
+            Some(column.clone()),
+            format!("unknown field '{column}': the table has no such column"),
+        );
+    }
+    if message.starts_with("expected {") {
+        return (
+            "type",
+            None,
+            format!(
+                "a record must be a JSON object, got {}",
+                message.trim_start_matches("expected { got ")
+            ),
+        );
+    }
+    let field = quoted("whilst decoding field '");
+    let detail = message.rsplit(": ").next().unwrap_or(message).to_string();
+    ("type", field, detail)
+}
+
 /// Infers a table schema from the records of `body`, for tables created on first write.
 ///
 /// Integers become `int64`, other numbers `float64`, nested objects structs, arrays lists;
 /// columns that are null in every record become strings. Every column is nullable.
 pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> {
+    if format == Format::Csv {
+        return Ok(crate::csv::storable(&crate::csv::infer(body, 1000)?));
+    }
     let records = records(body, format)?;
     let mut values = Vec::with_capacity(records.len());
     for record in &records {
@@ -453,7 +577,8 @@ mod tests {
                 .unwrap(),
             Format::Json
         );
-        let err = Format::from_content_type(Some("text/csv"), b"a,b").unwrap_err();
-        assert!(err.to_string().contains("'text/csv' is not supported"), "{err}");
+        assert_eq!(Format::from_content_type(Some("text/csv"), b"a,b").unwrap(), Format::Csv);
+        let err = Format::from_content_type(Some("image/png"), b"").unwrap_err();
+        assert!(err.to_string().contains("'image/png' is not supported"), "{err}");
     }
 }

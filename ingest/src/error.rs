@@ -39,6 +39,26 @@ pub enum Error {
     /// The write-ahead log refused the records (full, closed or failing).
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// The request is not allowed on this table.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The unique-key index of a table is full.
+    #[error(
+        "table '{table}' has more than {limit} unique keys, the most this server indexes; raise \
+         --unique-key-max (memory: about 32 bytes per key)"
+    )]
+    UniqueKeyLimit {
+        /// The qualified table name.
+        table: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Reading a table (for its unique keys) failed.
+    #[error("cannot read the table's unique keys: {0}")]
+    Scan(String),
+    /// A form post could not be taken (a bad redirect target, a file field).
+    #[error("{0}")]
+    BadForm(String),
     /// The catalog reported an error.
     #[error(transparent)]
     Catalog(#[from] tarn_catalog::Error),
@@ -56,7 +76,15 @@ const WAL_RETRY_AFTER: Duration = Duration::from_secs(1);
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Decode(_) | Error::BadEncoding { .. } => ApiError::bad_request(e.to_string()),
+            Error::Decode(_) | Error::BadEncoding { .. } | Error::BadForm(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+            Error::Forbidden(_) => ApiError::new(ErrorCode::Forbidden, e.to_string()),
+            Error::UniqueKeyLimit { .. } => {
+                tracing::error!(error = %e, "unique-key index limit reached");
+                ApiError::unavailable(e.to_string(), Duration::from_secs(60))
+            }
+            Error::Scan(_) => ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER),
             Error::UnsupportedMediaType(_) => {
                 ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
             }

@@ -14,13 +14,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::wal::Counts;
+
 /// What the first request with a key was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyAnswer {
     /// Its WAL sequence number.
     pub seq: u64,
-    /// How many records it accepted.
-    pub accepted: usize,
+    /// How many records it accepted, rejected, and left out as duplicates.
+    pub counts: Counts,
     /// When it was received (ms since the epoch).
     pub received_ms: i64,
 }
@@ -34,8 +36,9 @@ pub struct KeyRecord {
     pub key: String,
     /// The first request's sequence number.
     pub seq: u64,
-    /// Records it accepted.
-    pub accepted: usize,
+    /// Its answer (Tarn 0.1 wrote `accepted` alone at the top level, which reads the same).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// When it was received (ms since the epoch).
     pub received_ms: i64,
 }
@@ -127,8 +130,7 @@ impl KeyStore {
         let slots = kept
             .into_iter()
             .map(|r| {
-                let answer =
-                    KeyAnswer { seq: r.seq, accepted: r.accepted, received_ms: r.received_ms };
+                let answer = KeyAnswer { seq: r.seq, counts: r.counts, received_ms: r.received_ms };
                 ((r.table, r.key), Slot::Done(answer))
             })
             .collect();
@@ -189,7 +191,8 @@ mod tests {
         let Begin::Proceed(guard) = store.begin("default.t", "k1") else { panic!("first use") };
         assert!(matches!(store.begin("default.t", "k1"), Begin::Wait(_)));
         assert!(matches!(store.begin("default.u", "k1"), Begin::Proceed(_)), "keys are per table");
-        let answer = KeyAnswer { seq: 5, accepted: 3, received_ms: now_ms() };
+        let counts = Counts { accepted: 3, rejected: 1, duplicates: 0 };
+        let answer = KeyAnswer { seq: 5, counts, received_ms: now_ms() };
         guard.complete(answer);
         assert!(matches!(store.begin("default.t", "k1"), Begin::Seen(a) if a == answer));
 
@@ -202,19 +205,19 @@ mod tests {
             table: "default.t".into(),
             key: "old".into(),
             seq: 1,
-            accepted: 1,
+            counts: Counts { accepted: 1, ..Counts::default() },
             received_ms: 0,
         };
         let kept = KeyRecord {
             table: "default.t".into(),
             key: "k1".into(),
             seq: 5,
-            accepted: 3,
+            counts,
             received_ms: answer.received_ms,
         };
         store.persist(&[old, kept]).unwrap();
         let reopened = KeyStore::open(dir.path(), Duration::from_secs(3600), []).unwrap();
-        assert!(matches!(reopened.begin("default.t", "k1"), Begin::Seen(a) if a.seq == 5));
+        assert!(matches!(reopened.begin("default.t", "k1"), Begin::Seen(a) if a == answer));
         assert!(
             matches!(reopened.begin("default.t", "old"), Begin::Proceed(_)),
             "expired keys are dropped"

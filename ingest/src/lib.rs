@@ -33,18 +33,29 @@
 #![warn(missing_docs)]
 
 pub mod buffer;
+mod coerce;
+pub mod contract;
+mod csv;
 mod decode;
+pub mod dropzone;
 mod error;
+pub mod form;
 pub mod idempotency;
 mod ingestor;
+pub mod load;
 pub mod maintenance;
 mod router;
+pub mod unique;
 pub mod wal;
 
 pub use buffer::FlushConfig;
-pub use decode::{decode, infer_schema, DecodeError, Format};
+pub use coerce::{coerce, BadValue};
+pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Lenient};
 pub use error::{Error, Result};
-pub use ingestor::{IngestConfig, IngestOptions, IngestReceipt, Ingestor};
+pub use ingestor::{
+    CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Ingestor, Source, TablePlan,
+};
+pub use load::{FileFormat, LoadProgress, LoadReport};
 pub use maintenance::MaintenanceConfig;
 pub use router::router;
 pub use wal::WalConfig;

@@ -1,9 +1,11 @@
 //! One Delta table: append, refresh, statistics, history.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use chrono::{DateTime, TimeZone, Utc};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::StructType;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
@@ -138,15 +140,10 @@ impl LakeTable {
             return Ok(self);
         }
         let table_schema = self.schema()?;
-        for batch in &batches {
-            if batch.schema().fields() != table_schema.fields() {
-                return Err(Error::SchemaMismatch(format!(
-                    "expected columns {}, got {}",
-                    describe(&table_schema),
-                    describe(&batch.schema())
-                )));
-            }
-        }
+        let batches = batches
+            .into_iter()
+            .map(|batch| conform(batch, &table_schema))
+            .collect::<Result<Vec<_>>>()?;
         // Checkpoints are written by Tarn's maintenance (every N commits, configurable), not
         // as a side effect of an append.
         let mut properties = CommitProperties::default()
@@ -160,6 +157,36 @@ impl LakeTable {
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(properties)
+            .await?;
+        Ok(LakeTable::new(table))
+    }
+
+    /// Adds nullable columns to the table (schema evolution); existing rows read them as
+    /// null. Columns already in the table are left alone.
+    pub async fn add_columns(self, fields: &[Field]) -> Result<LakeTable> {
+        let existing = self.schema()?;
+        let new: Vec<Field> = fields
+            .iter()
+            .filter(|f| existing.field_with_name(f.name()).is_err())
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(self);
+        }
+        if let Some(f) = new.iter().find(|f| !f.is_nullable()) {
+            return Err(Error::SchemaMismatch(format!(
+                "column '{}' cannot be added as non-nullable: existing rows have no value for it",
+                f.name()
+            )));
+        }
+        let delta: StructType = (&Schema::new(new)).try_into_kernel().map_err(|e| {
+            Error::SchemaMismatch(format!("cannot store these columns in Delta: {e}"))
+        })?;
+        let table = self
+            .table
+            .add_columns()
+            .with_fields(delta.fields().cloned().collect::<Vec<_>>())
+            .with_commit_properties(CommitProperties::default().with_max_retries(COMMIT_RETRIES))
             .await?;
         Ok(LakeTable::new(table))
     }
@@ -204,6 +231,40 @@ impl LakeTable {
         }
         Ok(commits)
     }
+}
+
+/// Brings a batch to the table's schema: columns in the table's order, nullable columns the
+/// batch lacks (added to the table after the batch was decoded) filled with nulls, and types
+/// cast where they differ only in representation. Anything else is a [`Error::SchemaMismatch`].
+pub(crate) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let mismatch = || {
+        Error::SchemaMismatch(format!(
+            "expected columns {}, got {}",
+            describe(schema),
+            describe(&batch.schema())
+        ))
+    };
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => column.clone(),
+            Some(column) => {
+                arrow::compute::cast(column, field.data_type()).map_err(|_| mismatch())?
+            }
+            None if field.is_nullable() => {
+                arrow::array::new_null_array(field.data_type(), batch.num_rows())
+            }
+            None => return Err(mismatch()),
+        };
+        columns.push(column);
+    }
+    if batch.schema().fields().iter().any(|f| schema.field_with_name(f.name()).is_err()) {
+        return Err(mismatch());
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::SchemaMismatch(e.to_string()))
 }
 
 fn arrow_schema(table: &DeltaTable) -> Option<SchemaRef> {

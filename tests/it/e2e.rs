@@ -36,7 +36,7 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(
         receipt,
-        json!({"table": "default.events", "accepted": 1, "seq": 1, "version": 1, "created": true})
+        json!({"table": "default.events", "accepted": 1, "rejected": 0, "duplicates": 0, "seq": 1, "version": 1, "created": true})
     );
 
     // A JSON array; fields may be missing or null.
@@ -49,7 +49,10 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{receipt}");
-    assert_eq!(receipt, json!({"table": "default.events", "accepted": 2, "seq": 2, "version": 2}));
+    assert_eq!(
+        receipt,
+        json!({"table": "default.events", "accepted": 2, "rejected": 0, "duplicates": 0, "seq": 2, "version": 2})
+    );
 
     // NDJSON into the qualified name; an integer is fine for a float column.
     let ndjson = "{\"event_id\": 4, \"kind\": \"view\", \"price\": 1}\n\
@@ -227,7 +230,7 @@ async fn refusals_are_4xx_and_say_where(backend: Backend) {
     assert_eq!(count["rows"], json!([[1]]), "rejected requests append nothing");
 
     // Bodies and names Tarn cannot take.
-    let (status, body) = server.ingest("events", "text/csv", "id\n1\n").await;
+    let (status, body) = server.ingest("events", "application/xml", "<id>1</id>").await;
     assert_eq!(status, 415, "{body}");
     let (status, body) = server.ingest("events", "application/json", "").await;
     assert_eq!(status, 400, "{body}");

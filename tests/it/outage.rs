@@ -25,8 +25,8 @@ async fn s3_outage_backpressure_then_drain() {
         config.lake_options.storage.insert("max_retries".into(), "2".into());
         config.lake_options.storage.insert("retry_timeout".into(), "2s".into());
         config.lake_options.storage.insert("timeout".into(), "3s".into());
-        config.ingest.wal.max_bytes = 64 * 1024;
-        config.ingest.wal.segment_bytes = 8 * 1024;
+        config.ingest.wal.max_bytes = 160 * 1024;
+        config.ingest.wal.segment_bytes = 16 * 1024;
         config.ingest.flush.max_age_ms = 100;
     })
     .await;

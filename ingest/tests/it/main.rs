@@ -92,7 +92,10 @@ async fn acknowledges_then_commits(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
-    assert_eq!(receipt, json!({"table": "web.clicks", "accepted": 2, "seq": 1, "created": true}));
+    assert_eq!(
+        receipt,
+        json!({"table": "web.clicks", "accepted": 2, "rejected": 0, "duplicates": 0, "seq": 1, "created": true})
+    );
 
     // curl -d sends application/x-www-form-urlencoded; a JSON body is still read as JSON.
     // ?wait=commit answers 200 with the version of the commit that holds the records.
@@ -133,7 +136,7 @@ async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
     let never = |c: &mut IngestConfig| c.flush.max_age_ms = 3_600_000;
     let mut f = Fixture::new(backend, never).await;
     let table = TableName::parse("events").unwrap();
-    let options = IngestOptions { key: None, wait_for_commit: true };
+    let options = IngestOptions { wait_for_commit: true, ..Default::default() };
     // Committed (wait=commit flushes at once), and still in the active WAL segment.
     let body = Bytes::from_static(b"{\"n\": 1}\n{\"n\": 2}\n");
     f.ingestor.ingest(&table, body, Format::Ndjson, options).await.unwrap();
@@ -148,7 +151,7 @@ async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
     f.ingestor.shutdown_now().await;
 
     f.restart(never).await;
-    let options = IngestOptions { key: None, wait_for_commit: true };
+    let options = IngestOptions { wait_for_commit: true, ..Default::default() };
     let body = Bytes::from_static(b"{\"n\": 6}");
     f.ingestor.ingest(&table, body, Format::Json, options).await.unwrap();
     assert_eq!(f.rows("events").await, 6, "replayed 3, kept 2, added 1");
@@ -172,7 +175,7 @@ async fn idempotency_key_survives_restart(backend: Backend) {
     assert_eq!(status, StatusCode::ACCEPTED, "{again}");
     assert_eq!(
         again,
-        json!({"table": "default.orders", "accepted": 2, "seq": first["seq"], "replayed": true})
+        json!({"table": "default.orders", "accepted": 2, "rejected": 0, "duplicates": 0, "seq": first["seq"], "replayed": true})
     );
     // The same key on another table is another request.
     let (status, other) = post(&f.router, "/v1/ingest/refunds", &headers, body.clone()).await;
@@ -238,8 +241,8 @@ async fn refuses_what_it_cannot_take(backend: Backend) {
 async fn full_wal_answers_503(backend: Backend) {
     let f = Fixture::new(backend, |c| {
         c.flush.max_age_ms = 500;
-        c.wal.max_bytes = 4096;
-        c.wal.segment_bytes = 1024;
+        c.wal.max_bytes = 16 * 1024;
+        c.wal.segment_bytes = 4096;
     })
     .await;
     let row = format!("{{\"pad\": \"{}\"}}\n", "x".repeat(200));

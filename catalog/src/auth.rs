@@ -1,0 +1,388 @@
+//! API keys: who may ingest, query and administer.
+//!
+//! Keys are declared in `tarn.toml` by the SHA-256 of their secret (`tarn key new` makes one),
+//! never in clear, and compared in constant time. A request shows its key as
+//! `Authorization: Bearer <key>` or `X-Tarn-Key: <key>`; a publishable key (one meant to sit in
+//! a public web page's form) may also come as `?key=`.
+//!
+//! Scopes: `ingest:<table>` (or `ingest:*`), `query` (SQL and reading the catalog), `admin`
+//! (everything, including defining and dropping tables). A publishable key may only hold
+//! ingest scopes and is only taken from its `allowed_origins` (the browser's `Origin`).
+//!
+//! With no keys declared, every endpoint is open (Tarn logs a warning at start). With keys,
+//! every endpoint but `/healthz` and `/readyz` needs one: 401 without a valid key, 403 when the
+//! key's scopes do not cover the request.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::{ApiError, ErrorCode, TableName};
+
+/// A key as declared in `tarn.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// A name for logs.
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the secret.
+    pub hash: String,
+    /// What the key may do.
+    pub scopes: Vec<String>,
+    /// For keys embedded in public pages: ingest only, from `allowed_origins` only.
+    #[serde(default)]
+    pub publishable: bool,
+    /// Origins (`https://www.example.com`) a publishable key is accepted from.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing: health checks, CORS preflights.
+    Open,
+    /// Appending to a table.
+    Ingest(TableName),
+    /// Reading: SQL and the catalog.
+    Query,
+    /// Changing definitions, dropping tables, anything else.
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Grant {
+    Ingest(Option<TableName>),
+    Query,
+    Admin,
+}
+
+#[derive(Debug)]
+struct Key {
+    name: String,
+    digest: [u8; 32],
+    grants: Vec<Grant>,
+    publishable: bool,
+    origins: Vec<String>,
+}
+
+/// The declared keys.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+}
+
+/// `sha256:<hex>` of a secret: what `tarn.toml` stores.
+pub fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn parse_digest(hash: &str) -> Option<[u8; 32]> {
+    let hex = hash.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Equal without an early exit, so timing does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl KeyRing {
+    /// Checks and takes the declared keys.
+    pub fn new(specs: &[KeySpec]) -> Result<Self, String> {
+        let mut keys = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let bad = |why: String| format!("key '{}': {why}", spec.name);
+            let digest = parse_digest(&spec.hash).ok_or_else(|| {
+                bad("hash must be sha256:<64 hex digits>; `tarn key new` makes a key and its hash".into())
+            })?;
+            let mut grants = Vec::new();
+            for scope in &spec.scopes {
+                let grant = match scope.as_str() {
+                    "admin" => Grant::Admin,
+                    "query" => Grant::Query,
+                    "ingest:*" => Grant::Ingest(None),
+                    other => match other.strip_prefix("ingest:") {
+                        Some(table) => Grant::Ingest(Some(
+                            TableName::parse(table).map_err(|e| bad(e.to_string()))?,
+                        )),
+                        None => return Err(bad(format!(
+                            "unknown scope '{other}'; use ingest:<table>, ingest:*, query or admin"
+                        ))),
+                    },
+                };
+                grants.push(grant);
+            }
+            if spec.publishable {
+                if grants.iter().any(|g| !matches!(g, Grant::Ingest(_))) {
+                    return Err(bad("a publishable key may only hold ingest scopes".into()));
+                }
+                if spec.allowed_origins.is_empty() {
+                    return Err(bad("a publishable key needs allowed_origins".into()));
+                }
+            }
+            keys.push(Key {
+                name: spec.name.clone(),
+                digest,
+                grants,
+                publishable: spec.publishable,
+                origins: spec.allowed_origins.clone(),
+            });
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// True when no key is declared (Tarn runs open).
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Decides whether a request showing `presented` (from `origin`, via the query string or
+    /// not) may do what `scope` says.
+    pub fn authorize(
+        &self,
+        presented: Option<&str>,
+        from_query: bool,
+        origin: Option<&str>,
+        scope: &Scope,
+    ) -> Result<(), ApiError> {
+        if self.is_open() || *scope == Scope::Open {
+            return Ok(());
+        }
+        let presented = presented.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "an API key is required: send Authorization: Bearer <key> or X-Tarn-Key: <key>",
+            )
+        })?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in &self.keys {
+            if constant_time_eq(&key.digest, &digest) {
+                found = Some(key);
+            }
+        }
+        let key = found
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"))?;
+        if from_query && !key.publishable {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "only publishable keys may be sent as ?key=; send this key in a header",
+            ));
+        }
+        if key.publishable && !origin.is_some_and(|o| key.origins.iter().any(|a| a == o)) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "key '{}' is publishable and only taken from its allowed origins",
+                    key.name
+                ),
+            ));
+        }
+        let allowed = key.grants.iter().any(|grant| match (grant, scope) {
+            (Grant::Admin, _) => true,
+            (Grant::Query, Scope::Query) => true,
+            (Grant::Ingest(None), Scope::Ingest(_)) => true,
+            (Grant::Ingest(Some(t)), Scope::Ingest(wanted)) => t == wanted,
+            _ => false,
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("key '{}' does not allow {}", key.name, describe(scope)),
+            ))
+        }
+    }
+
+    /// For each publishable key: the tables it may ingest into (`*` for all) and its origins,
+    /// which CORS allows.
+    pub fn publishable_origins(&self) -> Vec<(Vec<String>, Vec<String>)> {
+        self.keys
+            .iter()
+            .filter(|k| k.publishable)
+            .map(|k| {
+                let tables = k
+                    .grants
+                    .iter()
+                    .map(|g| match g {
+                        Grant::Ingest(Some(t)) => t.to_string(),
+                        _ => "*".to_string(),
+                    })
+                    .collect();
+                (tables, k.origins.clone())
+            })
+            .collect()
+    }
+}
+
+fn describe(scope: &Scope) -> String {
+    match scope {
+        Scope::Open => "this".into(),
+        Scope::Ingest(table) => format!("ingesting into {table}"),
+        Scope::Query => "queries".into(),
+        Scope::Admin => "administration".into(),
+    }
+}
+
+/// What a request to Tarn's HTTP API needs.
+pub fn scope_of(method: &Method, path: &str) -> Scope {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method == Method::OPTIONS {
+        return Scope::Open;
+    }
+    let ingest = |table: &str| match TableName::parse(table) {
+        Ok(name) => Scope::Ingest(name),
+        Err(_) => Scope::Admin,
+    };
+    match segments.as_slice() {
+        ["healthz"] | ["readyz"] => Scope::Open,
+        ["v1", "ingest", table] if method == Method::POST => ingest(table),
+        ["v1", "tables", table, "files"] if method == Method::POST => ingest(table),
+        ["v1", "sql"] | ["v1", "queries", ..] => Scope::Query,
+        ["v1", "tables", ..] | ["v1", "namespaces", ..] if method == Method::GET => Scope::Query,
+        _ => Scope::Admin,
+    }
+}
+
+/// The key a request shows, and whether it came in the query string.
+fn presented_key(request: &Request) -> (Option<String>, bool) {
+    let headers = request.headers();
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    {
+        return (Some(bearer.trim().to_string()), false);
+    }
+    if let Some(key) = headers.get("x-tarn-key").and_then(|v| v.to_str().ok()) {
+        return (Some(key.trim().to_string()), false);
+    }
+    let from_query = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
+    });
+    let found = from_query.is_some();
+    (from_query, found)
+}
+
+/// Axum middleware: refuses requests whose key does not cover them.
+pub async fn require_key(
+    State(keys): State<Arc<KeyRing>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let scope = scope_of(request.method(), request.uri().path());
+    let (presented, from_query) = presented_key(&request);
+    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match keys.authorize(presented.as_deref(), from_query, origin, &scope) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::new(&[
+            KeySpec {
+                name: "ops".into(),
+                hash: hash_secret("tk_admin"),
+                scopes: vec!["admin".into()],
+                publishable: false,
+                allowed_origins: vec![],
+            },
+            KeySpec {
+                name: "analyst".into(),
+                hash: hash_secret("tk_query"),
+                scopes: vec!["query".into(), "ingest:events".into()],
+                publishable: false,
+                allowed_origins: vec![],
+            },
+            KeySpec {
+                name: "site".into(),
+                hash: hash_secret("pk_site"),
+                scopes: vec!["ingest:leads".into()],
+                publishable: true,
+                allowed_origins: vec!["https://www.example.com".into()],
+            },
+        ])
+        .unwrap()
+    }
+
+    fn code(r: Result<(), ApiError>) -> u16 {
+        r.map(|()| 200).unwrap_or_else(|e| e.code.status().as_u16())
+    }
+
+    #[test]
+    fn scopes_decide() {
+        let ring = ring();
+        let leads = Scope::Ingest(TableName::parse("leads").unwrap());
+        let events = Scope::Ingest(TableName::parse("events").unwrap());
+        let site = Some("https://www.example.com");
+        assert_eq!(code(ring.authorize(None, false, None, &Scope::Query)), 401);
+        assert_eq!(code(ring.authorize(Some("nope"), false, None, &Scope::Query)), 401);
+        assert_eq!(code(ring.authorize(Some("tk_admin"), false, None, &Scope::Admin)), 200);
+        assert_eq!(code(ring.authorize(Some("tk_query"), false, None, &Scope::Query)), 200);
+        assert_eq!(code(ring.authorize(Some("tk_query"), false, None, &events)), 200);
+        assert_eq!(code(ring.authorize(Some("tk_query"), false, None, &leads)), 403);
+        assert_eq!(code(ring.authorize(Some("tk_query"), false, None, &Scope::Admin)), 403);
+        assert_eq!(code(ring.authorize(Some("pk_site"), true, site, &leads)), 200);
+        assert_eq!(
+            code(ring.authorize(Some("pk_site"), false, Some("https://evil.test"), &leads)),
+            403
+        );
+        assert_eq!(code(ring.authorize(Some("pk_site"), false, site, &Scope::Query)), 403);
+        assert_eq!(code(ring.authorize(Some("tk_query"), true, None, &Scope::Query)), 401);
+        assert_eq!(code(ring.authorize(None, false, None, &Scope::Open)), 200);
+        assert_eq!(code(KeyRing::default().authorize(None, false, None, &Scope::Admin)), 200);
+    }
+
+    #[test]
+    fn routes_map_to_scopes() {
+        let leads = Scope::Ingest(TableName::parse("leads").unwrap());
+        assert_eq!(scope_of(&Method::POST, "/v1/ingest/leads"), leads);
+        assert_eq!(scope_of(&Method::POST, "/v1/tables/leads/files"), leads);
+        assert_eq!(scope_of(&Method::POST, "/v1/sql"), Scope::Query);
+        assert_eq!(scope_of(&Method::GET, "/v1/tables/leads"), Scope::Query);
+        assert_eq!(scope_of(&Method::PUT, "/v1/tables/leads"), Scope::Admin);
+        assert_eq!(scope_of(&Method::DELETE, "/v1/tables/leads"), Scope::Admin);
+        assert_eq!(scope_of(&Method::GET, "/healthz"), Scope::Open);
+        assert_eq!(scope_of(&Method::OPTIONS, "/v1/ingest/leads"), Scope::Open);
+        assert_eq!(scope_of(&Method::GET, "/metrics"), Scope::Admin);
+    }
+
+    #[test]
+    fn bad_declarations_are_refused() {
+        let spec = |scopes: Vec<&str>, publishable: bool| KeySpec {
+            name: "k".into(),
+            hash: hash_secret("x"),
+            scopes: scopes.into_iter().map(String::from).collect(),
+            publishable,
+            allowed_origins: vec!["https://a.com".into()],
+        };
+        assert!(KeyRing::new(&[spec(vec!["read"], false)]).unwrap_err().contains("unknown scope"));
+        assert!(KeyRing::new(&[spec(vec!["query"], true)])
+            .unwrap_err()
+            .contains("only hold ingest"));
+        let mut bad = spec(vec!["query"], false);
+        bad.hash = "plain".into();
+        assert!(KeyRing::new(&[bad]).unwrap_err().contains("sha256:"));
+    }
+}
