@@ -120,9 +120,11 @@ impl KeyRing {
                         Some(table) => Grant::Ingest(Some(
                             TableName::parse(table).map_err(|e| bad(e.to_string()))?,
                         )),
-                        None => return Err(bad(format!(
+                        None => {
+                            return Err(bad(format!(
                             "unknown scope '{other}'; use ingest:<table>, ingest:*, query or admin"
-                        ))),
+                        )))
+                        }
                     },
                 };
                 grants.push(grant);

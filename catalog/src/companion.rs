@@ -45,10 +45,12 @@ pub fn rejected_schema() -> SchemaRef {
 }
 
 /// Columns of `<table>_raw`: `payload` (the request body or form as received, decompressed),
-/// `content_type`, `source`, `received_at`.
+/// `object` (for files: where in the lake the original file is kept), `content_type`,
+/// `source`, `received_at`.
 pub fn raw_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("payload", DataType::Utf8, false),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("object", DataType::Utf8, true),
         Field::new("content_type", DataType::Utf8, true),
         Field::new("source", DataType::Utf8, false),
         Field::new("received_at", timestamp(), false),

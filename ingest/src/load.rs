@@ -206,7 +206,7 @@ impl Ingestor {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Chunk>>(1);
         let reader = {
             let (plan, path, progress) = (plan.clone(), path.to_path_buf(), progress.clone());
-            let skip_below = done_main.min(done_rejected);
+            let skip_below = done_main;
             tokio::task::spawn_blocking(move || {
                 let result =
                     read_chunks(&plan, &path, format, &progress, skip_below, &mut |chunk| {
@@ -225,16 +225,27 @@ impl Ingestor {
             ..LoadReport::default()
         };
         let at = chrono::Utc::now().timestamp_micros();
+        // Per chunk, rejected rows are committed before the table's rows: once the table's
+        // `txn` says chunk k is in, everything of chunks up to k is, and a resumed load reads
+        // past them. A chunk's rejected rows carry their own `txn`, for chunks that had no rows
+        // for the table.
         while let Some(chunk) = receiver.recv().await {
             let Chunk { number, prepared } = chunk?;
-            if number <= done_main && number <= done_rejected {
+            if number <= done_main {
                 report.skipped_chunks += 1;
-                continue;
             }
-            let Prepared { mut valid, rejected } = prepared;
+            let Prepared { valid, rejected } = prepared;
+            if number > done_rejected && !rejected.is_empty() {
+                let table = plan.rejected.as_ref().expect("only declared tables reject rows");
+                report.rejected += rejected.len() as u64;
+                let room = 5usize.saturating_sub(report.errors.len());
+                report.errors.extend(rejected.iter().take(room).map(Rejection::summary));
+                let batch = contract::rejected_batch(&rejected, &source_name, at);
+                self.commit_chunk(table, vec![batch], &app_id, number).await?;
+                report.commits += 1;
+            }
             if number > done_main {
-                let (kept, duplicates) = self.dedupe(&plan, valid).await?;
-                valid = kept;
+                let (valid, duplicates) = self.dedupe(&plan, valid).await?;
                 report.duplicates += duplicates as u64;
                 let rows: usize = valid.iter().map(|b| b.num_rows()).sum();
                 if rows > 0 {
@@ -242,19 +253,6 @@ impl Ingestor {
                     report.rows += rows as u64;
                     report.commits += 1;
                 }
-            }
-            if number > done_rejected && !rejected.is_empty() {
-                let table = plan.rejected.as_ref().expect("only declared tables reject rows");
-                report.rejected += rejected.len() as u64;
-                report.errors.extend(
-                    rejected
-                        .iter()
-                        .take(5usize.saturating_sub(report.errors.len()))
-                        .map(Rejection::summary),
-                );
-                let batch = contract::rejected_batch(&rejected, &source_name, at);
-                self.commit_chunk(table, vec![batch], &app_id, number).await?;
-                report.commits += 1;
             }
         }
         reader.await.expect("the reader does not panic");

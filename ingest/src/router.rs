@@ -48,7 +48,9 @@ pub fn router(ingestor: Arc<Ingestor>) -> Router {
             .max_age(std::time::Duration::from_secs(3600))
     };
     Router::new()
-        .route("/v1/ingest/{table}", post(ingest))
+        // OPTIONS has a route of its own so that the CORS layer sees preflights whatever
+        // fallback the application installs for unrouted methods.
+        .route("/v1/ingest/{table}", post(ingest).options(|| async { StatusCode::NO_CONTENT }))
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)
         .route("/v1/tables/{table}/files", post(upload))

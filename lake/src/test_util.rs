@@ -95,6 +95,17 @@ impl TestLake {
         }
     }
 
+    /// The same lake for a second user (another server): shares the location, does not own
+    /// the temporary directory (the original keeps it alive).
+    pub fn alias(&self) -> TestLake {
+        TestLake {
+            backend: self.backend,
+            location: self.location.clone(),
+            options: self.options.clone(),
+            _dir: None,
+        }
+    }
+
     /// Opens the lake.
     pub async fn open(&self) -> Lake {
         Lake::open(&self.location, self.options.clone()).await.expect("open the test lake")

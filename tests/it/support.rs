@@ -23,12 +23,16 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> Self {
+        Self::start_on(TestLake::new(backend), configure).await
+    }
+
+    /// A server on `lake` (a new one, or another server's [`TestLake::alias`]).
+    pub async fn start_on(lake: TestLake, configure: impl FnOnce(&mut ServeConfig)) -> Self {
         // Logs go through the test harness, so they show only for failing tests.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tarn::telemetry::DEFAULT_FILTER)
             .with_test_writer()
             .try_init();
-        let lake = TestLake::new(backend);
         let wal_dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::for_lake(lake.location.clone());
         config.lake_options = lake.options.clone();
@@ -90,6 +94,25 @@ impl TestServer {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// `PUT /v1/tables/{table}` with a definition.
+    pub async fn define(&self, table: &str, definition: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .put(self.url(&format!("/v1/tables/{table}")))
+            .json(&definition)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// The rows of `sql` as JSON arrays.
+    pub async fn rows(&self, sql: &str) -> Vec<Value> {
+        let (status, body) = self.sql(sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body["rows"].as_array().unwrap().clone()
     }
 }
 

@@ -1,0 +1,610 @@
+//! Data contracts end to end, on a temp dir and on S3: declared tables, quarantine, evolution,
+//! unique keys, raw backup, forms, CSV, uploads, the drop zone and API keys.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tarn_lake::backend_tests;
+use tarn_lake::test_util::Backend;
+
+use crate::support::TestServer;
+
+backend_tests!(
+    declared_tables_quarantine_bad_rows_and_evolve,
+    unique_keys_and_raw_backup,
+    forms_redirect_refuse_bots_and_answer_cors,
+    csv_bodies_uploads_and_resumed_loads,
+    drop_zone_loads_archives_and_fails,
+    api_keys_guard_every_endpoint,
+);
+
+fn leads() -> Value {
+    json!({
+        "columns": [
+            {"name": "email", "type": "string", "nullable": false, "comment": "lead e-mail"},
+            {"name": "age", "type": "int32"},
+            {"name": "signed_up", "type": "date"},
+            {"name": "profile", "type": "json"}
+        ],
+        "rules": [{"name": "adult", "check": "age >= 18", "message": "must be 18 or older"}],
+        "derived": [{"name": "domain", "expr": "split_part(email, '@', 2)"}]
+    })
+}
+
+async fn declared_tables_quarantine_bad_rows_and_evolve(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, table) = server.define("leads", leads()).await;
+    assert_eq!(status, 201, "{table}");
+    assert_eq!(table["status"], "created");
+    let columns: Vec<(String, String)> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("email", "string"),
+            ("age", "int32"),
+            ("signed_up", "date"),
+            ("profile", "json"),
+            ("domain", "string")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert_eq!(table["columns"][0]["comment"], "lead e-mail");
+
+    let body = [
+        r#"{"email": "ada@example.com", "age": 36, "signed_up": "2026-11-22", "profile": {"tags": ["vip"]}}"#,
+        r#"{"email": "bob@example.net", "age": "41", "signed_up": "22.11.2026"}"#,
+        r#"{"email": "cy@example.com", "age": "forty"}"#,
+        r#"{"age": 50}"#,
+        r#"{"email": "di@example.com", "age": 30, "colour": "red"}"#,
+        r#"{"email": "eve@example.com", "age": 12}"#,
+        r#"{"email": "fay@example.com", "signed_up": "yesterday"}"#,
+    ]
+    .join("\n");
+    let (status, receipt) = server.ingest("leads", "application/x-ndjson", &body).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["accepted"], 2, "{receipt}");
+    assert_eq!(receipt["rejected"], 5, "{receipt}");
+    let errors = receipt["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 5);
+    assert!(
+        errors[0].as_str().unwrap().contains("\"forty\" is not an int32")
+            || errors[0].as_str().unwrap().contains("forty"),
+        "{receipt}"
+    );
+
+    let rows = server
+        .rows("SELECT email, age, signed_up, profile, domain FROM leads ORDER BY email")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["ada@example.com", 36, "2026-11-22", "{\"tags\":[\"vip\"]}", "example.com"]),
+            json!(["bob@example.net", 41, "2026-11-22", null, "example.net"]),
+        ]
+    );
+    let rejected =
+        server.rows("SELECT rule, field, source, record FROM leads_rejected ORDER BY record").await;
+    let summary: Vec<(String, Value)> =
+        rejected.iter().map(|r| (r[0].as_str().unwrap().to_string(), r[1].clone())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("required".to_string(), json!("email")),
+            ("type".to_string(), json!("age")),
+            ("schema".to_string(), json!("colour")),
+            ("adult".to_string(), json!(null)),
+            ("type".to_string(), json!("signed_up")),
+        ],
+        "{rejected:?}"
+    );
+    assert!(rejected.iter().all(|r| r[2] == "http"));
+    assert_eq!(rejected[2][3], r#"{"email": "di@example.com", "age": 30, "colour": "red"}"#);
+
+    // Evolution: a nullable column and a rule may be added to a table with data ...
+    let mut evolved = leads();
+    evolved["columns"].as_array_mut().unwrap().push(json!({"name": "country", "type": "string"}));
+    evolved["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "known_domain", "check": "domain <> 'spam.test'"}));
+    let (status, table) = server.define("leads", evolved.clone()).await;
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["status"], "updated");
+    assert_eq!(table["revision"], 1);
+    let (status, receipt) = server
+        .ingest("leads", "application/json", r#"[{"email": "gus@example.com", "age": 20, "country": "NL"}, {"email": "x@spam.test", "age": 20}]"#)
+        .await;
+    assert_eq!(
+        (status, receipt["accepted"].clone(), receipt["rejected"].clone()),
+        (200, json!(1), json!(1)),
+        "{receipt}"
+    );
+    let rows = server.rows("SELECT email, country FROM leads ORDER BY email").await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2], json!(["gus@example.com", "NL"]));
+    assert_eq!(rows[0], json!(["ada@example.com", null]), "old rows read the new column as null");
+    let (status, same) = server.define("leads", evolved.clone()).await;
+    assert_eq!((status, same["status"].clone()), (200, json!("unchanged")));
+
+    // ... but dropping or retyping a column, or adding a required one, is refused with 409.
+    let mut dropped = evolved.clone();
+    dropped["columns"].as_array_mut().unwrap().retain(|c| c["name"] != "profile");
+    let (status, body) = server.define("leads", dropped).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("column 'profile' holds data"),
+        "{body}"
+    );
+    let mut retyped = evolved.clone();
+    retyped["columns"][1]["type"] = json!("string");
+    let (status, body) = server.define("leads", retyped).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("would break the existing data"),
+        "{body}"
+    );
+    let mut required = evolved.clone();
+    required["columns"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "phone", "type": "string", "nullable": false}));
+    let (status, body) = server.define("leads", required).await;
+    assert_eq!(status, 409, "{body}");
+
+    // Bad definitions are 400s that say what is wrong.
+    let (status, body) = server
+        .define("broken", json!({"columns": [{"name": "a", "type": "int64"}], "rules": [{"name": "r", "check": "b > 1"}]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("rule 'r'"), "{body}");
+    let (status, body) =
+        server.define("broken", json!({"columns": [{"name": "a", "type": "uuid"}]})).await;
+    assert_eq!(status, 400, "{body}");
+    // Only Tarn writes to the tables it keeps.
+    let (status, body) =
+        server.ingest("leads_rejected", "application/json", r#"{"record": "x"}"#).await;
+    assert_eq!(status, 403, "{body}");
+}
+
+async fn unique_keys_and_raw_backup(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut definition = leads();
+    definition["unique_key"] = json!(["email"]);
+    definition["raw_backup"] = json!(true);
+    let (status, body) = server.define("leads", definition).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, receipt) = server
+        .ingest("leads", "application/x-ndjson", "{\"email\": \"a@x.com\", \"age\": 20}\n{\"email\": \"b@x.com\", \"age\": 30}\n{\"email\": \"a@x.com\", \"age\": 21}")
+        .await;
+    assert_eq!(
+        (receipt["accepted"].clone(), receipt["duplicates"].clone()),
+        (json!(2), json!(1)),
+        "{receipt}"
+    );
+    let (_, receipt) = server
+        .ingest(
+            "leads",
+            "application/json",
+            r#"[{"email": "b@x.com", "age": 30}, {"email": "c@x.com", "age": 40}]"#,
+        )
+        .await;
+    assert_eq!(
+        (receipt["accepted"].clone(), receipt["duplicates"].clone()),
+        (json!(1), json!(1)),
+        "{receipt}"
+    );
+
+    // Another server on the same lake reads the keys from the table.
+    let other = TestServer::start_on(server.lake.alias(), |_| {}).await;
+    let (_, receipt) = other
+        .ingest(
+            "leads",
+            "application/json",
+            r#"[{"email": "c@x.com", "age": 40}, {"email": "d@x.com", "age": 50}]"#,
+        )
+        .await;
+    assert_eq!(
+        (receipt["accepted"].clone(), receipt["duplicates"].clone()),
+        (json!(1), json!(1)),
+        "{receipt}"
+    );
+    let rows = other.rows("SELECT email FROM leads ORDER BY email").await;
+    assert_eq!(
+        rows,
+        vec![json!(["a@x.com"]), json!(["b@x.com"]), json!(["c@x.com"]), json!(["d@x.com"])]
+    );
+
+    // Every request's payload is kept as it came.
+    let raw = other
+        .rows("SELECT payload, content_type, source FROM leads_raw ORDER BY received_at")
+        .await;
+    assert_eq!(raw.len(), 3, "{raw:?}");
+    assert!(raw[0][0].as_str().unwrap().contains("\"a@x.com\", \"age\": 21"), "{raw:?}");
+    assert_eq!(raw[1][1], "application/json");
+    assert_eq!(raw[2][2], "http");
+}
+
+async fn forms_redirect_refuse_bots_and_answer_cors(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, body) = server
+        .define(
+            "signups",
+            json!({
+                "columns": [
+                    {"name": "email", "type": "string", "nullable": false},
+                    {"name": "newsletter", "type": "boolean"},
+                    {"name": "interests", "type": "json"}
+                ],
+                "rules": [{"name": "email_like", "check": "email LIKE '%@%'", "message": "enter a valid e-mail address"}],
+                "raw_backup": true,
+                "forms": {
+                    "allowed_origins": ["https://www.example.com"],
+                    "success_url": "https://www.example.com/thanks",
+                    "error_url": "https://www.example.com/oops",
+                    "honeypot": "website"
+                }
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let browser =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let post = |body: &'static str, query: &'static str| {
+        browser
+            .post(server.url(&format!("/v1/ingest/signups{query}")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "https://www.example.com")
+            .body(body)
+            .send()
+    };
+    let ok =
+        post("email=ada%40example.com&newsletter=on&interests=rust&interests=data&website=", "")
+            .await
+            .unwrap();
+    assert_eq!(ok.status(), 303);
+    assert_eq!(ok.headers()["location"], "https://www.example.com/thanks");
+    let redirected =
+        post("email=bob%40example.com", "?redirect=https%3A%2F%2Fwww.example.com%2Fwelcome")
+            .await
+            .unwrap();
+    assert_eq!(redirected.headers()["location"], "https://www.example.com/welcome");
+    let bad = post("email=not-an-address", "").await.unwrap();
+    assert_eq!(bad.status(), 303);
+    assert_eq!(
+        bad.headers()["location"],
+        "https://www.example.com/oops?error=enter+a+valid+e-mail+address"
+    );
+    let bot = post("email=bot%40spam.test&website=http%3A%2F%2Fspam.test", "").await.unwrap();
+    assert_eq!(bot.status(), 303, "bots see a success");
+    let evil = post("email=c%40example.com", "?redirect=https%3A%2F%2Fevil.test%2F").await.unwrap();
+    assert_eq!(evil.status(), 400);
+
+    // Multipart forms are read the same way.
+    let form =
+        reqwest::multipart::Form::new().text("email", "dan@example.com").text("newsletter", "off");
+    let multipart =
+        browser.post(server.url("/v1/ingest/signups")).multipart(form).send().await.unwrap();
+    assert_eq!(multipart.status(), 303);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows = server.rows("SELECT email, newsletter, interests FROM signups ORDER BY email").await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["ada@example.com", true, "[\"rust\",\"data\"]"]),
+            json!(["bob@example.com", null, null]),
+            json!(["dan@example.com", false, null]),
+        ]
+    );
+    let rejected = server.rows("SELECT rule, source FROM signups_rejected").await;
+    assert_eq!(rejected, vec![json!(["email_like", "form"])]);
+    let raw = server.rows("SELECT count(*) FROM signups_raw").await;
+    assert_eq!(raw, vec![json!([4])], "the bot's post is not kept");
+
+    // CORS: the allowed origin gets a preflight answer, others do not.
+    let preflight = |origin: &'static str| {
+        browser
+            .request(reqwest::Method::OPTIONS, server.url("/v1/ingest/signups"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://www.example.com").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://www.example.com");
+    let refused = preflight("https://evil.test").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+}
+
+async fn csv_bodies_uploads_and_resumed_loads(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, body) = server
+        .define(
+            "members",
+            json!({
+                "columns": [
+                    {"name": "name", "type": "string", "nullable": false},
+                    {"name": "joined", "type": "date"},
+                    {"name": "fee", "type": "decimal(8,2)"}
+                ],
+                "unique_key": ["name"]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, receipt) = server
+        .ingest(
+            "members",
+            "text/csv",
+            "name,joined,fee\nAda,2026-01-02,10.50\nBob,someday,3\n,2026-01-01,1\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(
+        (receipt["accepted"].clone(), receipt["rejected"].clone()),
+        (json!(1), json!(2)),
+        "{receipt}"
+    );
+
+    // An upload of 300,000 rows: more than one chunk of a load.
+    let mut csv = String::from("name,joined,fee\n");
+    for i in 0..300_000 {
+        csv.push_str(&format!("m{i},2026-02-{:02},{}.{:02}\n", 1 + i % 28, i % 1000, i % 100));
+    }
+    let upload = |key: &'static str| {
+        server
+            .client
+            .post(server.url("/v1/tables/members/files?name=members.csv"))
+            .header("content-type", "text/csv")
+            .header("idempotency-key", key)
+            .body(csv.clone())
+            .send()
+    };
+    let first = upload("batch-1").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let report: Value = first.json().await.unwrap();
+    assert_eq!(report["rows"], 300_000, "{report}");
+    assert_eq!(report["commits"], 2, "{report}");
+    // The same upload again (a retry): every chunk is found committed, nothing is added.
+    let again: Value = upload("batch-1").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (again["rows"].clone(), again["skipped_chunks"].clone()),
+        (json!(0), json!(2)),
+        "{again}"
+    );
+    // Another load of the same rows: the unique key keeps them out.
+    let other: Value = upload("batch-2").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (other["rows"].clone(), other["duplicates"].clone()),
+        (json!(0), json!(300_000)),
+        "{other}"
+    );
+    let rows = server.rows("SELECT count(*), sum(fee) FROM members").await;
+    let expected_fee: f64 =
+        10.5 + (0..300_000).map(|i| (i % 1000) as f64 + (i % 100) as f64 / 100.0).sum::<f64>();
+    assert_eq!(rows[0][0], 300_001);
+    let fee = rows[0][1].as_f64().or_else(|| rows[0][1].as_str()?.parse().ok()).unwrap();
+    assert!((fee - expected_fee).abs() < 0.001, "{rows:?}");
+
+    // Formats Tarn cannot tell are refused, and bad CSV names its line.
+    let unknown =
+        server.client.post(server.url("/v1/tables/members/files")).body("x").send().await.unwrap();
+    assert_eq!(unknown.status(), 415);
+    let (status, body) =
+        server.ingest("members", "text/csv", "name,joined\nA,2026-01-01\nB\n").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("line 3"), "{body}");
+}
+
+async fn drop_zone_loads_archives_and_fails(backend: Backend) {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let server = TestServer::start_with(backend, |c| {
+        c.ingest.dropzone.poll_secs = 1;
+        c.ingest.dropzone.settle_secs = 0;
+    })
+    .await;
+    let (status, body) = server
+        .define(
+            "applications",
+            json!({
+                "columns": [{"name": "name", "type": "string", "nullable": false}, {"name": "age", "type": "int32"}],
+                "rules": [{"name": "adult", "check": "age >= 18"}]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let lake = server.lake.open().await;
+    let store = lake.store();
+    for (path, body) in [
+        ("_tarn/landing/applications/batch-1.csv", "name,age\nAda,30\nKid,9\n"),
+        ("_tarn/landing/applications/broken.parquet", "this is not parquet"),
+        ("_tarn/landing/applications/notes.txt", "what is this"),
+    ] {
+        store.put(&object_store::path::Path::from(path), PutPayload::from(body)).await.unwrap();
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listing = |prefix: &'static str| {
+        let store = store.clone();
+        async move {
+            use futures::TryStreamExt;
+            let mut names: Vec<String> = store
+                .list(Some(&object_store::path::Path::from(prefix)))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+                .unwrap();
+            names.sort();
+            names
+        }
+    };
+    loop {
+        if listing("_tarn/landing").await.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drop zone did not empty: {:?}",
+            listing("_tarn/landing").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let archived = listing("_tarn/archive/applications").await;
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert!(archived[0].ends_with("/batch-1.csv"), "{archived:?}");
+    let failed = listing("_tarn/failed/applications").await;
+    assert_eq!(
+        failed,
+        vec![
+            "_tarn/failed/applications/broken.parquet",
+            "_tarn/failed/applications/broken.parquet.error.txt",
+            "_tarn/failed/applications/notes.txt",
+            "_tarn/failed/applications/notes.txt.error.txt",
+        ]
+    );
+    let report = store
+        .get(&object_store::path::Path::from("_tarn/failed/applications/broken.parquet.error.txt"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&report).contains("not a readable Parquet file"), "{report:?}");
+    assert_eq!(server.rows("SELECT name FROM applications").await, vec![json!(["Ada"])]);
+    assert_eq!(
+        server.rows("SELECT rule, source FROM applications_rejected").await,
+        vec![json!(["adult", "file:batch-1.csv"])]
+    );
+    assert!(listing("_tarn/claims").await.is_empty(), "claims are released");
+}
+
+async fn api_keys_guard_every_endpoint(backend: Backend) {
+    use tarn_catalog::auth::{hash_secret, KeySpec};
+    let key = |name: &str, secret: &str, scopes: &[&str], publishable: bool| KeySpec {
+        name: name.into(),
+        hash: hash_secret(secret),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        publishable,
+        allowed_origins: if publishable { vec!["https://www.example.com".into()] } else { vec![] },
+    };
+    let server = TestServer::start_with(backend, |c| {
+        c.keys = vec![
+            key("ops", "tk_admin", &["admin"], false),
+            key("analyst", "tk_analyst", &["query"], false),
+            key("shop", "tk_shop", &["ingest:events"], false),
+            key("site", "pk_site", &["ingest:leads"], true),
+        ];
+    })
+    .await;
+    let client = &server.client;
+    let call = |method: reqwest::Method, path: &str, key: Option<&str>, body: &str| {
+        let mut request = client.request(method, server.url(path)).body(body.to_string());
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        request.header("content-type", "application/json").send()
+    };
+    use reqwest::Method;
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(call(Method::GET, "/healthz", None, "").await.unwrap()), 200);
+    assert_eq!(
+        status(call(Method::POST, "/v1/sql", None, r#"{"sql": "SELECT 1"}"#).await.unwrap()),
+        401
+    );
+    assert_eq!(
+        status(
+            call(Method::POST, "/v1/sql", Some("wrong"), r#"{"sql": "SELECT 1"}"#).await.unwrap()
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            call(Method::POST, "/v1/sql", Some("tk_analyst"), r#"{"sql": "SELECT 1"}"#)
+                .await
+                .unwrap()
+        ),
+        200
+    );
+    assert_eq!(
+        status(
+            call(Method::POST, "/v1/sql", Some("tk_shop"), r#"{"sql": "SELECT 1"}"#).await.unwrap()
+        ),
+        403
+    );
+    // With keys, tables are declared first (auto-create is off).
+    let events = r#"{"columns": [{"name": "sku", "type": "string"}]}"#;
+    assert_eq!(
+        status(call(Method::PUT, "/v1/tables/events", Some("tk_analyst"), events).await.unwrap()),
+        403
+    );
+    assert_eq!(
+        status(call(Method::PUT, "/v1/tables/events", Some("tk_admin"), events).await.unwrap()),
+        201
+    );
+    assert_eq!(
+        status(
+            call(Method::POST, "/v1/ingest/events", Some("tk_shop"), r#"{"sku": "A"}"#)
+                .await
+                .unwrap()
+        ),
+        202
+    );
+    assert_eq!(
+        status(
+            call(Method::POST, "/v1/ingest/clicks", Some("tk_shop"), r#"{"sku": "A"}"#)
+                .await
+                .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            call(Method::POST, "/v1/ingest/events", Some("tk_analyst"), r#"{"sku": "A"}"#)
+                .await
+                .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(call(Method::GET, "/v1/tables/events", Some("tk_analyst"), "").await.unwrap()),
+        200
+    );
+    assert_eq!(
+        status(call(Method::DELETE, "/v1/tables/events", Some("tk_analyst"), "").await.unwrap()),
+        403
+    );
+    let x_key = client
+        .get(server.url("/v1/tables"))
+        .header("x-tarn-key", "tk_analyst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_key.status(), 200);
+    // A publishable key: only its table, only from its origin, may come as ?key=.
+    let leads = r#"{"columns": [{"name": "email", "type": "string"}]}"#;
+    assert_eq!(
+        status(call(Method::PUT, "/v1/tables/leads", Some("tk_admin"), leads).await.unwrap()),
+        201
+    );
+    let form = |origin: &'static str| {
+        client
+            .post(server.url("/v1/ingest/leads?key=pk_site"))
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("email=a%40b.com")
+            .send()
+    };
+    assert_eq!(form("https://www.example.com").await.unwrap().status(), 202);
+    assert_eq!(form("https://evil.test").await.unwrap().status(), 403);
+    let secret_in_url =
+        client.post(server.url("/v1/sql?key=tk_analyst")).body("SELECT 1").send().await.unwrap();
+    assert_eq!(secret_in_url.status(), 401);
+    let body: Value =
+        call(Method::POST, "/v1/sql", None, "{}").await.unwrap().json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
