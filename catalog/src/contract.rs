@@ -9,7 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::DFSchema;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::Expr;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
@@ -19,13 +23,60 @@ use crate::{Error, Result};
 /// Arrow field metadata key of column comments (Delta and Spark read it as the column comment).
 pub const COMMENT_KEY: &str = "comment";
 
+/// Functions whose value is the time of the query: DataFusion folds them into constants when
+/// it plans, so expressions using them are planned again for each batch.
+const CLOCK_FUNCTIONS: &[&str] =
+    &["now", "current_timestamp", "current_date", "current_time", "today", "localtimestamp"];
+
+/// A SQL expression, compiled for evaluation on batches.
+#[derive(Clone)]
+pub struct CompiledExpr {
+    ctx: SessionContext,
+    logical: Expr,
+    schema: Arc<DFSchema>,
+    physical: Arc<dyn PhysicalExpr>,
+    clock: bool,
+}
+
+impl std::fmt::Debug for CompiledExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.logical)
+    }
+}
+
+impl CompiledExpr {
+    /// The physical expression to evaluate now: the compiled one, or, for expressions that
+    /// read the clock (`now()`, `current_date()`, ...), one planned with the current time.
+    pub fn current(&self) -> std::result::Result<Arc<dyn PhysicalExpr>, String> {
+        if !self.clock {
+            return Ok(self.physical.clone());
+        }
+        let simplify = || {
+            let context = SimplifyContext::builder()
+                .with_schema(self.schema.clone())
+                .with_query_execution_start_time(Some(chrono::Utc::now()))
+                .build();
+            let simplifier = ExprSimplifier::new(context);
+            let coerced = simplifier.coerce(self.logical.clone(), &self.schema)?;
+            let simplified = simplifier.simplify(coerced)?;
+            self.ctx.create_physical_expr(simplified, &self.schema)
+        };
+        simplify().map_err(|e| e.strip_backtrace())
+    }
+
+    /// The type the expression yields over its schema.
+    pub fn data_type(&self) -> std::result::Result<DataType, String> {
+        self.physical.data_type(self.schema.as_arrow()).map_err(|e| e.strip_backtrace())
+    }
+}
+
 /// A derived column, compiled.
 #[derive(Debug, Clone)]
 pub struct CompiledDerived {
     /// Column name.
     pub name: String,
     /// The expression, over the columns before it.
-    pub expr: Arc<dyn PhysicalExpr>,
+    pub expr: CompiledExpr,
     /// The type it is stored as (the expression's result is cast to it).
     pub data_type: DataType,
 }
@@ -36,7 +87,7 @@ pub struct CompiledRule {
     /// The rule as declared.
     pub rule: Rule,
     /// A boolean expression over the table's columns.
-    pub expr: Arc<dyn PhysicalExpr>,
+    pub expr: CompiledExpr,
 }
 
 /// A declared table's contract, ready to apply to decoded batches.
@@ -99,9 +150,9 @@ impl Contract {
             let schema = Schema::new(fields.clone());
             let expr = compile_expr(&ctx, &d.expr, &schema)
                 .map_err(|e| invalid(format!("derived column '{}': {e}", d.name)))?;
-            let produced = expr.data_type(&schema).map_err(|e| {
-                invalid(format!("derived column '{}': {}", d.name, e.strip_backtrace()))
-            })?;
+            let produced = expr
+                .data_type()
+                .map_err(|e| invalid(format!("derived column '{}': {e}", d.name)))?;
             let data_type = storable(&produced).ok_or_else(|| {
                 invalid(format!(
                     "derived column '{}' yields {produced}, which a Delta table cannot store",
@@ -117,7 +168,7 @@ impl Contract {
         for rule in &spec.rules {
             let expr = compile_expr(&ctx, &rule.check, &all)
                 .map_err(|e| invalid(format!("rule '{}': {e}", rule.name)))?;
-            match expr.data_type(&all) {
+            match expr.data_type() {
                 Ok(DataType::Boolean) => {}
                 Ok(other) => {
                     return Err(invalid(format!(
@@ -125,9 +176,7 @@ impl Contract {
                         rule.name
                     )))
                 }
-                Err(e) => {
-                    return Err(invalid(format!("rule '{}': {}", rule.name, e.strip_backtrace())))
-                }
+                Err(e) => return Err(invalid(format!("rule '{}': {e}", rule.name))),
             }
             rules.push(CompiledRule { rule: rule.clone(), expr });
         }
@@ -178,13 +227,29 @@ fn compile_expr(
     ctx: &SessionContext,
     sql: &str,
     schema: &Schema,
-) -> std::result::Result<Arc<dyn PhysicalExpr>, String> {
+) -> std::result::Result<CompiledExpr, String> {
     let plan = || {
-        let df_schema = DFSchema::try_from(schema.clone())?;
-        let expr = ctx.parse_sql_expr(sql, &df_schema)?;
-        ctx.create_physical_expr(expr, &df_schema)
+        let df_schema = Arc::new(DFSchema::try_from(schema.clone())?);
+        let logical = ctx.parse_sql_expr(sql, &df_schema)?;
+        let physical = ctx.create_physical_expr(logical.clone(), &df_schema)?;
+        let clock = logical
+            .exists(|e| {
+                Ok(matches!(e, Expr::ScalarFunction(f) if CLOCK_FUNCTIONS.contains(&f.name())))
+            })
+            .unwrap_or(true);
+        Ok::<_, datafusion::error::DataFusionError>(CompiledExpr {
+            ctx: ctx.clone(),
+            logical,
+            schema: df_schema,
+            physical,
+            clock,
+        })
     };
-    plan().map_err(|e| e.strip_backtrace())
+    let compiled = plan().map_err(|e| e.strip_backtrace())?;
+    // Expressions that read the clock are planned for real only when evaluated: do it once
+    // now, so that mistakes show when the definition is stored.
+    compiled.current()?;
+    Ok(compiled)
 }
 
 /// The type a derived value is stored as: the produced type when Delta can store it, else the

@@ -47,7 +47,7 @@ mod types;
 
 pub use api::{ApiError, ErrorCode};
 pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
-pub use contract::{storable, CompiledDerived, CompiledRule, Contract, COMMENT_KEY};
+pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contract, COMMENT_KEY};
 pub use definition::{ColumnInfo, TableDefinition};
 pub use error::{Error, Result};
 pub use name::{TableName, DEFAULT_NAMESPACE};

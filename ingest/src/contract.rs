@@ -104,14 +104,25 @@ pub fn check(
 
     // 3. Derived columns, each over the columns before it.
     for derived in &contract.derived {
+        let expr = match derived.expr.current() {
+            Ok(expr) => expr,
+            Err(e) => {
+                for row in &rows {
+                    let why = format!("cannot compute '{}': {e}", derived.name);
+                    reject(&mut reasons, *row, "derived", Some(&derived.name), why);
+                }
+                keep_unrejected(&mut batch, &mut rows, &reasons);
+                continue;
+            }
+        };
         let values = loop {
-            match evaluate(&derived.expr, &batch)
+            match evaluate(&expr, &batch)
                 .and_then(|v| cast(&v, &derived.data_type).map_err(|e| e.to_string()))
             {
                 Ok(values) => break values,
                 Err(_) if batch.num_rows() > 0 => {
                     for (i, row) in rows.iter().enumerate() {
-                        if let Err(e) = evaluate(&derived.expr, &batch.slice(i, 1)) {
+                        if let Err(e) = evaluate(&expr, &batch.slice(i, 1)) {
                             let why = format!("cannot compute '{}': {e}", derived.name);
                             reject(&mut reasons, *row, "derived", Some(&derived.name), why);
                         }
@@ -121,7 +132,7 @@ pub fn check(
                     if batch.num_rows() == before {
                         // Fails on the batch, never on one row: reject them all rather than
                         // loop; the reason says what DataFusion said.
-                        let e = evaluate(&derived.expr, &batch).err().unwrap_or_default();
+                        let e = evaluate(&expr, &batch).err().unwrap_or_default();
                         for row in &rows {
                             let why = format!("cannot compute '{}': {e}", derived.name);
                             reject(&mut reasons, *row, "derived", Some(&derived.name), why);
@@ -144,7 +155,8 @@ pub fn check(
     // 4. Rules (SQL CHECK semantics: false rejects, null passes).
     for compiled in &contract.rules {
         let rule = &compiled.rule;
-        let verdicts = evaluate(&compiled.expr, &batch);
+        let expr = compiled.expr.current();
+        let verdicts = expr.as_ref().map_err(String::clone).and_then(|e| evaluate(e, &batch));
         for (i, row) in rows.iter().enumerate() {
             let failed = match &verdicts {
                 Ok(array) => {
@@ -153,13 +165,16 @@ pub fn check(
                     b.is_valid(i) && !b.value(i)
                 }
                 Err(_) => matches!(
-                    evaluate(&compiled.expr, &batch.slice(i, 1)).map(|a| {
-                        let b = a
-                            .as_any()
-                            .downcast_ref::<BooleanArray>()
-                            .map(|b| b.is_valid(0) && !b.value(0));
-                        b.unwrap_or(true)
-                    }),
+                    expr.as_ref()
+                        .map_err(String::clone)
+                        .and_then(|e| evaluate(e, &batch.slice(i, 1)))
+                        .map(|a| {
+                            let b = a
+                                .as_any()
+                                .downcast_ref::<BooleanArray>()
+                                .map(|b| b.is_valid(0) && !b.value(0));
+                            b.unwrap_or(true)
+                        }),
                     Ok(true) | Err(_)
                 ),
             };
@@ -336,6 +351,32 @@ mod tests {
             "{:?}",
             checked.rejected[3]
         );
+    }
+
+    #[test]
+    fn clock_functions_are_evaluated_at_ingest() {
+        let contract = Contract::compile(
+            &TableSpec::from_json(
+                json!({
+                    "columns": [{"name": "a", "type": "string"}],
+                    "derived": [{"name": "received", "expr": "now()"}, {"name": "day", "expr": "current_date()"}]
+                }),
+                &[],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", arrow::datatypes::DataType::Utf8, true)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
+        let before = chrono::Utc::now().timestamp_micros();
+        let checked = check(&contract, &batch, false, &|_| String::new());
+        assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+        let batch = checked.batch.unwrap();
+        let received =
+            batch.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap().value(0);
+        assert!(received >= before && received <= chrono::Utc::now().timestamp_micros());
     }
 
     #[test]
