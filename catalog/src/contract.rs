@@ -51,23 +51,31 @@ impl CompiledExpr {
         if !self.clock {
             return Ok(self.physical.clone());
         }
-        let simplify = || {
-            let context = SimplifyContext::builder()
-                .with_schema(self.schema.clone())
-                .with_query_execution_start_time(Some(chrono::Utc::now()))
-                .build();
-            let simplifier = ExprSimplifier::new(context);
-            let coerced = simplifier.coerce(self.logical.clone(), &self.schema)?;
-            let simplified = simplifier.simplify(coerced)?;
-            self.ctx.create_physical_expr(simplified, &self.schema)
-        };
-        simplify().map_err(|e| e.strip_backtrace())
+        plan_physical(&self.ctx, &self.logical, &self.schema).map_err(|e| e.strip_backtrace())
     }
 
     /// The type the expression yields over its schema.
     pub fn data_type(&self) -> std::result::Result<DataType, String> {
         self.physical.data_type(self.schema.as_arrow()).map_err(|e| e.strip_backtrace())
     }
+}
+
+/// Plans `logical` as DataFusion plans a query's expressions: type coercion, then
+/// simplification with the current time (which folds `now()` and rewrites functions such as
+/// `coalesce` that only exist in simplified form), then the physical expression.
+fn plan_physical(
+    ctx: &SessionContext,
+    logical: &Expr,
+    schema: &Arc<DFSchema>,
+) -> datafusion::error::Result<Arc<dyn PhysicalExpr>> {
+    let context = SimplifyContext::builder()
+        .with_schema(schema.clone())
+        .with_query_execution_start_time(Some(chrono::Utc::now()))
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    let coerced = simplifier.coerce(logical.clone(), schema)?;
+    let simplified = simplifier.simplify(coerced)?;
+    ctx.create_physical_expr(simplified, schema)
 }
 
 /// A derived column, compiled.
@@ -231,7 +239,7 @@ fn compile_expr(
     let plan = || {
         let df_schema = Arc::new(DFSchema::try_from(schema.clone())?);
         let logical = ctx.parse_sql_expr(sql, &df_schema)?;
-        let physical = ctx.create_physical_expr(logical.clone(), &df_schema)?;
+        let physical = plan_physical(ctx, &logical, &df_schema)?;
         let clock = logical
             .exists(|e| {
                 Ok(matches!(e, Expr::ScalarFunction(f) if CLOCK_FUNCTIONS.contains(&f.name())))
@@ -245,11 +253,7 @@ fn compile_expr(
             clock,
         })
     };
-    let compiled = plan().map_err(|e| e.strip_backtrace())?;
-    // Expressions that read the clock are planned for real only when evaluated: do it once
-    // now, so that mistakes show when the definition is stored.
-    compiled.current()?;
-    Ok(compiled)
+    plan().map_err(|e| e.strip_backtrace())
 }
 
 /// The type a derived value is stored as: the produced type when Delta can store it, else the

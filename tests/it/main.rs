@@ -4,6 +4,7 @@ mod cli;
 mod contracts;
 mod crash;
 mod e2e;
+mod examples;
 mod interop;
 mod outage;
 mod readme;
