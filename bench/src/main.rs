@@ -14,6 +14,11 @@
 //!
 //! It prints a Markdown table (for BENCHMARKS.md). Figures, not assertions. With
 //! `TARN_BENCH_PERF=<file>`, `perf record` profiles the server during (1).
+//!
+//! `cargo run --release -p tarn-bench -- load` writes a CSV file of at least 1 GB and times
+//! `tarn load` of it into a declared table (see [`load`]).
+
+mod load;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,9 +46,16 @@ struct Options {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("ingest") {
-        bail!("usage: tarn-bench ingest [--seconds N] [--connections N]");
+    match args.first().map(String::as_str) {
+        Some("ingest") => ingest(&args).await,
+        Some("load") => load::run(&args[1..]).await,
+        _ => bail!(
+            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]"
+        ),
     }
+}
+
+async fn ingest(args: &[String]) -> anyhow::Result<()> {
     let mut options =
         Options { seconds: 15, connections: 4, single_connections: 32, freshness_samples: 40 };
     let mut i = 1;
@@ -185,7 +197,7 @@ async fn json(response: reqwest::Response) -> anyhow::Result<Value> {
 }
 
 /// A field of `/proc/<pid>/status` in MiB (`VmHWM`, `RssAnon`, `RssFile`, ...).
-fn status_mib(pid: u32, field: &str) -> f64 {
+pub(crate) fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
@@ -246,7 +258,7 @@ impl Server {
 }
 
 /// The release `tarn` binary beside this one; built first when missing.
-fn tarn_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn tarn_binary() -> anyhow::Result<PathBuf> {
     let dir = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
     let binary = dir.join("tarn");
     if !binary.exists() {
