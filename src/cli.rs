@@ -87,7 +87,7 @@ pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
 /// `tarn load FILE... --table T`: loads files into a table with its contract, showing progress,
 /// and prints a summary per file and in total.
 pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
-    use tarn_ingest::{FileFormat, IngestConfig, Ingestor, LoadProgress, Source};
+    use tarn_ingest::{FileFormat, FileLoad, IngestConfig, Ingestor, LoadProgress, Source};
     let catalog = Arc::new(catalog(&args.lake).await?);
     let explicit = args.config != std::path::Path::new("tarn.toml");
     let file_config = crate::config::FileConfig::read(&args.config, explicit)?;
@@ -141,7 +141,15 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| file.clone());
         let report = ingestor
-            .load_file(&name, &local, format, &load_id, Source::File(file_name), progress)
+            .load_file(FileLoad {
+                table: name.clone(),
+                path: local.clone(),
+                format,
+                load_id,
+                source: Source::File(file_name),
+                progress,
+                raw_object: None,
+            })
             .await;
         if let Some(ticker) = ticker {
             ticker.abort();

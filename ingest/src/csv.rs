@@ -107,6 +107,18 @@ pub fn decode_text(body: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), DecodeE
     Ok((schema, batches))
 }
 
+/// Refuses a CSV whose header names a column the table does not have.
+pub fn check_header(header: &Schema, table: &Schema) -> Result<(), DecodeError> {
+    match header.fields().iter().find(|f| table.field_with_name(f.name()).is_err()) {
+        Some(unknown) => Err(DecodeError {
+            line: Some(1),
+            column: None,
+            message: format!("column '{}' of the CSV is not a column of the table", unknown.name()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Decodes a CSV body into batches of `schema` (a table without a declared contract): every
 /// row or, when a cell does not fit its column, none, with an error naming the line and column.
 pub fn decode_strict(body: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, DecodeError> {

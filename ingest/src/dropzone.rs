@@ -23,7 +23,7 @@ use tarn_catalog::TableName;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::load::{FileFormat, LoadProgress};
+use crate::load::{FileFormat, FileLoad, LoadProgress};
 use crate::{Error, Ingestor, Source};
 
 /// Where dropped files wait.
@@ -227,15 +227,15 @@ async fn load(
             )
         );
         let report = ingestor
-            .load_file_with_raw(
-                &name,
-                &local,
+            .load_file(FileLoad {
+                table: name.clone(),
+                path: local.clone(),
                 format,
-                &load_id,
-                Source::File(file.to_string()),
-                Arc::new(LoadProgress::default()),
-                Some(archived.to_string()),
-            )
+                load_id,
+                source: Source::File(file.to_string()),
+                progress: Arc::new(LoadProgress::default()),
+                raw_object: Some(archived.to_string()),
+            })
             .await?;
         tracing::info!(file = %meta.location, table = %name, rows = report.rows, rejected = report.rejected, duplicates = report.duplicates, "loaded a dropped file");
         Ok(())

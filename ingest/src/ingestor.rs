@@ -120,6 +120,9 @@ pub struct IngestOptions {
     pub source: Source,
     /// The request's content type, kept with the raw payload.
     pub content_type: Option<String>,
+    /// The payload as received, when the body handed to [`Ingestor::ingest`] is a translation
+    /// of it (a form's fields as a JSON record): what `raw_backup` keeps.
+    pub original: Option<Bytes>,
 }
 
 /// The answer to an ingest request.
@@ -324,7 +327,7 @@ impl Ingestor {
             let (mut replayed, mut rows) = (0, 0);
             let total = parts.len();
             for (seq, mut part) in parts.into_iter().filter(|(seq, _)| *seq as i64 > committed) {
-                let decoded = match part.legacy {
+                let decoded = match part.body {
                     Some(format) => table.schema().map_err(|e| e.to_string()).and_then(|schema| {
                         decode(&part.data, format, schema).map_err(|e| e.to_string())
                     }),
@@ -549,10 +552,14 @@ impl Ingestor {
         let parts = {
             let plan = plan.clone();
             let at = received.timestamp_micros();
-            let raw_payload =
-                plan.raw.as_ref().map(|_| (body.clone(), options.content_type.clone()));
+            let raw_payload = plan.raw.as_ref().map(|_| {
+                let payload = options.original.clone().unwrap_or_else(|| body.clone());
+                (payload, options.content_type.clone())
+            });
             let source = options.source.to_string();
-            let encode = move || parts(&plan, valid, &rejected, raw_payload, &source, at);
+            let logged_body = (format, body.clone());
+            let encode =
+                move || parts(&plan, valid, logged_body, &rejected, raw_payload, &source, at);
             if body.len() <= INLINE_DECODE_BYTES {
                 encode()
             } else {
@@ -706,21 +713,7 @@ pub(crate) fn prepare(plan: &TablePlan, body: &[u8], format: Format) -> Result<P
     match format {
         Format::Csv => {
             let (header, batches) = crate::csv::decode_text(body)?;
-            if let Some(unknown) = header
-                .fields()
-                .iter()
-                .find(|f| contract.declared_schema.field_with_name(f.name()).is_err())
-            {
-                return Err(crate::DecodeError {
-                    line: Some(1),
-                    column: None,
-                    message: format!(
-                        "column '{}' of the CSV is not a column of the table",
-                        unknown.name()
-                    ),
-                }
-                .into());
-            }
+            crate::csv::check_header(&header, &contract.declared_schema)?;
             let mut base = 0;
             for batch in &batches {
                 let checked =
@@ -827,10 +820,12 @@ pub(crate) fn prepare_batch(
     })
 }
 
-/// The WAL parts of a request: its rows, its rejected rows, its raw payload.
+/// The WAL parts of a request: its rows (for tables without a contract, the body they came
+/// from), its rejected rows, its raw payload.
 fn parts(
     plan: &TablePlan,
     valid: Vec<RecordBatch>,
+    (format, body): (Format, Bytes),
     rejected: &[Rejection],
     raw: Option<(Bytes, Option<String>)>,
     source: &str,
@@ -838,7 +833,10 @@ fn parts(
 ) -> std::result::Result<Vec<WalPart>, arrow::error::ArrowError> {
     let mut parts = Vec::with_capacity(3);
     if valid.iter().any(|b| b.num_rows() > 0) {
-        parts.push(WalPart::new(plan.name.clone(), valid)?);
+        parts.push(match plan.contract {
+            None => WalPart::body(plan.name.clone(), format, body, valid),
+            Some(_) => WalPart::new(plan.name.clone(), valid)?,
+        });
     }
     if let (Some(table), false) = (&plan.rejected, rejected.is_empty()) {
         parts.push(WalPart::new(

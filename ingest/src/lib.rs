@@ -1,16 +1,27 @@
 //! Tarn's ingest service.
 //!
-//! `tarn-ingest` turns request bodies into rows of Delta tables, durably and exactly once:
+//! `tarn-ingest` turns request bodies, forms and files into rows of Delta tables, durably and
+//! exactly once:
 //!
-//! 1. decode the body (JSON object, array or stream; NDJSON; gzip or zstd) with arrow-json
-//!    against the table's schema — unknown tables are created with an inferred schema when
-//!    auto-create is on; bad input is refused as a whole, naming the line and field;
-//! 2. append it to the local write-ahead log ([`wal`]) with group commit (one `fsync` for all
-//!    requests that arrived meanwhile) and answer 202 — or, with `?wait=commit`, 200 after the
-//!    Delta commit that holds it;
-//! 3. flush each table's buffer ([`buffer`]) as one Delta commit when rows, bytes or age cross
+//! 1. decode the body (JSON object, array or stream; NDJSON; CSV; a browser [`form`]; gzip or
+//!    zstd) with arrow-json / arrow-csv — unknown tables are created with an inferred schema
+//!    when auto-create is on;
+//! 2. check it: for a table with a declared contract, coerce each value to its column's type
+//!    ([`coerce`]), enforce required columns, compute derived columns and evaluate rules with
+//!    DataFusion ([`contract`]); rows that fail go to `<table>_rejected` with the reason, and
+//!    rows whose [`unique`] key is taken are left out. A table with an inferred schema takes
+//!    the whole body or, naming the line and field, none of it;
+//! 3. append what it will write — rows, rejected rows, the raw payload — to the local
+//!    write-ahead log ([`wal`]) as Arrow IPC, with group commit (one `fsync` for all requests
+//!    that arrived meanwhile), and answer 202 — or, with `?wait=commit`, 200 after the Delta
+//!    commit that holds it;
+//! 4. flush each table's buffer ([`buffer`]) as one Delta commit when rows, bytes or age cross
 //!    the thresholds; each commit carries a Delta `txn` (app id = node id + table, version =
 //!    last WAL sequence number), so a restart replays exactly the records the lake lacks.
+//!
+//! Files ([`load`]: uploads, `tarn load`, the [`dropzone`]) skip the write-ahead log — the file
+//! is the durable copy — and commit in chunks whose `txn` names the load, so an interrupted
+//! load resumes without loading anything twice.
 //!
 //! `Idempotency-Key` makes retries safe ([`idempotency`]); a full WAL (storage unreachable)
 //! answers 503 with `Retry-After`; small files are compacted, checkpoints written and old files
@@ -55,7 +66,7 @@ pub use error::{Error, Result};
 pub use ingestor::{
     CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Ingestor, Source, TablePlan,
 };
-pub use load::{FileFormat, LoadProgress, LoadReport};
+pub use load::{FileFormat, FileLoad, LoadProgress, LoadReport};
 pub use maintenance::MaintenanceConfig;
 pub use router::router;
 pub use wal::WalConfig;

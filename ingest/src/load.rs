@@ -129,6 +129,26 @@ impl LoadReport {
     }
 }
 
+/// One load of a local file.
+#[derive(Debug, Clone)]
+pub struct FileLoad {
+    /// The table to load into.
+    pub table: TableName,
+    /// The file, on local disk.
+    pub path: std::path::PathBuf,
+    /// How it is laid out.
+    pub format: FileFormat,
+    /// Names the load: the same id resumes an interrupted load of the same file.
+    pub load_id: String,
+    /// Where the records come from, as `<table>_rejected` and `<table>_raw` record it.
+    pub source: Source,
+    /// Updated as the file is read.
+    pub progress: Arc<LoadProgress>,
+    /// For the raw backup (`raw_backup`): where in the lake the original file is kept. `None`
+    /// copies it to `_tarn/raw/<namespace>/<table>/<load id>/`.
+    pub raw_object: Option<String>,
+}
+
 /// One chunk, checked.
 struct Chunk {
     number: i64,
@@ -155,35 +175,10 @@ pub fn load_app_id(load_id: &str) -> String {
 }
 
 impl Ingestor {
-    /// Loads the local file at `path` into `name` (see the module documentation). `load_id`
-    /// names the load: the same id resumes an interrupted load of the same file. With the
-    /// table's `raw_backup`, the file is copied to `_tarn/raw/<namespace>/<table>/<load id>/`
-    /// and recorded in `<table>_raw`.
-    pub async fn load_file(
-        self: &Arc<Self>,
-        name: &TableName,
-        path: &Path,
-        format: FileFormat,
-        load_id: &str,
-        source: Source,
-        progress: Arc<LoadProgress>,
-    ) -> Result<LoadReport> {
-        self.load_file_with_raw(name, path, format, load_id, source, progress, None).await
-    }
-
-    /// [`Ingestor::load_file`], naming where the original file is kept (`raw_object`, a path in
-    /// the lake) instead of copying it for the raw backup.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn load_file_with_raw(
-        self: &Arc<Self>,
-        name: &TableName,
-        path: &Path,
-        format: FileFormat,
-        load_id: &str,
-        source: Source,
-        progress: Arc<LoadProgress>,
-        raw_object: Option<String>,
-    ) -> Result<LoadReport> {
+    /// Loads a local file into a table (see the module documentation and [`FileLoad`]).
+    pub async fn load_file(self: &Arc<Self>, load: FileLoad) -> Result<LoadReport> {
+        let FileLoad { table, path, format, load_id, source, progress, raw_object } = load;
+        let (name, path, load_id) = (&table, path.as_path(), load_id.as_str());
         let started = Instant::now();
         let size = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
         let (plan, created) = self.plan_for_file(name, path, format).await?;

@@ -19,7 +19,7 @@ use tarn_catalog::{ApiError, TableName};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::form::{self, FormRecord};
-use crate::{Error, FileFormat, Format, IngestOptions, Ingestor, LoadProgress, Source};
+use crate::{Error, FileFormat, FileLoad, Format, IngestOptions, Ingestor, LoadProgress, Source};
 
 /// The ingest router.
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
@@ -137,14 +137,15 @@ async fn upload(
     .await;
     let loaded = match received {
         Ok(()) => ingestor
-            .load_file(
-                &name,
-                &local,
+            .load_file(FileLoad {
+                table: name,
+                path: local.clone(),
                 format,
-                &load_id,
-                Source::File(file_name),
-                Arc::new(LoadProgress::default()),
-            )
+                load_id,
+                source: Source::File(file_name),
+                progress: Arc::new(LoadProgress::default()),
+                raw_object: None,
+            })
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
@@ -210,6 +211,7 @@ async fn ingest(
         wait_for_commit,
         source: Source::Http,
         content_type: content_type.map(String::from),
+        original: None,
     };
     let fields = match essence.as_str() {
         "application/x-www-form-urlencoded" if !looks_like_json(&body) => {
@@ -221,6 +223,7 @@ async fn ingest(
         _ => None,
     };
     if let Some(fields) = fields {
+        let options = IngestOptions { original: Some(body), ..options };
         return post_form(&ingestor, &name, fields, query.get("redirect"), options).await;
     }
     let format = Format::from_content_type(content_type, &body)?;

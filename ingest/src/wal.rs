@@ -14,12 +14,14 @@
 //! A record holds what one request will append, already decoded and checked against the
 //! table's contract: the rows for the table, the rejected rows for `<table>_rejected`, the raw
 //! payload for `<table>_raw`, each as an Arrow IPC stream ([`WalPart`]). Replay therefore
-//! appends exactly what was acknowledged, whatever the table's definition says by then.
+//! appends exactly what was acknowledged, whatever the table's definition says by then (and
+//! whenever `now()` is). Tables without a contract log the request body itself.
 //!
 //! Record frame: `len: u32 LE | crc32(payload): u32 LE | payload`, payload: `2u8 | seq: u64 |
 //! received_ms: i64 | table: str | key: str | accepted: u64 | rejected: u64 | duplicates: u64 |
-//! parts: u16 | (table: str | rows: u64 | len: u32 | Arrow IPC stream)*`, where `str` is a u16
-//! length and UTF-8. Version 1 records (Tarn 0.1: the request body itself) are still read. A
+//! parts: u16 | (table: str | kind: u8 | rows: u64 | len: u32 | data)*`, where `str` is a u16
+//! length and UTF-8, and `data` an Arrow IPC stream (kind 0) or a request body (1 JSON,
+//! 2 NDJSON, 3 CSV) for tables without a contract. Version 1 records (Tarn 0.1: the request body itself) are still read. A
 //! torn frame at the end of the newest segment (a crash mid-write, never acknowledged) is cut
 //! off on open; damage anywhere else stops the server from starting rather than losing data
 //! silently.
@@ -118,14 +120,15 @@ pub struct WalPart {
     pub table: TableName,
     /// How many.
     pub rows: usize,
-    /// As stored: an Arrow IPC stream, or for records of Tarn 0.1 ([`WalPart::legacy`]) the
-    /// request body.
+    /// As stored: an Arrow IPC stream, or a request body ([`WalPart::body`]).
     pub data: Bytes,
     /// The decoded rows; empty for records read back from disk until [`WalPart::decode`].
     pub batches: Vec<RecordBatch>,
-    /// For records of Tarn 0.1: how the body in `data` is framed (it is decoded against the
-    /// table's schema on replay).
-    pub legacy: Option<Format>,
+    /// When `data` is a request body rather than checked rows: how it is framed. Bodies for
+    /// tables without a declared contract are logged as they came (smaller than their rows,
+    /// and nothing to encode on the hot path) and decoded against the table's schema on
+    /// replay, which gives the same rows: such tables have no rules, derived columns or keys.
+    pub body: Option<Format>,
 }
 
 impl WalPart {
@@ -143,12 +146,18 @@ impl WalPart {
             }
             writer.finish()?;
         }
-        Ok(WalPart { table, rows, data: Bytes::from(data), batches, legacy: None })
+        Ok(WalPart { table, rows, data: Bytes::from(data), batches, body: None })
+    }
+
+    /// Rows for `table` logged as the request `body` they were decoded from.
+    pub fn body(table: TableName, format: Format, body: Bytes, batches: Vec<RecordBatch>) -> Self {
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        WalPart { table, rows, data: body, batches, body: Some(format) }
     }
 
     /// Decodes the IPC stream read back from disk into `batches`.
     pub fn decode(&mut self) -> Result<(), arrow::error::ArrowError> {
-        if self.legacy.is_some() || self.data.is_empty() || !self.batches.is_empty() {
+        if self.body.is_some() || self.data.is_empty() || !self.batches.is_empty() {
             return Ok(());
         }
         let reader = arrow::ipc::reader::StreamReader::try_new(
@@ -536,6 +545,23 @@ impl Writer {
     }
 }
 
+fn format_code(format: Format) -> u8 {
+    match format {
+        Format::Json => 1,
+        Format::Ndjson => 2,
+        Format::Csv => 3,
+    }
+}
+
+fn format_of(code: u8) -> Option<Format> {
+    Some(match code {
+        1 => Format::Json,
+        2 => Format::Ndjson,
+        3 => Format::Csv,
+        _ => return None,
+    })
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -556,6 +582,7 @@ fn encode(out: &mut Vec<u8>, record: &WalRecord) {
     out.extend_from_slice(&(record.parts.len() as u16).to_le_bytes());
     for part in &record.parts {
         put_str(out, &part.table.to_string());
+        out.push(part.body.map_or(0, format_code));
         out.extend_from_slice(&(part.rows as u64).to_le_bytes());
         out.extend_from_slice(&(part.data.len() as u32).to_le_bytes());
         out.extend_from_slice(&part.data);
@@ -578,11 +605,7 @@ fn decode(payload: &[u8]) -> Option<WalRecord> {
     let seq = u64_of(take(8)?)?;
     let received_ms = u64_of(take(8)?)? as i64;
     if version == LEGACY_PAYLOAD_VERSION {
-        let format = match take(1)?[0] {
-            1 => Format::Json,
-            2 => Format::Ndjson,
-            _ => return None,
-        };
+        let format = format_of(take(1)?[0])?;
         let rows = u64_of(take(8)?)? as usize;
         let table_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
         let table = TableName::parse(std::str::from_utf8(take(table_len)?).ok()?).ok()?;
@@ -594,7 +617,7 @@ fn decode(payload: &[u8]) -> Option<WalRecord> {
             rows,
             data: body,
             batches: Vec::new(),
-            legacy: Some(format),
+            body: Some(format),
         };
         return Some(WalRecord {
             seq,
@@ -630,10 +653,14 @@ fn decode(payload: &[u8]) -> Option<WalRecord> {
     for _ in 0..parts_len {
         let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
         let part_table = TableName::parse(std::str::from_utf8(take(len)?).ok()?).ok()?;
+        let body = match take(1)?[0] {
+            0 => None,
+            code => Some(format_of(code)?),
+        };
         let rows = u64_of(take(8)?)? as usize;
         let data_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
         let data = Bytes::copy_from_slice(take(data_len)?);
-        parts.push(WalPart { table: part_table, rows, data, batches: Vec::new(), legacy: None });
+        parts.push(WalPart { table: part_table, rows, data, batches: Vec::new(), body });
     }
     Some(WalRecord {
         seq,

@@ -305,6 +305,19 @@ async fn forms_redirect_refuse_bots_and_answer_cors(backend: Backend) {
     assert_eq!(rejected, vec![json!(["email_like", "form"])]);
     let raw = server.rows("SELECT count(*) FROM signups_raw").await;
     assert_eq!(raw, vec![json!([4])], "the bot's post is not kept");
+    let first = server
+        .rows(
+            "SELECT payload, content_type FROM signups_raw WHERE starts_with(payload, 'email=ada')",
+        )
+        .await;
+    assert_eq!(
+        first,
+        vec![json!([
+            "email=ada%40example.com&newsletter=on&interests=rust&interests=data&website=",
+            "application/x-www-form-urlencoded"
+        ])],
+        "the form as it was posted"
+    );
 
     // CORS: the allowed origin gets a preflight answer, others do not.
     let preflight = |origin: &'static str| {
