@@ -288,6 +288,9 @@ pub async fn require_key(
     request: Request,
     next: Next,
 ) -> Response {
+    if keys.is_open() {
+        return next.run(request).await;
+    }
     let scope = scope_of(request.method(), request.uri().path());
     let (presented, from_query) = presented_key(&request);
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
