@@ -373,7 +373,12 @@ impl Ingestor {
                 }
             }
         }
-        self.unique.note_uncommitted(&plan.name, plan.definition.created_at, keys);
+        self.unique.note_uncommitted(
+            &plan.name,
+            plan.definition.created_at,
+            &contract.unique_key,
+            keys,
+        );
     }
 
     fn release(&self, table: &TableName, seq: u64) {

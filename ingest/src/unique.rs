@@ -31,8 +31,9 @@ use crate::{Error, Result};
 
 /// The keys of one table.
 struct TableKeys {
-    /// Which table this is: a table dropped and created again starts afresh.
-    created_at: DateTime<Utc>,
+    /// Which table and key this is: a table dropped and created again, or given another
+    /// unique key, starts afresh.
+    identity: (DateTime<Utc>, Vec<usize>),
     /// Loaded on first use.
     set: OnceCell<Mutex<HashSet<u128>>>,
     /// Keys of rows replayed from the write-ahead log before the index was loaded (in no
@@ -93,28 +94,32 @@ impl UniqueKeys {
         UniqueKeys { max_keys, tables: Mutex::new(HashMap::new()) }
     }
 
-    fn entry(&self, name: &TableName, created_at: DateTime<Utc>) -> Arc<TableKeys> {
-        let mut tables = self.tables.lock().expect("unique keys");
-        let entry = tables.entry(name.clone()).or_insert_with(|| {
+    fn entry(&self, name: &TableName, created_at: DateTime<Utc>, key: &[usize]) -> Arc<TableKeys> {
+        let identity = (created_at, key.to_vec());
+        let fresh = || {
             Arc::new(TableKeys {
-                created_at,
+                identity: identity.clone(),
                 set: OnceCell::new(),
                 uncommitted: Mutex::new(Vec::new()),
             })
-        });
-        if entry.created_at != created_at {
-            *entry = Arc::new(TableKeys {
-                created_at,
-                set: OnceCell::new(),
-                uncommitted: Mutex::new(Vec::new()),
-            });
+        };
+        let mut tables = self.tables.lock().expect("unique keys");
+        let entry = tables.entry(name.clone()).or_insert_with(fresh);
+        if entry.identity != identity {
+            *entry = fresh();
         }
         entry.clone()
     }
 
     /// Notes keys of replayed rows (in the write-ahead log, not in the table yet).
-    pub fn note_uncommitted(&self, name: &TableName, created_at: DateTime<Utc>, keys: Vec<u128>) {
-        let entry = self.entry(name, created_at);
+    pub fn note_uncommitted(
+        &self,
+        name: &TableName,
+        created_at: DateTime<Utc>,
+        key: &[usize],
+        keys: Vec<u128>,
+    ) {
+        let entry = self.entry(name, created_at, key);
         match entry.set.get() {
             Some(set) => set.lock().expect("key set").extend(keys),
             None => entry.uncommitted.lock().expect("uncommitted keys").extend(keys),
@@ -130,7 +135,7 @@ impl UniqueKeys {
         batch: &RecordBatch,
         key: &[usize],
     ) -> Result<Admission> {
-        let entry = self.entry(name, created_at);
+        let entry = self.entry(name, created_at, key);
         let set = entry
             .set
             .get_or_try_init(|| async {
