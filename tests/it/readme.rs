@@ -9,19 +9,23 @@ fn read(file: &str) -> String {
     std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
 }
 
-/// The shell block that follows the README's marker comment.
-fn tested_block(readme: &str) -> String {
-    let start = readme.find("<!-- The block below is run by tests/it/readme.rs").expect("marker");
-    let rest = &readme[start..];
-    let open = rest.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
-    let close = rest[open..].find("\n```").expect("the block ends");
-    rest[open..open + close].to_string()
+/// The shell blocks that follow the README's marker comments, in order.
+fn tested_blocks(readme: &str) -> Vec<String> {
+    readme
+        .match_indices("<!-- The block below is run by tests/it/readme.rs")
+        .map(|(start, _)| {
+            let rest = &readme[start..];
+            let open = rest.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
+            let close = rest[open..].find("\n```").expect("the block ends");
+            rest[open..open + close].to_string()
+        })
+        .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_curl_examples_work_as_written() {
+/// Runs a README block against a fresh server, checks that every promised output appears in
+/// order, and returns what it printed.
+async fn run_block(block: &str) -> String {
     let server = TestServer::start(Backend::Local).await;
-    let block = tested_block(&read("README.md"));
     let expected: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("# → ")).collect();
     assert!(expected.len() >= 5, "the README shows the outputs it promises");
 
@@ -56,11 +60,25 @@ async fn readme_curl_examples_work_as_written() {
             "README promises `{want}`; the examples printed:\n{stdout}"
         );
     }
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_curl_examples_work_as_written() {
+    let blocks = tested_blocks(&read("README.md"));
+    assert_eq!(blocks.len(), 2, "the first steps and the data contract");
+    let stdout = run_block(&blocks[0]).await;
     // The last example prints the table's catalog entry.
     let last = stdout.lines().last().unwrap();
     let table: Value = serde_json::from_str(last).unwrap();
     assert_eq!(table["stats"]["rows"], 3);
     assert_eq!(table["stats"]["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_contract_example_works_as_written() {
+    let blocks = tested_blocks(&read("README.md"));
+    run_block(&blocks[1]).await;
 }
 
 #[tokio::test]
