@@ -5,7 +5,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use tarn_catalog::{Catalog, TableName};
 use tarn_lake::{Lake, LakeOptions};
 use tarn_query::{QueryConfig, QueryEngine};
@@ -226,19 +225,9 @@ async fn local_copy(
     let dir = tempfile::tempdir()?;
     let name = key.rsplit('/').next().unwrap_or("file");
     let local = dir.path().join(name);
-    let mut stream = lake
-        .store()
-        .get(&object_store::path::Path::from(key))
+    lake.download(&object_store::path::Path::from(key), &local)
         .await
-        .with_context(|| format!("cannot read {file}"))?
-        .into_stream();
-    let mut out = tokio::fs::File::create(&local).await?;
-    use futures::TryStreamExt;
-    use tokio::io::AsyncWriteExt;
-    while let Some(chunk) = stream.try_next().await? {
-        out.write_all(&chunk).await?;
-    }
-    out.flush().await?;
+        .with_context(|| format!("cannot read {file}"))?;
     Ok((local, Some(dir)))
 }
 

@@ -20,7 +20,6 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::Deserialize;
 use tarn_catalog::TableName;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::load::{FileFormat, FileLoad, LoadProgress};
@@ -213,13 +212,7 @@ async fn load(
     tokio::fs::create_dir_all(&spool).await.map_err(|e| spool_error(&spool, e))?;
     let local = spool.join(format!("drop-{}", uuid::Uuid::new_v4().simple()));
     let result = async {
-        let store = ingestor.catalog().lake().store().clone();
-        let mut stream = store.get(&meta.location).await.map_err(tarn_lake::Error::from)?.into_stream();
-        let mut out = tokio::fs::File::create(&local).await.map_err(|e| spool_error(&local, e))?;
-        while let Some(chunk) = stream.try_next().await.map_err(tarn_lake::Error::from)? {
-            out.write_all(&chunk).await.map_err(|e| spool_error(&local, e))?;
-        }
-        out.flush().await.map_err(|e| spool_error(&local, e))?;
+        ingestor.catalog().lake().download(&meta.location, &local).await?;
         let load_id = format!(
             "{:032x}",
             xxhash_rust::xxh3::xxh3_128(

@@ -11,7 +11,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Deserialize;
 use url::Url;
 
@@ -199,6 +199,23 @@ impl Lake {
     pub async fn table_exists(&self, path: &str) -> Result<bool> {
         let table: DeltaTable = self.builder(path)?.build()?;
         Ok(table.verify_deltatable_existence().await?)
+    }
+
+    /// Copies the object at `path` (relative to the lake root) to the local file `local`,
+    /// streaming (files larger than memory are fine); returns its size.
+    pub async fn download(&self, path: &Path, local: &std::path::Path) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let io =
+            |source| Error::Io { context: format!("cannot write {}", local.display()), source };
+        let mut stream = self.store.get(path).await?.into_stream();
+        let mut out = tokio::fs::File::create(local).await.map_err(io)?;
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await? {
+            size += chunk.len() as u64;
+            out.write_all(&chunk).await.map_err(io)?;
+        }
+        out.flush().await.map_err(io)?;
+        Ok(size)
     }
 
     /// Deletes every object under `path` (relative to the lake root); returns how many.
