@@ -112,7 +112,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
         let format = forced.or_else(|| FileFormat::from_name(file)).ok_or_else(|| {
             anyhow::anyhow!("cannot tell the format of {file}: name it .csv, .ndjson, .json or .parquet, or pass --format")
         })?;
-        let (local, _download) = local_copy(&catalog, file).await?;
+        let (local, identity, _download) = local_copy(&catalog, file).await?;
         let size = std::fs::metadata(&local)?.len();
         let progress = Arc::new(LoadProgress::default());
         let bar = (!args.quiet).then(|| progress_bar(file, size));
@@ -130,11 +130,11 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             })
         });
         // The same file loaded again (same path, size and time) resumes instead of doubling.
-        let modified = std::fs::metadata(&local)?.modified().ok();
         let load_id = format!(
             "cli-{:032x}",
-            xxhash_rust::xxh3::xxh3_128(format!("{name}|{file}|{size}|{modified:?}").as_bytes())
+            xxhash_rust::xxh3::xxh3_128(format!("{name}|{identity}").as_bytes())
         );
+        tracing::debug!(%load_id, %identity, "loading a file");
         let file_name = std::path::Path::new(file)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -205,14 +205,17 @@ fn progress_bar(file: &str, size: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// A local path for `file`: itself, or for `s3://bucket/key` a downloaded copy (kept alive by
-/// the returned guard).
+/// A local path for `file` and what identifies that version of it (path, size, modification
+/// time): the file itself, or for `s3://bucket/key` a downloaded copy (kept alive by the
+/// returned guard).
 async fn local_copy(
     catalog: &Catalog,
     file: &str,
-) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+) -> anyhow::Result<(std::path::PathBuf, String, Option<tempfile::TempDir>)> {
     let Some(rest) = file.strip_prefix("s3://") else {
-        return Ok((std::path::PathBuf::from(file), None));
+        let meta = std::fs::metadata(file).with_context(|| format!("cannot read {file}"))?;
+        let identity = format!("{file}|{}|{:?}", meta.len(), meta.modified().ok());
+        return Ok((std::path::PathBuf::from(file), identity, None));
     };
     let (bucket, key) = rest
         .split_once('/')
@@ -225,10 +228,12 @@ async fn local_copy(
     let dir = tempfile::tempdir()?;
     let name = key.rsplit('/').next().unwrap_or("file");
     let local = dir.path().join(name);
-    lake.download(&object_store::path::Path::from(key), &local)
+    let meta = lake
+        .download(&object_store::path::Path::from(key), &local)
         .await
         .with_context(|| format!("cannot read {file}"))?;
-    Ok((local, Some(dir)))
+    let identity = format!("{file}|{}|{}|{:?}", meta.size, meta.last_modified, meta.e_tag);
+    Ok((local, identity, Some(dir)))
 }
 
 /// `tarn key new|hash`.

@@ -202,20 +202,24 @@ impl Lake {
     }
 
     /// Copies the object at `path` (relative to the lake root) to the local file `local`,
-    /// streaming (files larger than memory are fine); returns its size.
-    pub async fn download(&self, path: &Path, local: &std::path::Path) -> Result<u64> {
+    /// streaming (files larger than memory are fine); returns the object's metadata.
+    pub async fn download(
+        &self,
+        path: &Path,
+        local: &std::path::Path,
+    ) -> Result<object_store::ObjectMeta> {
         use tokio::io::AsyncWriteExt;
         let io =
             |source| Error::Io { context: format!("cannot write {}", local.display()), source };
-        let mut stream = self.store.get(path).await?.into_stream();
+        let got = self.store.get(path).await?;
+        let meta = got.meta.clone();
+        let mut stream = got.into_stream();
         let mut out = tokio::fs::File::create(local).await.map_err(io)?;
-        let mut size = 0u64;
         while let Some(chunk) = stream.try_next().await? {
-            size += chunk.len() as u64;
             out.write_all(&chunk).await.map_err(io)?;
         }
         out.flush().await.map_err(io)?;
-        Ok(size)
+        Ok(meta)
     }
 
     /// Deletes every object under `path` (relative to the lake root); returns how many.

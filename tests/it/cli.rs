@@ -107,3 +107,84 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("| 1 |"), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// `tarn load` of a file in an S3 bucket (the test server's), resumed when run again, and
+/// `tarn key new` making a key the server takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tarn_load_reads_s3_urls_and_keys_are_made_for_toml() {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let lake = tarn_lake::test_util::TestLake::new(Backend::S3);
+    let opened = lake.open().await;
+    // The file sits beside the lake, in the same bucket.
+    let prefix = lake
+        .location
+        .strip_prefix(&format!("s3://{}/", tarn_lake::test_util::s3_bucket()))
+        .unwrap();
+    let key = format!("{prefix}-exports/visits.csv");
+    let root = tarn_lake::Lake::open(
+        &format!("s3://{}", tarn_lake::test_util::s3_bucket()),
+        lake.options.clone(),
+    )
+    .await
+    .unwrap();
+    root.store()
+        .put(
+            &object_store::path::Path::from(key.as_str()),
+            PutPayload::from("city,visits\nOslo,3\nLima,5\n"),
+        )
+        .await
+        .unwrap();
+    drop(opened);
+    let url = format!("s3://{}/{key}", tarn_lake::test_util::s3_bucket());
+    let load = || {
+        tokio::process::Command::new(TARN)
+            .args(["load", "--quiet", "--lake", &lake.location, "--table", "visits", &url])
+            .envs(lake.env())
+            .output()
+    };
+    let output = load().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("2 rows loaded into default.visits, 0 rejected, 0 duplicates"),
+        "{stdout}"
+    );
+    let again = load().await.unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(
+        stdout.contains("0 rows loaded") && stdout.contains("1 chunks already loaded"),
+        "{stdout}"
+    );
+
+    let output = tokio::process::Command::new(TARN)
+        .args(["key", "new", "--name", "analyst", "--scope", "query"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let secret = text.lines().nth(1).unwrap().trim_start_matches("# ").to_string();
+    let toml_part: String =
+        text.lines().skip_while(|l| !l.starts_with("[[keys]]")).collect::<Vec<_>>().join("\n");
+    let config = tarn::config::FileConfig::parse(&toml_part).unwrap();
+    let server = TestServer::start_on(lake.alias(), |c| c.keys = config.keys).await;
+    let ok = server
+        .client
+        .post(server.url("/v1/sql"))
+        .bearer_auth(&secret)
+        .body("SELECT count(*) FROM visits")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(body["rows"], serde_json::json!([[2]]));
+    let wrong = server
+        .client
+        .post(server.url("/v1/sql"))
+        .bearer_auth("tk_wrong")
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
