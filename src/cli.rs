@@ -56,7 +56,7 @@ pub async fn vacuum(args: &VacuumArgs) -> anyhow::Result<()> {
 /// `tarn sql "SELECT ..."`: runs the query embedded and prints an aligned table, stopping after
 /// `--max-rows` rows.
 pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
-    let engine = QueryEngine::new(Arc::new(catalog(&args.lake).await?), QueryConfig::default());
+    let engine = QueryEngine::new(Arc::new(catalog(&args.lake).await?), QueryConfig::default())?;
     let mut stream = engine.execute(&args.sql).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let schema = stream.schema();
     let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);

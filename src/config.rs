@@ -189,6 +189,56 @@ pub struct ServeArgs {
     /// Seconds between looks at the drop zone (_tarn/landing/<table>/ in the lake); 0 turns it off.
     #[arg(long, env = "TARN_LANDING_POLL_SECS", default_value_t = DropZoneConfig::default().poll_secs)]
     pub landing_poll_secs: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub query: QueryArgs,
+}
+
+/// The query engine's limits (`tarn serve`).
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Longest a query of POST /v1/sql may run, in seconds (from getting a slot to its last byte).
+    #[arg(long, env = "TARN_QUERY_TIMEOUT_SECS", default_value_t = QueryConfig::default().timeout.as_secs())]
+    pub query_timeout_secs: u64,
+    /// Longest an async query (POST /v1/queries) may run, in seconds.
+    #[arg(long, env = "TARN_ASYNC_QUERY_TIMEOUT_SECS", default_value_t = QueryConfig::default().async_timeout.as_secs())]
+    pub async_query_timeout_secs: u64,
+    /// Memory all running queries share, in bytes; beyond their share, sorts, joins and
+    /// aggregations spill to disk.
+    #[arg(long, env = "TARN_QUERY_MEMORY_BYTES", default_value_t = QueryConfig::default().memory_limit)]
+    pub query_memory_bytes: usize,
+    /// Directory for spill files (default: the system's temporary directory).
+    #[arg(long, env = "TARN_QUERY_SPILL_DIR")]
+    pub query_spill_dir: Option<PathBuf>,
+    /// Queries running at once.
+    #[arg(long, env = "TARN_MAX_CONCURRENT_QUERIES", default_value_t = QueryConfig::default().max_concurrent)]
+    pub max_concurrent_queries: usize,
+    /// Queries waiting for a slot; beyond, new queries get 429.
+    #[arg(long, env = "TARN_MAX_QUEUED_QUERIES", default_value_t = QueryConfig::default().max_queued)]
+    pub max_queued_queries: usize,
+    /// Row cap of JSON answers (a POST /v1/sql answer, a page of async results).
+    #[arg(long, env = "TARN_MAX_RESULT_ROWS", default_value_t = QueryConfig::default().max_result_rows)]
+    pub max_result_rows: usize,
+    /// How long async query results are kept (and reused), in seconds.
+    #[arg(long, env = "TARN_RESULTS_TTL_SECS", default_value_t = QueryConfig::default().results_ttl.as_secs())]
+    pub results_ttl_secs: u64,
+}
+
+impl From<QueryArgs> for QueryConfig {
+    fn from(args: QueryArgs) -> Self {
+        use std::time::Duration;
+        QueryConfig {
+            timeout: Duration::from_secs(args.query_timeout_secs.max(1)),
+            async_timeout: Duration::from_secs(args.async_query_timeout_secs.max(1)),
+            memory_limit: args.query_memory_bytes,
+            spill_dir: args.query_spill_dir,
+            max_concurrent: args.max_concurrent_queries.max(1),
+            max_queued: args.max_queued_queries,
+            max_result_rows: args.max_result_rows.max(1),
+            results_ttl: Duration::from_secs(args.results_ttl_secs.max(1)),
+            ..QueryConfig::default()
+        }
+    }
 }
 
 /// `tarn sql`.
@@ -325,6 +375,7 @@ impl From<ServeArgs> for ServeConfig {
         ServeConfig {
             auto_create_set,
             listen: args.listen,
+            query: args.query.into(),
             ingest: IngestConfig {
                 auto_create: args.auto_create.unwrap_or(true),
                 max_body_bytes: args.max_body_bytes,

@@ -69,12 +69,9 @@ impl Services {
         let ingestor = Ingestor::start(catalog.clone(), ingest).await.with_context(|| {
             format!("cannot start ingest (write-ahead log in {})", config.ingest.wal.dir.display())
         })?;
-        Ok(Services {
-            ingestor,
-            engine: Arc::new(QueryEngine::new(catalog.clone(), config.query.clone())),
-            catalog,
-            keys,
-        })
+        let engine = QueryEngine::new(catalog.clone(), config.query.clone())
+            .context("cannot set up the query engine")?;
+        Ok(Services { ingestor, engine: Arc::new(engine), catalog, keys })
     }
 
     /// The complete HTTP API.

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// 501: the feature is not implemented.
     NotImplemented,
+    /// 504: a query ran longer than its time limit.
+    Timeout,
     /// 503: storage is unreachable or Tarn is shedding load; retry after `Retry-After`.
     Unavailable,
     /// 500: a bug. Details are logged, not returned.
@@ -63,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::Unprocessable => "unprocessable",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::NotImplemented => "not_implemented",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -163,7 +167,9 @@ impl From<tarn_lake::Error> for ApiError {
         }
         match e {
             E::InvalidLocation { .. } => ApiError::bad_request(e.to_string()),
-            E::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::TableNotFound { .. } | E::VersionNotFound(_) => {
+                ApiError::new(ErrorCode::NotFound, e.to_string())
+            }
             E::TableExists { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()),
             E::SchemaMismatch(_) => ApiError::new(ErrorCode::Unprocessable, e.to_string()),
             E::Delta(_) | E::ObjectStore(_) | E::Arrow(_) | E::Io { .. } => ApiError::internal(e),

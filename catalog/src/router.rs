@@ -1,5 +1,5 @@
-//! The catalog API: `GET /v1/tables`, `GET`/`PUT`/`DELETE /v1/tables/{table}`,
-//! `GET /v1/tables/{table}/history`.
+//! The catalog API: `GET /v1/namespaces`, `GET /v1/tables`, `GET`/`PUT`/`DELETE
+//! /v1/tables/{table}`, `GET /v1/tables/{table}/history`.
 
 use std::sync::Arc;
 
@@ -18,10 +18,22 @@ use crate::{ApiError, Catalog, DefineStatus, TableName, TableSpec};
 /// The catalog API router.
 pub fn router(catalog: Arc<Catalog>) -> Router {
     Router::new()
+        .route("/v1/namespaces", get(list_namespaces))
         .route("/v1/tables", get(list_tables))
         .route("/v1/tables/{table}", get(get_table).put(put_table).delete(delete_table))
         .route("/v1/tables/{table}/history", get(history))
         .with_state(catalog)
+}
+
+/// `GET /v1/namespaces`: every namespace with its number of tables (`default` always).
+async fn list_namespaces(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>, ApiError> {
+    let mut counts = std::collections::BTreeMap::from([(crate::DEFAULT_NAMESPACE.to_string(), 0)]);
+    for name in catalog.names().await? {
+        *counts.entry(name.namespace().to_string()).or_insert(0) += 1;
+    }
+    let namespaces: Vec<Value> =
+        counts.into_iter().map(|(name, tables)| json!({"name": name, "tables": tables})).collect();
+    Ok(Json(json!({ "namespaces": namespaces })))
 }
 
 async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>, ApiError> {

@@ -25,6 +25,9 @@ pub enum Error {
         /// Where the table is.
         location: String,
     },
+    /// A time-travel read asked for a version the table does not have (any more).
+    #[error("{0}")]
+    VersionNotFound(String),
     /// Batches handed to an append do not fit the table's schema.
     #[error("the data does not match the table's schema: {0}")]
     SchemaMismatch(String),

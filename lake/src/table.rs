@@ -8,7 +8,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::StructType;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, DeltaTableError};
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
@@ -102,6 +102,56 @@ impl LakeTable {
             self.schema = arrow_schema(&self.table);
         }
         Ok(moved)
+    }
+
+    /// The table as it was at `version` (time travel). Fails with
+    /// [`Error::VersionNotFound`] for a version not yet written, or one whose log was
+    /// cleaned up.
+    pub async fn at_version(&self, version: u64) -> Result<LakeTable> {
+        let current = self.version();
+        if version > current {
+            return Err(Error::VersionNotFound(format!(
+                "version {version} does not exist yet; the latest is {current}"
+            )));
+        }
+        let mut table = self.table.clone();
+        table.load_version(version).await.map_err(|e| match e {
+            DeltaTableError::InvalidVersion(_) | DeltaTableError::NotATable(_) => {
+                Error::VersionNotFound(format!(
+                    "version {version} is no longer readable (its log was cleaned up)"
+                ))
+            }
+            e => e.into(),
+        })?;
+        Ok(LakeTable::new(table))
+    }
+
+    /// The table as it was at `at`: the last version committed at or before that moment
+    /// (time travel). Fails with [`Error::VersionNotFound`] when `at` is before the table's
+    /// first readable commit.
+    pub async fn at_time(&self, at: DateTime<Utc>) -> Result<LakeTable> {
+        let mut table = self.table.clone();
+        let before_first = || {
+            Error::VersionNotFound(format!(
+                "the table has no version committed at or before {}",
+                at.to_rfc3339()
+            ))
+        };
+        match table.load_with_datetime(at).await {
+            Ok(()) => {
+                // deltalake answers its oldest version for moments before it; that is not
+                // what the table looked like then.
+                let loaded = LakeTable::new(table);
+                match loaded.stats().last_commit {
+                    Some(committed) if committed > at => Err(before_first()),
+                    _ => Ok(loaded),
+                }
+            }
+            Err(DeltaTableError::InvalidVersion(_) | DeltaTableError::NotATable(_)) => {
+                Err(before_first())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Appends the batches to the table as exactly one commit and returns the table at the new

@@ -1,32 +1,77 @@
-//! Planning and running read-only SQL.
+//! Planning and running read-only SQL, within limits.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
 use datafusion::execution::context::SQLOptions;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use serde::Deserialize;
 use tarn_catalog::{Catalog, TableName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::provider::{LakeCatalog, CATALOG_NAME};
-use crate::{Error, Result};
+use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
+use crate::{timetravel, Error, Result};
 
-/// Settings of the query engine.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+/// Settings of the query engine: its limits, and the async queries' results.
+#[derive(Debug, Clone)]
 pub struct QueryConfig {
     /// Rows per batch DataFusion produces (and per chunk streamed to clients).
     pub batch_size: usize,
+    /// Longest a query may hold an execution slot: from admission to its last row (for
+    /// `POST /v1/sql`, to the last byte handed to the client).
+    pub timeout: Duration,
+    /// Longest an async query (`POST /v1/queries`) may run.
+    pub async_timeout: Duration,
+    /// Memory all running queries share (bytes); operators that can spill (sorts, joins,
+    /// aggregations) spill to disk beyond their fair share, the others fail with a clear
+    /// "resources exhausted" error.
+    pub memory_limit: usize,
+    /// Where spill files go; `None`: the system's temporary directory.
+    pub spill_dir: Option<PathBuf>,
+    /// Most spill-file bytes on disk at once.
+    pub max_spill_bytes: u64,
+    /// Queries running at once; more wait in the queue.
+    pub max_concurrent: usize,
+    /// Queries waiting for a slot; beyond, new queries are refused with 429.
+    pub max_queued: usize,
+    /// Row cap of buffered formats (a `POST /v1/sql` answer in JSON, one page of async
+    /// results in JSON): beyond it, the answer is cut and says `"truncated": true`.
+    pub max_result_rows: usize,
+    /// How long async query results are kept (and can be reused).
+    pub results_ttl: Duration,
+    /// Async queries remembered at once (finished ones are forgotten oldest first).
+    pub max_tracked_queries: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { batch_size: 8192 }
+        QueryConfig {
+            batch_size: 8192,
+            timeout: Duration::from_secs(300),
+            async_timeout: Duration::from_secs(3600),
+            memory_limit: 2 << 30,
+            spill_dir: None,
+            max_spill_bytes: 100 << 30,
+            max_concurrent: 4,
+            max_queued: 64,
+            max_result_rows: 100_000,
+            results_ttl: Duration::from_secs(24 * 3600),
+            max_tracked_queries: 10_000,
+        }
     }
 }
 
@@ -34,20 +79,114 @@ impl Default for QueryConfig {
 pub struct QueryEngine {
     catalog: Arc<Catalog>,
     config: QueryConfig,
-    /// Shared by every query: object stores registered once, later the memory pool and spill
+    /// Shared by every query: object stores registered once, the memory pool, the spill
     /// directory.
     runtime: Arc<RuntimeEnv>,
+    admission: Arc<Admission>,
+}
+
+/// A query planned and checked, ready to run.
+pub struct PlannedQuery {
+    /// The session it was planned in (its task context runs it).
+    pub ctx: SessionContext,
+    /// The physical plan.
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// Every table the query reads, with the version it reads.
+    pub reads: Vec<TableRead>,
+    /// False when the result may change although no table did (`now()`, `random()`, ...):
+    /// such results are never reused.
+    pub deterministic: bool,
+}
+
+impl PlannedQuery {
+    /// Starts the query.
+    pub fn execute(&self) -> Result<SendableRecordBatchStream> {
+        Ok(datafusion::physical_plan::execute_stream(self.plan.clone(), self.ctx.task_ctx())?)
+    }
+
+    /// Bytes the query read from Parquet files so far (from the scans' metrics).
+    pub fn bytes_scanned(&self) -> u64 {
+        self.metric_total(|m| m.sum_by_name("bytes_scanned").map(|v| v.as_usize()))
+    }
+
+    /// Bytes the query spilled to disk so far, when its operators ran out of memory.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.metric_total(|m| m.spilled_bytes())
+    }
+
+    /// The sum of one metric over every operator of the plan.
+    fn metric_total(&self, metric: fn(&MetricsSet) -> Option<usize>) -> u64 {
+        fn visit(
+            plan: &dyn ExecutionPlan,
+            metric: fn(&MetricsSet) -> Option<usize>,
+            total: &mut u64,
+        ) {
+            if let Some(value) = plan.metrics().as_ref().and_then(metric) {
+                *total += value as u64;
+            }
+            for child in plan.children() {
+                visit(child.as_ref(), metric, total);
+            }
+        }
+        let mut total = 0;
+        visit(self.plan.as_ref(), metric, &mut total);
+        total
+    }
 }
 
 impl QueryEngine {
     /// A query engine over `catalog`.
-    pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Self {
-        QueryEngine { catalog, config, runtime: Arc::new(RuntimeEnv::default()) }
+    pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Result<Self> {
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(config.memory_limit),
+            NonZeroUsize::new(5).expect("non-zero"),
+        );
+        let mode = match &config.spill_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::BadQuery(format!(
+                        "cannot create the spill directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                DiskManagerMode::Directories(vec![dir.clone()])
+            }
+            None => DiskManagerMode::OsTmpDirectory,
+        };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(mode)
+                    .with_max_temp_directory_size(config.max_spill_bytes),
+            )
+            .build_arc()?;
+        let admission = Arc::new(Admission::new(config.max_concurrent, config.max_queued));
+        Ok(QueryEngine { catalog, config, runtime, admission })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// The catalog the engine reads.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The bound on concurrent queries.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// A DataFusion session whose catalog `tarn` holds the lake's tables (default schema
     /// `default`), with `information_schema` for `SHOW TABLES` and friends.
     pub async fn session(&self) -> Result<SessionContext> {
+        self.session_recording(Arc::default()).await
+    }
+
+    async fn session_recording(&self, reads: Arc<Mutex<Vec<TableRead>>>) -> Result<SessionContext> {
         let names = self.catalog.names().await?;
         let config = SessionConfig::new()
             .with_batch_size(self.config.batch_size)
@@ -57,7 +196,7 @@ impl QueryEngine {
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(
             CATALOG_NAME.to_string(),
-            Arc::new(LakeCatalog::new(self.catalog.clone(), names)),
+            Arc::new(LakeCatalog::new(self.catalog.clone(), names, reads)),
         );
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -68,18 +207,28 @@ impl QueryEngine {
         Ok(SessionContext::new_with_state(state))
     }
 
-    /// Plans `sql`, refuses anything that is not a read, and starts it.
+    /// Plans `sql`, refuses anything that is not a read, and starts it. No admission, no
+    /// timeout: for the embedded `tarn sql`; the HTTP API goes through [`QueryEngine::plan`].
     ///
     /// Errors in the query (syntax, unknown columns, unknown tables, writes) are reported
     /// before anything runs.
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        self.plan(sql).await?.execute()
+    }
+
+    /// Plans `sql` and refuses anything that is not a read. Time-travel clauses (see
+    /// [`crate::timetravel`]) are resolved here, and every table read is recorded with its
+    /// version.
+    pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
         if sql.trim().trim_end_matches(';').trim().is_empty() {
             return Err(Error::BadQuery("the SQL text is empty".into()));
         }
-        let ctx = self.session().await?;
+        let sql = timetravel::rewrite(sql).map_err(Error::BadQuery)?;
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let ctx = self.session_recording(reads.clone()).await?;
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let statement = state.sql_to_statement(&sql, &dialect)?;
         let references = state.resolve_table_references(&statement)?;
         let plan = match state.statement_to_plan(statement).await {
             Ok(plan) => plan,
@@ -102,8 +251,13 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
+        let deterministic = is_deterministic(&plan);
         let frame = ctx.execute_logical_plan(plan).await?;
-        Ok(frame.execute_stream().await?)
+        let physical = frame.create_physical_plan().await?;
+        let mut reads = std::mem::take(&mut *reads.lock().expect("reads lock"));
+        reads.sort();
+        reads.dedup();
+        Ok(PlannedQuery { ctx, plan: physical, reads, deterministic })
     }
 
     /// Fails with [`Error::TableNotFound`] if `reference` names no table of the catalog.
@@ -117,7 +271,8 @@ impl QueryEngine {
             }
         }
         let namespace = reference.schema().unwrap_or(tarn_catalog::DEFAULT_NAMESPACE);
-        let name = TableName::new(namespace, reference.table())
+        let table = timetravel::split_name(reference.table()).map_err(Error::BadQuery)?.0;
+        let name = TableName::new(namespace, table)
             .map_err(|_| Error::TableNotFound(reference.to_string()))?;
         match self.catalog.get(&name).await {
             Ok(_) => Ok(()),
@@ -126,5 +281,92 @@ impl QueryEngine {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// False if the plan calls a function whose result may change between runs over the same
+/// data (`now()`, `current_date`, `random()`, `uuid()`).
+fn is_deterministic(plan: &LogicalPlan) -> bool {
+    let mut deterministic = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        deterministic = false;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    deterministic
+}
+
+/// The bound on concurrent queries: `max_concurrent` run, up to `max_queued` wait, the rest
+/// are refused ([`Error::TooManyQueries`], 429).
+#[derive(Debug)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    max_concurrent: usize,
+    waiting: AtomicUsize,
+    max_queued: usize,
+}
+
+/// A place in the queue (see [`Admission::enter`]); dropping it leaves the queue.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+}
+
+impl Admission {
+    fn new(max_concurrent: usize, max_queued: usize) -> Self {
+        let max_concurrent = max_concurrent.max(1);
+        Admission {
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            waiting: AtomicUsize::new(0),
+            max_queued,
+        }
+    }
+
+    /// Takes a place in the queue, or fails at once when it is full.
+    pub fn enter(self: &Arc<Self>) -> Result<Ticket> {
+        let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
+        if queued >= self.max_queued && self.slots.available_permits() == 0 {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::TooManyQueries(format!(
+                "{} queries are running and {queued} are waiting, the most this server queues; retry later",
+                self.running()
+            )));
+        }
+        Ok(Ticket { admission: self.clone() })
+    }
+
+    /// Queries running now.
+    pub fn running(&self) -> usize {
+        self.max_concurrent - self.slots.available_permits()
+    }
+}
+
+impl Ticket {
+    /// Waits for an execution slot; the slot is held until the permit is dropped.
+    pub async fn admit(self) -> OwnedSemaphorePermit {
+        let permit = self
+            .admission
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        drop(self);
+        permit
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.admission.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }

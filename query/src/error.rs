@@ -15,6 +15,18 @@ pub enum Error {
     /// The request is not a query Tarn can run (empty, several statements, ...).
     #[error("{0}")]
     BadQuery(String),
+    /// The queue of queries waiting for a slot is full.
+    #[error("too many queries: {0}")]
+    TooManyQueries(String),
+    /// The query ran longer than its time limit and was stopped.
+    #[error("the query ran longer than its limit of {} s and was stopped", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
+    /// No async query has this id (never, or its results expired).
+    #[error("no query '{0}': it never existed or its results expired")]
+    QueryNotFound(String),
+    /// The async query exists but its results cannot be read (yet).
+    #[error("{0}")]
+    NotReady(String),
     /// DataFusion reported an error while planning or running the query.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -32,6 +44,13 @@ impl From<Error> for ApiError {
             Error::ReadOnly(_) => ApiError::new(ErrorCode::Forbidden, e.to_string()),
             Error::TableNotFound(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
             Error::BadQuery(_) => ApiError::bad_request(e.to_string()),
+            Error::TooManyQueries(_) => ApiError {
+                retry_after: Some(std::time::Duration::from_secs(1)),
+                ..ApiError::new(ErrorCode::TooManyRequests, e.to_string())
+            },
+            Error::Timeout(_) => ApiError::new(ErrorCode::Timeout, e.to_string()),
+            Error::QueryNotFound(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            Error::NotReady(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
             Error::Catalog(e) => e.into(),
             Error::DataFusion(e) => datafusion_error(e),
         }

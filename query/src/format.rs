@@ -21,15 +21,29 @@ pub enum OutputFormat {
     Csv,
     /// `application/vnd.apache.arrow.stream`: an Arrow IPC stream.
     ArrowStream,
+    /// `application/vnd.apache.parquet`: a Parquet file (zstd), streamed row group by row
+    /// group.
+    Parquet,
+}
+
+/// What the end of a result says besides its rows. The JSON format writes it into the
+/// document; every format's answer also carries it in headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trailer {
+    /// The result was cut at the row cap.
+    pub truncated: bool,
+    /// Where the next page of an async query's results starts.
+    pub next_page_token: Option<String>,
 }
 
 impl OutputFormat {
     /// Every format with its media type, in order of preference for `*/*`.
-    const ALL: [(OutputFormat, &'static str); 4] = [
+    const ALL: [(OutputFormat, &'static str); 5] = [
         (OutputFormat::Json, "application/json"),
         (OutputFormat::Ndjson, "application/x-ndjson"),
         (OutputFormat::Csv, "text/csv"),
         (OutputFormat::ArrowStream, "application/vnd.apache.arrow.stream"),
+        (OutputFormat::Parquet, "application/vnd.apache.parquet"),
     ];
 
     /// Picks the format from an `Accept` header: the supported type with the highest `q`
@@ -55,6 +69,7 @@ impl OutputFormat {
                 "text/*" => Some(OutputFormat::Csv),
                 "application/jsonl" | "application/ndjson" => Some(OutputFormat::Ndjson),
                 "application/vnd.apache.arrow.file" => None,
+                "application/parquet" | "application/x-parquet" => Some(OutputFormat::Parquet),
                 media => Self::ALL.iter().find(|(_, m)| *m == media).map(|(f, _)| *f),
             };
             if let Some(format) = format {
@@ -78,7 +93,14 @@ impl OutputFormat {
             OutputFormat::Ndjson => "application/x-ndjson",
             OutputFormat::Csv => "text/csv; charset=utf-8; header=present",
             OutputFormat::ArrowStream => "application/vnd.apache.arrow.stream",
+            OutputFormat::Parquet => "application/vnd.apache.parquet",
         }
+    }
+
+    /// Whether a client must hold the whole answer before it can use it: such answers are
+    /// cut at the row cap (the other formats stream as long as the result goes).
+    pub fn is_buffered(self) -> bool {
+        self == OutputFormat::Json
     }
 
     /// A fresh encoder for one result.
@@ -88,6 +110,7 @@ impl OutputFormat {
             OutputFormat::Ndjson => Box::new(Ndjson),
             OutputFormat::Csv => Box::new(Csv),
             OutputFormat::ArrowStream => Box::new(ArrowStream { schema, writer: None }),
+            OutputFormat::Parquet => Box::new(Parquet { schema, writer: None }),
         }
     }
 }
@@ -100,7 +123,7 @@ pub trait BatchEncoder: Send {
     /// The bytes of one batch.
     fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError>;
     /// Bytes after the last batch.
-    fn finish(&mut self) -> Result<Vec<u8>, ArrowError>;
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<u8>, ArrowError>;
 }
 
 /// `{"columns": [...], "rows": [[...], ...]}` with typed JSON values.
@@ -153,8 +176,18 @@ impl BatchEncoder for JsonRows {
         Ok(out)
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, ArrowError> {
-        Ok(b"]}\n".to_vec())
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<u8>, ArrowError> {
+        let mut out = b"]".to_vec();
+        if trailer.truncated {
+            out.extend_from_slice(b",\"truncated\":true");
+        }
+        if let Some(token) = &trailer.next_page_token {
+            out.extend_from_slice(b",\"next_page_token\":");
+            serde_json::to_writer(&mut out, token)
+                .map_err(|e| ArrowError::JsonError(e.to_string()))?;
+        }
+        out.extend_from_slice(b"}\n");
+        Ok(out)
     }
 }
 
@@ -174,7 +207,7 @@ impl BatchEncoder for Ndjson {
         Ok(writer.into_inner())
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, ArrowError> {
+    fn finish(&mut self, _trailer: &Trailer) -> Result<Vec<u8>, ArrowError> {
         Ok(Vec::new())
     }
 }
@@ -195,7 +228,7 @@ impl BatchEncoder for Csv {
         Ok(writer.into_inner())
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, ArrowError> {
+    fn finish(&mut self, _trailer: &Trailer) -> Result<Vec<u8>, ArrowError> {
         Ok(Vec::new())
     }
 }
@@ -224,9 +257,55 @@ impl BatchEncoder for ArrowStream {
         Ok(self.take())
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, ArrowError> {
+    fn finish(&mut self, _trailer: &Trailer) -> Result<Vec<u8>, ArrowError> {
         if let Some(writer) = self.writer.as_mut() {
             writer.finish()?;
+        }
+        Ok(self.take())
+    }
+}
+
+/// Rows per Parquet row group of an answer: what the encoder holds before it sends bytes.
+const PARQUET_ROW_GROUP_ROWS: usize = 65_536;
+
+struct Parquet {
+    schema: SchemaRef,
+    writer: Option<parquet::arrow::ArrowWriter<Vec<u8>>>,
+}
+
+impl Parquet {
+    fn take(&mut self) -> Vec<u8> {
+        self.writer.as_mut().map(|w| std::mem::take(w.inner_mut())).unwrap_or_default()
+    }
+}
+
+fn parquet_error(e: parquet::errors::ParquetError) -> ArrowError {
+    ArrowError::ExternalError(Box::new(e))
+}
+
+impl BatchEncoder for Parquet {
+    fn begin(&mut self, _schema: &Schema) -> Result<Vec<u8>, ArrowError> {
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
+            .build();
+        let writer =
+            parquet::arrow::ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(properties))
+                .map_err(parquet_error)?;
+        self.writer = Some(writer);
+        Ok(self.take())
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.write(batch).map_err(parquet_error)?;
+        }
+        Ok(self.take())
+    }
+
+    fn finish(&mut self, _trailer: &Trailer) -> Result<Vec<u8>, ArrowError> {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.finish().map_err(parquet_error)?;
         }
         Ok(self.take())
     }
@@ -263,7 +342,7 @@ mod tests {
         for b in batches {
             out.extend(encoder.batch(b).unwrap());
         }
-        out.extend(encoder.finish().unwrap());
+        out.extend(encoder.finish(&Trailer::default()).unwrap());
         out
     }
 
@@ -306,6 +385,31 @@ mod tests {
     }
 
     #[test]
+    fn parquet_round_trips_and_json_says_when_cut() {
+        let out = encode(OutputFormat::Parquet, &[batch(), batch()]);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(out),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+        assert_eq!(batches[0].slice(0, 2), batch());
+
+        let schema = batch().schema();
+        let mut encoder = OutputFormat::Json.encoder(schema.clone());
+        let mut out = encoder.begin(&schema).unwrap();
+        out.extend(encoder.batch(&batch().slice(0, 1)).unwrap());
+        let trailer = Trailer { truncated: true, next_page_token: Some("p2".into()) };
+        out.extend(encoder.finish(&trailer).unwrap());
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["rows"], json!([[1, "a,b", 2.5]]));
+        assert_eq!(value["truncated"], json!(true));
+        assert_eq!(value["next_page_token"], json!("p2"));
+    }
+
+    #[test]
     fn accept_negotiation() {
         use OutputFormat::*;
         assert_eq!(OutputFormat::from_accept(None), Some(Json));
@@ -319,5 +423,9 @@ mod tests {
         );
         assert_eq!(OutputFormat::from_accept(Some("application/x-ndjson")), Some(Ndjson));
         assert_eq!(OutputFormat::from_accept(Some("image/png")), None);
+        assert_eq!(
+            OutputFormat::from_accept(Some("application/vnd.apache.parquet")),
+            Some(Parquet)
+        );
     }
 }

@@ -16,7 +16,7 @@
 //! use futures::TryStreamExt;
 //! use tarn_query::{QueryConfig, QueryEngine};
 //!
-//! let engine = QueryEngine::new(catalog, QueryConfig::default());
+//! let engine = QueryEngine::new(catalog, QueryConfig::default())?;
 //! let stream = engine.execute("SELECT count(*) AS n FROM events").await?;
 //! let batches: Vec<_> = stream.try_collect().await?;
 //! # Ok(()) }
@@ -26,9 +26,12 @@ mod engine;
 mod error;
 mod format;
 mod provider;
+pub mod queries;
 mod router;
+pub mod timetravel;
 
-pub use engine::{QueryConfig, QueryEngine};
+pub use engine::{Admission, PlannedQuery, QueryConfig, QueryEngine, Ticket};
 pub use error::{Error, Result};
-pub use format::{BatchEncoder, OutputFormat};
-pub use router::router;
+pub use format::{BatchEncoder, OutputFormat, Trailer};
+pub use provider::{TableRead, CATALOG_NAME};
+pub use router::{router, NEXT_PAGE_HEADER, TRUNCATED_HEADER};

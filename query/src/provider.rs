@@ -1,27 +1,49 @@
 //! The lake's catalog as DataFusion sees it: catalog `tarn`, one schema per namespace.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
+use serde::{Deserialize, Serialize};
 use tarn_catalog::{ApiError, Catalog, TableName};
+
+use crate::timetravel::{self, AsOf};
 
 /// The name of Tarn's catalog in SQL (`tarn.default.events`).
 pub const CATALOG_NAME: &str = "tarn";
 
+/// A table a query read, at the version it read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableRead {
+    /// The qualified name (`default.events`).
+    pub table: String,
+    /// The Delta version the query saw.
+    pub version: u64,
+    /// Whether the query asked for this version (time travel) rather than the latest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub time_travel: bool,
+}
+
 /// A snapshot of the catalog's table names, taken when a query starts; tables themselves are
-/// loaded (at their latest version) only when the query names them.
+/// loaded (at their latest version, or the version a time-travel name asks for) only when the
+/// query names them, and every table loaded is recorded with its version.
 #[derive(Debug)]
 pub struct LakeCatalog {
     catalog: Arc<Catalog>,
     namespaces: BTreeMap<String, Vec<String>>,
+    reads: Arc<Mutex<Vec<TableRead>>>,
 }
 
 impl LakeCatalog {
-    pub fn new(catalog: Arc<Catalog>, names: Vec<TableName>) -> Self {
+    /// The catalog's tables as DataFusion sees them; tables loaded are recorded in `reads`.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        names: Vec<TableName>,
+        reads: Arc<Mutex<Vec<TableRead>>>,
+    ) -> Self {
         let mut namespaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // The default namespace always exists, so `SELECT 1` and `SHOW TABLES` work on an
         // empty lake.
@@ -32,7 +54,7 @@ impl LakeCatalog {
                 .or_default()
                 .push(name.name().to_string());
         }
-        LakeCatalog { catalog, namespaces }
+        LakeCatalog { catalog, namespaces, reads }
     }
 }
 
@@ -47,6 +69,7 @@ impl CatalogProvider for LakeCatalog {
             catalog: self.catalog.clone(),
             namespace: name.to_string(),
             tables: tables.clone(),
+            reads: self.reads.clone(),
         }))
     }
 }
@@ -56,6 +79,7 @@ struct LakeSchema {
     catalog: Arc<Catalog>,
     namespace: String,
     tables: Vec<String>,
+    reads: Arc<Mutex<Vec<TableRead>>>,
 }
 
 #[async_trait]
@@ -65,18 +89,40 @@ impl SchemaProvider for LakeSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let (name, as_of) = timetravel::split_name(name).map_err(DataFusionError::Plan)?;
         let Ok(table_name) = TableName::new(&self.namespace, name) else {
             return Ok(None);
         };
+        let external = |e: ApiError| DataFusionError::External(Box::new(e));
         let table = match self.catalog.open(&table_name).await {
             Ok((_, table)) => table,
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(DataFusionError::External(Box::new(ApiError::from(e)))),
+            Err(e) => return Err(external(e.into())),
         };
+        let table = match as_of {
+            None => Ok(table),
+            Some(AsOf::Version(version)) => table.at_version(version).await,
+            Some(AsOf::Time(at)) => table.at_time(at).await,
+        }
+        .map_err(|e| match e {
+            tarn_lake::Error::VersionNotFound(reason) => external(ApiError::new(
+                tarn_catalog::ErrorCode::NotFound,
+                format!("table '{table_name}': {reason}"),
+            )),
+            e => external(e.into()),
+        })?;
+        self.reads.lock().expect("reads lock").push(TableRead {
+            table: table_name.to_string(),
+            version: table.version(),
+            time_travel: as_of.is_some(),
+        });
         Ok(Some(table.delta().table_provider().await?))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.iter().any(|t| t == name)
+        match timetravel::split_name(name) {
+            Ok((name, _)) => self.tables.iter().any(|t| t == name),
+            Err(_) => false,
+        }
     }
 }

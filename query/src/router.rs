@@ -1,21 +1,25 @@
-//! `POST /v1/sql`.
+//! `POST /v1/sql` and the async queries: `POST /v1/queries`, `GET`/`DELETE
+//! /v1/queries/{id}`, `GET /v1/queries/{id}/results`.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use serde::Deserialize;
 use tarn_catalog::{ApiError, ErrorCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
-use crate::{BatchEncoder, OutputFormat, QueryEngine};
+use crate::format::Trailer;
+use crate::queries::{QueryManager, QueryRequest};
+use crate::{BatchEncoder, Error, OutputFormat, QueryEngine};
 
 /// Largest SQL text accepted.
 const MAX_SQL_BYTES: usize = 1024 * 1024;
@@ -23,12 +27,27 @@ const MAX_SQL_BYTES: usize = 1024 * 1024;
 /// Encoded chunks buffered between the query and a slow client; the query pauses when full.
 const STREAM_BUFFER_CHUNKS: usize = 2;
 
-/// The query router.
+/// Header of a cut answer: `true`.
+pub const TRUNCATED_HEADER: &str = "tarn-truncated";
+/// Header of a page of async results: where the next page starts.
+pub const NEXT_PAGE_HEADER: &str = "tarn-next-page-token";
+
+#[derive(Clone)]
+struct QueryState {
+    engine: Arc<QueryEngine>,
+    queries: Arc<QueryManager>,
+}
+
+/// The query router; starts the async query service (and its result sweeper).
 pub fn router(engine: Arc<QueryEngine>) -> Router {
+    let queries = QueryManager::start(engine.clone());
     Router::new()
         .route("/v1/sql", post(sql))
+        .route("/v1/queries", post(submit))
+        .route("/v1/queries/{id}", get(status).delete(cancel))
+        .route("/v1/queries/{id}/results", get(results))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SQL_BYTES))
-        .with_state(engine)
+        .with_state(QueryState { engine, queries })
 }
 
 #[derive(Deserialize)]
@@ -37,19 +56,37 @@ struct SqlRequest {
     sql: String,
 }
 
-/// The SQL text of a request: `{"sql": "..."}` as JSON, or the body itself as text.
-fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+fn is_json(headers: &HeaderMap, body: &Bytes) -> bool {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let is_json = match content_type.as_deref() {
+    match content_type.as_deref() {
         Some("application/json") => true,
         Some("text/plain") | Some("application/sql") => false,
         // curl -d sends form-urlencoded; decide by the body.
         _ => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
-    };
-    if is_json {
+    }
+}
+
+/// The query request: `{"sql": "...", ...}` as JSON, or the body itself as the SQL text.
+fn query_request(headers: &HeaderMap, body: &Bytes) -> Result<QueryRequest, ApiError> {
+    if is_json(headers, body) {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{\"sql\": \"...\", \"reuse\": true|false}}: {e}"
+            ))
+        })
+    } else {
+        let sql = String::from_utf8(body.to_vec())
+            .map_err(|e| ApiError::bad_request(format!("the SQL text is not UTF-8: {e}")))?;
+        Ok(QueryRequest { sql, reuse: true })
+    }
+}
+
+/// The SQL text of a `POST /v1/sql`.
+fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    if is_json(headers, body) {
         let request: SqlRequest = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the body must be {{\"sql\": \"...\"}}: {e}"))
         })?;
@@ -60,13 +97,9 @@ fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
     }
 }
 
-async fn sql(
-    State(engine): State<Arc<QueryEngine>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+fn output_format(headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = OutputFormat::from_accept(accept).ok_or_else(|| {
+    OutputFormat::from_accept(accept).ok_or_else(|| {
         ApiError::new(
             ErrorCode::NotAcceptable,
             format!(
@@ -75,43 +108,189 @@ async fn sql(
                 OutputFormat::supported()
             ),
         )
-    })?;
+    })
+}
+
+async fn sql(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let format = output_format(&headers)?;
     let sql = sql_text(&headers, &body?)?;
-    let mut stream = engine.execute(&sql).await?;
+    let engine = &state.engine;
+    let limit = engine.config().timeout;
+    // The time limit counts from admission: waiting in the queue is bounded by the queue.
+    let ticket = engine.admission().enter()?;
+    let permit = ticket.admit().await;
+    let deadline = Instant::now() + limit;
+    let timed_out = || ApiError::from(Error::Timeout(limit));
+    let planned =
+        tokio::time::timeout_at(deadline, engine.plan(&sql)).await.map_err(|_| timed_out())??;
+    let mut stream = planned.execute()?;
     // Pull the first batch before answering, so that errors raised when execution starts
     // still get a proper status instead of a cut-off 200.
-    let first = match stream.next().await {
-        Some(Ok(batch)) => Some(batch),
-        Some(Err(e)) => return Err(crate::Error::from(e).into()),
-        None => None,
+    let first = match tokio::time::timeout_at(deadline, stream.next()).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Some(Ok(batch))) => Some(batch),
+        Ok(Some(Err(e))) => return Err(Error::from(e).into()),
+        Ok(None) => None,
     };
+    let cap = format.is_buffered().then_some(engine.config().max_result_rows as u64);
     let encoder = format.encoder(stream.schema());
-    let body = stream_body(stream, first, encoder);
+    let body = stream_body(
+        stream,
+        first,
+        encoder,
+        Limits { max_rows: cap, deadline: Some((deadline, limit)), next_page: None },
+        Some(permit),
+    );
+    Ok(answer(format, body, &[]))
+}
+
+fn answer(format: OutputFormat, body: Body, headers: &[(&'static str, String)]) -> Response {
     let mut response = body.into_response();
+    let map = response.headers_mut();
+    map.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            map.insert(HeaderName::from_static(name), value);
+        }
+    }
     response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+}
+
+/// `POST /v1/queries`: 202 with the new query's status.
+async fn submit(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = query_request(&headers, &body?)?;
+    let status = state.queries.submit(request)?;
+    let location = format!("/v1/queries/{}", status.id);
+    let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
     Ok(response)
 }
 
+async fn status(
+    State(state): State<QueryState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.queries.status(&id).await?).into_response())
+}
+
+async fn cancel(
+    State(state): State<QueryState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.queries.cancel(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    page_token: Option<String>,
+    max_rows: Option<u64>,
+}
+
+/// `GET /v1/queries/{id}/results?page_token=&max_rows=`: a page of the stored result, in the
+/// format `Accept` asks for. JSON pages hold at most the row cap and name the next page in
+/// the document; every format names it in the `Tarn-Next-Page-Token` header.
+async fn results(
+    State(state): State<QueryState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params?;
+    let format = output_format(&headers)?;
+    let offset = match params.page_token.as_deref() {
+        None | Some("") => 0,
+        Some(token) => parse_page_token(token)?,
+    };
+    let cap = state.engine.config().max_result_rows as u64;
+    let max_rows = match (params.max_rows, format.is_buffered()) {
+        (Some(0), _) => return Err(ApiError::bad_request("max_rows must be at least 1")),
+        (Some(n), true) => Some(n.min(cap)),
+        (Some(n), false) => Some(n),
+        (None, true) => Some(cap),
+        (None, false) => None,
+    };
+    let (status, mut stream) = state.queries.page(&id, offset, max_rows).await?;
+    let total = status.rows.unwrap_or(0);
+    let end = max_rows.map_or(total, |n| offset.saturating_add(n).min(total));
+    let next_page = (end < total).then(|| page_token(end));
+    let first = match stream.next().await {
+        Some(Ok(batch)) => Some(batch),
+        Some(Err(e)) => return Err(Error::from(e).into()),
+        None => None,
+    };
+    let encoder = format.encoder(stream.schema());
+    let mut extra = vec![("tarn-total-rows", total.to_string())];
+    if let Some(token) = &next_page {
+        extra.push((NEXT_PAGE_HEADER, token.clone()));
+    }
+    let body = stream_body(
+        stream,
+        first,
+        encoder,
+        Limits { max_rows: None, deadline: None, next_page },
+        None,
+    );
+    Ok(answer(format, body, &extra))
+}
+
+fn page_token(offset: u64) -> String {
+    format!("r{offset}")
+}
+
+fn parse_page_token(token: &str) -> Result<u64, ApiError> {
+    token.strip_prefix('r').and_then(|n| n.parse().ok()).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "page_token '{token}' is not one this server gave out (use next_page_token of the previous page)"
+        ))
+    })
+}
+
+/// What bounds a streamed answer.
+struct Limits {
+    /// Rows after which the answer is cut (and says so).
+    max_rows: Option<u64>,
+    /// When the query's time is up, and its limit (for the message).
+    deadline: Option<(Instant, std::time::Duration)>,
+    /// The next page's token, for the JSON trailer.
+    next_page: Option<String>,
+}
+
 /// Streams the encoded result with bounded buffering. An error after the answer started
-/// aborts the body, so the client sees a failed transfer rather than a silently short result.
+/// (including the time limit) aborts the body, so the client sees a failed transfer rather
+/// than a silently short result. The execution slot (`permit`) is held until the end.
 fn stream_body(
     mut stream: SendableRecordBatchStream,
     first: Option<arrow::array::RecordBatch>,
     mut encoder: Box<dyn BatchEncoder>,
+    limits: Limits,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER_CHUNKS);
     tokio::spawn(async move {
+        let _permit = permit;
         let schema = stream.schema();
         let mut pending = first.map(Ok);
         let mut chunk = encoder.begin(&schema);
+        let mut sent_rows = 0u64;
+        let mut trailer = Trailer { truncated: false, next_page_token: limits.next_page };
+        let fail = |message: String| std::io::Error::other(message);
         loop {
             let bytes = match chunk {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     tracing::warn!(error = %e, "encoding a query result failed");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(Err(fail(e.to_string()))).await;
                     return;
                 }
             };
@@ -120,19 +299,58 @@ fn stream_body(
             }
             let next = match pending.take() {
                 Some(batch) => Some(batch),
-                None => stream.next().await,
+                None => match limits.deadline {
+                    Some((deadline, limit)) => {
+                        match tokio::time::timeout_at(deadline, stream.next()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                let message = Error::Timeout(limit).to_string();
+                                tracing::warn!("{message}");
+                                let _ = tx.send(Err(fail(message))).await;
+                                return;
+                            }
+                        }
+                    }
+                    None => stream.next().await,
+                },
             };
             chunk = match next {
-                Some(Ok(batch)) => encoder.batch(&batch),
+                Some(Ok(mut batch)) => {
+                    if let Some(cap) = limits.max_rows {
+                        let room = cap - sent_rows;
+                        if batch.num_rows() as u64 > room {
+                            batch = batch.slice(0, room as usize);
+                            trailer.truncated = true;
+                        }
+                    }
+                    sent_rows += batch.num_rows() as u64;
+                    let encoded = encoder.batch(&batch);
+                    if trailer.truncated {
+                        // Cut: this batch, then the end.
+                        match encoded {
+                            Ok(mut bytes) => match encoder.finish(&trailer) {
+                                Ok(end) => {
+                                    bytes.extend(end);
+                                    let _ = tx.send(Ok(Bytes::from(bytes))).await;
+                                    return;
+                                }
+                                Err(e) => Err(e),
+                            },
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        encoded
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "query failed while streaming its result");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(Err(fail(e.to_string()))).await;
                     return;
                 }
                 None => {
-                    let last = encoder.finish().map(Bytes::from).map_err(|e| {
+                    let last = encoder.finish(&trailer).map(Bytes::from).map_err(|e| {
                         tracing::warn!(error = %e, "encoding a query result failed");
-                        std::io::Error::other(e.to_string())
+                        fail(e.to_string())
                     });
                     let _ = tx.send(last).await;
                     return;

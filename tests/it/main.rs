@@ -7,5 +7,6 @@ mod e2e;
 mod examples;
 mod interop;
 mod outage;
+mod queries;
 mod readme;
 mod support;

@@ -43,7 +43,7 @@ async fn sees_new_commits_without_restart(backend: Backend) {
     let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
     let name = TableName::parse("events").unwrap();
     let (_, table) = catalog.create(&name, &batch(&[], "").schema(), &[], "api").await.unwrap();
-    let engine = QueryEngine::new(catalog.clone(), QueryConfig::default());
+    let engine = QueryEngine::new(catalog.clone(), QueryConfig::default()).unwrap();
     assert_eq!(
         run(&engine, "SELECT count(*) AS n FROM events").await.lines().nth(3).unwrap(),
         "| 0 |"
@@ -79,7 +79,7 @@ async fn catalog_is_visible_in_sql(backend: Backend) {
             .await
             .unwrap();
     }
-    let engine = QueryEngine::new(catalog, QueryConfig::default());
+    let engine = QueryEngine::new(catalog, QueryConfig::default()).unwrap();
     let tables = run(
         &engine,
         "SELECT table_schema, table_name FROM information_schema.tables \
@@ -108,7 +108,10 @@ async fn catalog_is_visible_in_sql(backend: Backend) {
 async fn streams_large_results(backend: Backend) {
     let lake = TestLake::new(backend);
     let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
-    let engine = Arc::new(QueryEngine::new(catalog, QueryConfig { batch_size: 1000 }));
+    let engine = Arc::new(
+        QueryEngine::new(catalog, QueryConfig { batch_size: 1000, ..QueryConfig::default() })
+            .unwrap(),
+    );
     let router = tarn_query::router(engine);
     for (accept, check) in
         [("application/json", 0usize), ("text/csv", 1), ("application/x-ndjson", 2)]

@@ -1,0 +1,665 @@
+//! Async queries: started by `POST /v1/queries`, watched with `GET /v1/queries/{id}`, read
+//! page by page from `GET /v1/queries/{id}/results`, cancelled with `DELETE`.
+//!
+//! A query waits for a slot like every other (the same [`crate::engine::Admission`]), runs
+//! with the async time limit, and writes its result as one Parquet file under
+//! `_tarn/results/<id>/` in the lake, streamed (bounded memory, whatever the result's size),
+//! with its final status beside it (`query.json`), so another server sharing the lake, or
+//! this one after a restart, can still answer for it. Results expire after
+//! [`QueryConfig::results_ttl`](crate::QueryConfig); a sweeper deletes them.
+//!
+//! **Result reuse.** A query whose SQL text and the versions of every table it reads are
+//! those of an earlier query whose result is still kept is answered from that result without
+//! running (`"reused": true`), unless the caller opts out (`"reuse": false`). Queries that read
+//! no table, or call functions whose value changes by itself (`now()`, `random()`), are never
+//! reused. An ingest moves a table's version, so the next query runs afresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use serde::{Deserialize, Serialize};
+use tarn_catalog::ApiError;
+use tokio::task::AbortHandle;
+
+use crate::engine::Ticket;
+use crate::provider::TableRead;
+use crate::{Error, QueryEngine, Result};
+
+/// Where async query results live in the lake.
+pub const RESULTS_PREFIX: &str = "_tarn/results";
+
+/// Rows per row group of a stored result: the unit a page read starts from.
+const RESULT_ROW_GROUP_ROWS: usize = 65_536;
+
+/// The life of an async query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryState {
+    /// Waiting for a slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Done; the result can be read.
+    Succeeded,
+    /// Stopped by an error (see `error`).
+    Failed,
+    /// Stopped by `DELETE /v1/queries/{id}`.
+    Cancelled,
+}
+
+impl QueryState {
+    fn is_finished(self) -> bool {
+        !matches!(self, QueryState::Queued | QueryState::Running)
+    }
+}
+
+/// A column of a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultColumn {
+    /// Column name.
+    pub name: String,
+    /// Type name (as the catalog shows types).
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// Why a query failed, as the HTTP API would have answered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryError {
+    /// The error code (`bad_request`, `timeout`, ...).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What `GET /v1/queries/{id}` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryStatus {
+    /// The query's id.
+    pub id: String,
+    /// Where it is in its life.
+    pub state: QueryState,
+    /// The SQL text.
+    pub sql: String,
+    /// When it was submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// When it got a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Milliseconds it waited for a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<u64>,
+    /// Milliseconds from its start to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
+    /// Rows of the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes read from data files (0 when the result was reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_scanned: Option<u64>,
+    /// Bytes spilled to disk because the query's operators ran out of memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spilled_bytes: Option<u64>,
+    /// Size of the stored result (Parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
+    /// The tables read, at the versions read.
+    pub tables: Vec<TableRead>,
+    /// Whether the result was served from an earlier query's.
+    pub reused: bool,
+    /// The earlier query whose result was reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+    /// The result's columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<ResultColumn>>,
+    /// When the result will be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<QueryError>,
+    /// The stored result, relative to the lake root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_path: Option<String>,
+}
+
+/// What `POST /v1/queries` takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The SQL text.
+    pub sql: String,
+    /// Whether an earlier query's result may answer this one (default true).
+    #[serde(default = "yes")]
+    pub reuse: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+struct Tracked {
+    status: Mutex<QueryStatus>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+/// The async queries of one server.
+pub struct QueryManager {
+    engine: Arc<QueryEngine>,
+    store: Arc<dyn ObjectStore>,
+    tracked: Mutex<Tracking>,
+}
+
+#[derive(Default)]
+struct Tracking {
+    queries: HashMap<String, Arc<Tracked>>,
+    order: VecDeque<String>,
+    /// Reuse key → the id of the query whose result answers it.
+    reuse: HashMap<u128, String>,
+}
+
+impl QueryManager {
+    /// The async query service over `engine`; starts the sweeper that deletes expired
+    /// results.
+    pub fn start(engine: Arc<QueryEngine>) -> Arc<Self> {
+        let store = engine.catalog().lake().store().clone();
+        let manager =
+            Arc::new(QueryManager { engine, store, tracked: Mutex::new(Tracking::default()) });
+        let weak = Arc::downgrade(&manager);
+        let every = (manager.engine.config().results_ttl / 4)
+            .clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(manager) = weak.upgrade() else { return };
+                if let Err(e) = manager.sweep().await {
+                    tracing::warn!(error = %e, "could not delete expired query results");
+                }
+            }
+        });
+        manager
+    }
+
+    /// Accepts a query: it is queued (or refused with [`Error::TooManyQueries`] when the
+    /// queue is full) and runs in the background.
+    pub fn submit(self: &Arc<Self>, request: QueryRequest) -> Result<QueryStatus> {
+        if request.sql.trim().trim_end_matches(';').trim().is_empty() {
+            return Err(Error::BadQuery("the SQL text is empty".into()));
+        }
+        let ticket = self.engine.admission().enter()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let status = QueryStatus {
+            id: id.clone(),
+            state: QueryState::Queued,
+            sql: request.sql.clone(),
+            submitted_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            queued_ms: None,
+            run_ms: None,
+            rows: None,
+            bytes_scanned: None,
+            spilled_bytes: None,
+            result_bytes: None,
+            tables: Vec::new(),
+            reused: false,
+            reused_from: None,
+            columns: None,
+            expires_at: None,
+            error: None,
+            result_path: None,
+        };
+        let tracked =
+            Arc::new(Tracked { status: Mutex::new(status.clone()), task: Mutex::new(None) });
+        self.track(&id, tracked.clone());
+        let manager = self.clone();
+        let task = tokio::spawn({
+            let tracked = tracked.clone();
+            async move { manager.run(tracked, request, ticket).await }
+        });
+        *tracked.task.lock().expect("task lock") = Some(task.abort_handle());
+        tracing::info!(query = %id, "query submitted");
+        Ok(status)
+    }
+
+    fn track(&self, id: &str, tracked: Arc<Tracked>) {
+        let mut tracking = self.tracked.lock().expect("tracking lock");
+        let max = self.engine.config().max_tracked_queries.max(1);
+        // Forget the oldest finished queries beyond the bound (their results stay in the
+        // lake until they expire, and their status is still read from there).
+        while tracking.queries.len() >= max {
+            let Some(position) = tracking.order.iter().position(|old| {
+                tracking
+                    .queries
+                    .get(old)
+                    .is_none_or(|t| t.status.lock().expect("status lock").state.is_finished())
+            }) else {
+                break;
+            };
+            let old = tracking.order.remove(position).expect("position is in range");
+            tracking.queries.remove(&old);
+            tracking.reuse.retain(|_, owner| *owner != old);
+        }
+        tracking.queries.insert(id.to_string(), tracked);
+        tracking.order.push_back(id.to_string());
+    }
+
+    async fn run(self: Arc<Self>, tracked: Arc<Tracked>, request: QueryRequest, ticket: Ticket) {
+        let id = tracked.status.lock().expect("status lock").id.clone();
+        let _permit = ticket.admit().await;
+        let started = Instant::now();
+        {
+            let mut status = tracked.status.lock().expect("status lock");
+            if status.state != QueryState::Queued {
+                return; // cancelled while queued
+            }
+            let now = Utc::now();
+            status.state = QueryState::Running;
+            status.queued_ms = Some((now - status.submitted_at).num_milliseconds().max(0) as u64);
+            status.started_at = Some(now);
+        }
+        let limit = self.engine.config().async_timeout;
+        let outcome = match tokio::time::timeout(limit, self.execute(&id, &tracked, &request)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::Timeout(limit)),
+        };
+        let final_status = {
+            let mut status = tracked.status.lock().expect("status lock");
+            if status.state != QueryState::Running {
+                return; // cancelled meanwhile
+            }
+            status.finished_at = Some(Utc::now());
+            status.run_ms = Some(started.elapsed().as_millis() as u64);
+            match outcome {
+                Ok(()) => status.state = QueryState::Succeeded,
+                Err(e) => {
+                    let api = ApiError::from(e);
+                    status.state = QueryState::Failed;
+                    status.error = Some(QueryError {
+                        code: api.code.as_str().to_string(),
+                        message: api.message,
+                    });
+                }
+            }
+            status.clone()
+        };
+        tracing::info!(
+            query = %id,
+            state = ?final_status.state,
+            rows = final_status.rows,
+            reused = final_status.reused,
+            ms = final_status.run_ms,
+            "query finished"
+        );
+        if final_status.state == QueryState::Failed {
+            // A partial result is of no use to anyone.
+            let _ = self.delete_result(&id).await;
+        }
+        if let Err(e) = self.persist(&final_status).await {
+            tracing::warn!(query = %id, error = %e, "could not store the query's status");
+        }
+    }
+
+    /// Plans, then answers from an earlier result or runs the query into a Parquet file.
+    async fn execute(&self, id: &str, tracked: &Tracked, request: &QueryRequest) -> Result<()> {
+        let planned = self.engine.plan(&request.sql).await?;
+        let columns = columns_of(&planned.plan.schema());
+        let key = (planned.deterministic && !planned.reads.is_empty())
+            .then(|| reuse_key(&request.sql, &planned.reads));
+        tracked.status.lock().expect("status lock").tables = planned.reads.clone();
+        if let (Some(key), true) = (key, request.reuse) {
+            if let Some(earlier) = self.reusable(key) {
+                let mut status = tracked.status.lock().expect("status lock");
+                status.reused = true;
+                status.reused_from = Some(earlier.id.clone());
+                status.rows = earlier.rows;
+                status.bytes_scanned = Some(0);
+                status.result_bytes = earlier.result_bytes;
+                status.columns = Some(columns);
+                status.result_path = earlier.result_path;
+                // The result is the earlier query's, and goes when that one's does.
+                status.expires_at = earlier.expires_at;
+                return Ok(());
+            }
+        }
+        let path = result_path(id);
+        let mut stream = planned.execute()?;
+        let (rows, bytes) = write_result(self.store.clone(), &path, &mut stream).await?;
+        let ttl = chrono::Duration::from_std(self.engine.config().results_ttl)
+            .unwrap_or(chrono::Duration::days(1));
+        {
+            let mut status = tracked.status.lock().expect("status lock");
+            status.rows = Some(rows);
+            status.bytes_scanned = Some(planned.bytes_scanned());
+            status.spilled_bytes = Some(planned.spilled_bytes());
+            status.result_bytes = Some(bytes);
+            status.columns = Some(columns);
+            status.result_path = Some(path.to_string());
+            status.expires_at = Some(Utc::now() + ttl);
+        }
+        if let Some(key) = key {
+            self.tracked.lock().expect("tracking lock").reuse.insert(key, id.to_string());
+        }
+        Ok(())
+    }
+
+    /// The status of the earlier query that can answer `key`, if its result is still kept.
+    fn reusable(&self, key: u128) -> Option<QueryStatus> {
+        let tracking = self.tracked.lock().expect("tracking lock");
+        let owner = tracking.reuse.get(&key)?;
+        let status = tracking.queries.get(owner)?.status.lock().expect("status lock").clone();
+        let fresh =
+            status.expires_at.is_some_and(|at| at > Utc::now() + chrono::Duration::seconds(5));
+        (status.state == QueryState::Succeeded && fresh && status.result_path.is_some())
+            .then_some(status)
+    }
+
+    /// The status of query `id`: from memory, or from the lake (a query of another server
+    /// sharing it, or of this one before a restart).
+    pub async fn status(&self, id: &str) -> Result<QueryStatus> {
+        check_id(id)?;
+        let tracked = self.tracked.lock().expect("tracking lock").queries.get(id).cloned();
+        if let Some(tracked) = tracked {
+            return Ok(tracked.status.lock().expect("status lock").clone());
+        }
+        let path = Path::from(format!("{RESULTS_PREFIX}/{id}/query.json"));
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got.bytes().await.map_err(lake_error)?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::QueryNotFound(id.to_string()))
+            }
+            Err(e) => return Err(lake_error(e)),
+        };
+        let status: QueryStatus = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::NotReady(format!("the stored status of query '{id}' cannot be read: {e}"))
+        })?;
+        if status.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(Error::QueryNotFound(id.to_string()));
+        }
+        Ok(status)
+    }
+
+    /// Cancels a queued or running query; for a finished one, deletes its result now.
+    /// Answers the status after the change.
+    pub async fn cancel(&self, id: &str) -> Result<QueryStatus> {
+        let status = self.status(id).await?;
+        let tracked = self.tracked.lock().expect("tracking lock").queries.get(id).cloned();
+        if let (false, Some(tracked)) = (status.state.is_finished(), &tracked) {
+            let cancelled = {
+                let mut status = tracked.status.lock().expect("status lock");
+                if !status.state.is_finished() {
+                    status.state = QueryState::Cancelled;
+                    status.finished_at = Some(Utc::now());
+                }
+                status.clone()
+            };
+            if let Some(task) = tracked.task.lock().expect("task lock").take() {
+                task.abort(); // drops the running stream: DataFusion stops
+            }
+            tracing::info!(query = %id, "query cancelled");
+            self.delete_result(id).await?;
+            self.persist(&cancelled).await?;
+            return Ok(cancelled);
+        }
+        // Finished: its result goes now (a reused result stays with the query that made it).
+        {
+            let mut tracking = self.tracked.lock().expect("tracking lock");
+            tracking.queries.remove(id);
+            tracking.order.retain(|q| q != id);
+            tracking.reuse.retain(|_, owner| owner != id);
+        }
+        self.delete_result(id).await?;
+        let mut gone = status;
+        gone.expires_at = Some(Utc::now());
+        gone.result_path = None;
+        Ok(gone)
+    }
+
+    /// Opens a page of a succeeded query's result: rows `offset..offset + max_rows`.
+    pub async fn page(
+        &self,
+        id: &str,
+        offset: u64,
+        max_rows: Option<u64>,
+    ) -> Result<(QueryStatus, SendableRecordBatchStream)> {
+        let status = self.status(id).await?;
+        match status.state {
+            QueryState::Succeeded => {}
+            QueryState::Queued | QueryState::Running => {
+                return Err(Error::NotReady(format!(
+                    "query '{id}' is {}; its results can be read once it has succeeded",
+                    if status.state == QueryState::Queued { "queued" } else { "running" }
+                )))
+            }
+            QueryState::Failed => {
+                let reason = status.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                return Err(Error::NotReady(format!("query '{id}' failed: {reason}")));
+            }
+            QueryState::Cancelled => {
+                return Err(Error::NotReady(format!("query '{id}' was cancelled")))
+            }
+        }
+        let Some(path) = status.result_path.clone() else {
+            return Err(Error::QueryNotFound(id.to_string()));
+        };
+        // Deprecated in parquet 59 in favour of a hand-written `AsyncFileReader`; it is the
+        // same code, and DataFusion's own reader is not public.
+        #[allow(deprecated)]
+        let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
+            self.store.clone(),
+            Path::from(path),
+        );
+        let builder = match ParquetRecordBatchStreamBuilder::new(reader).await {
+            Ok(builder) => builder,
+            Err(parquet::errors::ParquetError::General(m)) if m.contains("not found") => {
+                return Err(Error::QueryNotFound(id.to_string()))
+            }
+            Err(e) => return Err(datafusion::error::DataFusionError::from(e).into()),
+        };
+        // Only the row groups the page touches are read.
+        let mut groups = Vec::new();
+        let mut skip = offset;
+        let mut first_start = None;
+        let mut start = 0u64;
+        let end = max_rows.map(|n| offset.saturating_add(n));
+        for (i, group) in builder.metadata().row_groups().iter().enumerate() {
+            let rows = group.num_rows() as u64;
+            let group_end = start + rows;
+            if group_end > offset && end.is_none_or(|end| start < end) {
+                first_start.get_or_insert(start);
+                groups.push(i);
+            }
+            start = group_end;
+        }
+        if let Some(first) = first_start {
+            skip = offset - first;
+        }
+        let mut builder = builder.with_row_groups(groups).with_offset(skip as usize);
+        if let Some(n) = max_rows {
+            builder = builder.with_limit(n as usize);
+        }
+        let schema = builder.schema().clone();
+        let stream = builder
+            .build()
+            .map_err(|e| Error::DataFusion(datafusion::error::DataFusionError::from(e)))?
+            .map_err(datafusion::error::DataFusionError::from);
+        Ok((
+            status,
+            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema, stream,
+            )),
+        ))
+    }
+
+    async fn persist(&self, status: &QueryStatus) -> Result<()> {
+        let path = Path::from(format!("{RESULTS_PREFIX}/{}/query.json", status.id));
+        let bytes = serde_json::to_vec_pretty(status).expect("a status serializes");
+        self.store.put(&path, PutPayload::from(bytes)).await.map_err(lake_error)?;
+        Ok(())
+    }
+
+    async fn delete_result(&self, id: &str) -> Result<()> {
+        let prefix = Path::from(format!("{RESULTS_PREFIX}/{id}"));
+        let files: Vec<_> =
+            self.store.list(Some(&prefix)).try_collect().await.map_err(lake_error)?;
+        for file in files {
+            match self.store.delete(&file.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(lake_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes expired results: of the queries this server tracks, and any other under
+    /// `_tarn/results/` older than the retention (left by a restart or another server).
+    async fn sweep(&self) -> Result<()> {
+        let now = Utc::now();
+        let expired: Vec<String> = {
+            let mut tracking = self.tracked.lock().expect("tracking lock");
+            let expired: Vec<String> = tracking
+                .queries
+                .iter()
+                .filter(|(_, t)| {
+                    let status = t.status.lock().expect("status lock");
+                    status.state.is_finished() && status.expires_at.is_some_and(|at| at <= now)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                tracking.queries.remove(id);
+                tracking.reuse.retain(|_, owner| owner != id);
+            }
+            tracking.order.retain(|id| !expired.contains(id));
+            expired
+        };
+        for id in &expired {
+            self.delete_result(id).await?;
+            tracing::info!(query = %id, "deleted the expired result of a query");
+        }
+        let ttl = chrono::Duration::from_std(self.engine.config().results_ttl)
+            .unwrap_or(chrono::Duration::days(1));
+        let prefix = Path::from(RESULTS_PREFIX);
+        let stale: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter(|meta| futures::future::ready(meta.last_modified + ttl <= now))
+            .try_collect()
+            .await
+            .map_err(lake_error)?;
+        for meta in stale {
+            let id = meta.location.parts().nth(2).map(|p| p.as_ref().to_string());
+            let live = id.as_ref().is_some_and(|id| {
+                self.tracked.lock().expect("tracking lock").queries.contains_key(id)
+            });
+            if !live {
+                let _ = self.store.delete(&meta.location).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lake_error(e: object_store::Error) -> Error {
+    Error::Catalog(tarn_catalog::Error::ObjectStore(e))
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Error::QueryNotFound(id.to_string()))
+    }
+}
+
+fn result_path(id: &str) -> Path {
+    Path::from(format!("{RESULTS_PREFIX}/{id}/result.parquet"))
+}
+
+fn reuse_key(sql: &str, reads: &[TableRead]) -> u128 {
+    let mut text = sql.trim().to_string();
+    for read in reads {
+        text.push('\0');
+        text.push_str(&read.table);
+        text.push('@');
+        text.push_str(&read.version.to_string());
+    }
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// The columns of a result schema, as the API shows them.
+pub fn columns_of(schema: &arrow::datatypes::Schema) -> Vec<ResultColumn> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ResultColumn {
+            name: f.name().clone(),
+            data_type: tarn_catalog::type_name(f.data_type()),
+        })
+        .collect()
+}
+
+/// Streams the query's batches into one Parquet file at `path`; returns rows and bytes.
+async fn write_result(
+    store: Arc<dyn ObjectStore>,
+    path: &Path,
+    stream: &mut SendableRecordBatchStream,
+) -> Result<(u64, u64)> {
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
+        .build();
+    let parquet_error = |e: parquet::errors::ParquetError| {
+        Error::DataFusion(datafusion::error::DataFusionError::from(e))
+    };
+    let mut writer = AsyncArrowWriter::try_new(
+        object_store::buffered::BufWriter::new(store.clone(), path.clone()),
+        stream.schema(),
+        Some(properties),
+    )
+    .map_err(parquet_error)?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch: RecordBatch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).await.map_err(parquet_error)?;
+    }
+    writer.close().await.map_err(parquet_error)?;
+    let bytes = store.head(path).await.map_err(lake_error)?.size;
+    Ok((rows, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuse_keys_change_with_sql_and_versions() {
+        let read = |v| TableRead { table: "default.events".into(), version: v, time_travel: false };
+        let a = reuse_key("SELECT 1 FROM events", &[read(1)]);
+        assert_eq!(a, reuse_key(" SELECT 1 FROM events\n", &[read(1)]));
+        assert_ne!(a, reuse_key("SELECT 1 FROM events", &[read(2)]));
+        assert_ne!(a, reuse_key("SELECT 2 FROM events", &[read(1)]));
+    }
+
+    #[test]
+    fn ids_are_checked_before_they_name_a_path() {
+        assert!(check_id("0123456789abcdef0123456789abcdef").is_ok());
+        assert!(check_id("../../etc/passwd").is_err());
+        assert!(check_id("").is_err());
+    }
+}
