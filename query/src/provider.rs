@@ -68,6 +68,23 @@ impl SchemaProvider for LakeSchema {
         let Ok(table_name) = TableName::new(&self.namespace, name) else {
             return Ok(None);
         };
+        // External tables of files (crawled Parquet / CSV / NDJSON) are listings, not Delta.
+        match self.catalog.definition(&table_name).await {
+            Ok(definition) => {
+                if let Some(source) = definition
+                    .external
+                    .as_ref()
+                    .filter(|s| s.format != tarn_catalog::ExternalFormat::Delta)
+                {
+                    return Ok(Some(Arc::new(crate::external::ExternalFiles::open(
+                        &self.catalog,
+                        source,
+                    )?)));
+                }
+            }
+            Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(DataFusionError::External(Box::new(ApiError::from(e)))),
+        }
         let table = match self.catalog.open(&table_name).await {
             Ok((_, table)) => table,
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
