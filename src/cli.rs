@@ -24,7 +24,8 @@ async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
 pub async fn optimize(args: &OptimizeArgs) -> anyhow::Result<()> {
     let catalog = catalog(&args.lake).await?;
     let name = TableName::parse(&args.table)?;
-    let (_, table) = catalog.open(&name).await?;
+    let (definition, table) = catalog.open(&name).await?;
+    refuse_external(&definition, "optimize")?;
     let started = std::time::Instant::now();
     let (table, report) = table.optimize(args.target_file_bytes).await?;
     table.checkpoint().await?;
@@ -40,11 +41,26 @@ pub async fn optimize(args: &OptimizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Maintenance rewrites and deletes files: never on data Tarn does not own.
+fn refuse_external(definition: &tarn_catalog::TableDefinition, what: &str) -> anyhow::Result<()> {
+    if let Some(external) = &definition.external {
+        anyhow::bail!(
+            "table '{}' is an external {} table over {}, registered by the crawler; Tarn does not \
+             {what} data it does not own",
+            definition.name(),
+            external.format,
+            external.url
+        );
+    }
+    Ok(())
+}
+
 /// `tarn vacuum TABLE`: deletes unreferenced files older than the retention.
 pub async fn vacuum(args: &VacuumArgs) -> anyhow::Result<()> {
     let catalog = catalog(&args.lake).await?;
     let name = TableName::parse(&args.table)?;
-    let (_, table) = catalog.open(&name).await?;
+    let (definition, table) = catalog.open(&name).await?;
+    refuse_external(&definition, "vacuum")?;
     let retention = std::time::Duration::from_secs(args.retention_hours * 3600);
     let (_, report) = table.vacuum(retention, args.dry_run).await?;
     for file in &report.files {

@@ -253,7 +253,7 @@ fn discover(objects: Vec<ObjectMeta>, prefix: &Path) -> (Vec<Found>, Vec<(Vec<St
         if segments.iter().any(|s| hidden(s)) {
             continue;
         }
-        if (0..=directories.len()).any(|n| delta_roots.contains(&directories[..n].to_vec())) {
+        if (0..=directories.len()).any(|n| delta_roots.contains(&directories[..n])) {
             continue;
         }
         let split = directories.iter().position(|s| partition_segment(s).is_some());
@@ -459,7 +459,7 @@ impl Catalog {
                 Some(last) => last.clone(),
                 None => url
                     .path_segments()
-                    .and_then(|s| s.filter(|s| !s.is_empty()).next_back().map(str::to_string))
+                    .and_then(|mut s| s.rfind(|s| !s.is_empty()).map(str::to_string))
                     .or_else(|| url.host_str().map(str::to_string))
                     .unwrap_or_else(|| "data".into()),
             }

@@ -1,4 +1,7 @@
 //! The lake's catalog as DataFusion sees it: catalog `tarn`, one schema per namespace.
+//!
+//! Tarn's own tables and crawled Delta tables are read through deltalake's table provider;
+//! crawled prefixes of Parquet / CSV / NDJSON files through [`crate::external::ExternalFiles`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
