@@ -9,7 +9,9 @@ use tarn_catalog::{Catalog, TableName};
 use tarn_lake::{Lake, LakeOptions};
 use tarn_query::{QueryConfig, QueryEngine};
 
-use crate::config::{KeyArgs, KeyCommand, LakeArgs, LoadArgs, OptimizeArgs, SqlArgs, VacuumArgs};
+use crate::config::{
+    CrawlArgs, KeyArgs, KeyCommand, LakeArgs, LoadArgs, OptimizeArgs, SqlArgs, VacuumArgs,
+};
 
 async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
     let opened = Lake::open(&lake.lake, LakeOptions::default())
@@ -22,7 +24,8 @@ async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
 pub async fn optimize(args: &OptimizeArgs) -> anyhow::Result<()> {
     let catalog = catalog(&args.lake).await?;
     let name = TableName::parse(&args.table)?;
-    let (_, table) = catalog.open(&name).await?;
+    let (definition, table) = catalog.open(&name).await?;
+    refuse_external(&definition, "optimize")?;
     let started = std::time::Instant::now();
     let (table, report) = table.optimize(args.target_file_bytes).await?;
     table.checkpoint().await?;
@@ -38,11 +41,26 @@ pub async fn optimize(args: &OptimizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Maintenance rewrites and deletes files: never on data Tarn does not own.
+fn refuse_external(definition: &tarn_catalog::TableDefinition, what: &str) -> anyhow::Result<()> {
+    if let Some(external) = &definition.external {
+        anyhow::bail!(
+            "table '{}' is an external {} table over {}, registered by the crawler; Tarn does not \
+             {what} data it does not own",
+            definition.name(),
+            external.format,
+            external.url
+        );
+    }
+    Ok(())
+}
+
 /// `tarn vacuum TABLE`: deletes unreferenced files older than the retention.
 pub async fn vacuum(args: &VacuumArgs) -> anyhow::Result<()> {
     let catalog = catalog(&args.lake).await?;
     let name = TableName::parse(&args.table)?;
-    let (_, table) = catalog.open(&name).await?;
+    let (definition, table) = catalog.open(&name).await?;
+    refuse_external(&definition, "vacuum")?;
     let retention = std::time::Duration::from_secs(args.retention_hours * 3600);
     let (_, report) = table.vacuum(retention, args.dry_run).await?;
     for file in &report.files {
@@ -234,6 +252,91 @@ async fn local_copy(
         .with_context(|| format!("cannot read {file}"))?;
     let identity = format!("{file}|{}|{}|{:?}", meta.size, meta.last_modified, meta.e_tag);
     Ok((local, identity, Some(dir)))
+}
+
+/// `tarn crawl LOCATION`: registers the tables found under a directory or S3 prefix and
+/// prints one aligned line per table (and the places skipped, with why).
+pub async fn crawl(args: &CrawlArgs) -> anyhow::Result<()> {
+    use tarn_catalog::{CrawlFrom, CrawlOptions};
+    let catalog = catalog(&args.lake).await?;
+    let url = catalog.crawl_location(&args.location, CrawlFrom::CommandLine)?;
+    let options = CrawlOptions {
+        namespace: args.namespace.trim().to_ascii_lowercase(),
+        table_prefix: args.table_prefix.trim().to_ascii_lowercase(),
+    };
+    let report = catalog.crawl(&url, &options).await?;
+    print!("{}", crawl_summary(&report));
+    Ok(())
+}
+
+/// The aligned text `tarn crawl` prints.
+pub fn crawl_summary(report: &tarn_catalog::CrawlReport) -> String {
+    use std::fmt::Write as _;
+    let header = ["TABLE", "FORMAT", "PARTITION COLUMNS", "COLUMNS", "FILES", "STATUS", "LOCATION"];
+    let rows: Vec<[String; 7]> = report
+        .tables
+        .iter()
+        .map(|t| {
+            let partitions = if t.partition_columns.is_empty() {
+                "-".to_string()
+            } else if t.partitions > 0 {
+                format!("{} ({} partitions)", t.partition_columns.join(", "), t.partitions)
+            } else {
+                t.partition_columns.join(", ")
+            };
+            [
+                t.qualified_name(),
+                t.format.to_string(),
+                partitions,
+                t.columns.to_string(),
+                t.files.to_string(),
+                format!("{:?}", t.status).to_lowercase(),
+                t.location.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<width$}  ");
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = format!("crawled {}\n", report.location);
+    out.push_str(&line(&header));
+    for (row, table) in rows.iter().zip(&report.tables) {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
+        for change in &table.changes {
+            let _ = writeln!(out, "  {}: {change}", table.qualified_name());
+        }
+    }
+    for skipped in &report.skipped {
+        let _ = writeln!(out, "skipped {}: {}", skipped.location, skipped.reason);
+    }
+    let count =
+        |s: tarn_catalog::DefineStatus| report.tables.iter().filter(|t| t.status == s).count();
+    let _ = writeln!(
+        out,
+        "({} table{}: {} created, {} updated, {} unchanged; {} skipped)",
+        report.tables.len(),
+        if report.tables.len() == 1 { "" } else { "s" },
+        count(tarn_catalog::DefineStatus::Created),
+        count(tarn_catalog::DefineStatus::Updated),
+        count(tarn_catalog::DefineStatus::Unchanged),
+        report.skipped.len()
+    );
+    out
 }
 
 /// `tarn key new|hash`.

@@ -33,6 +33,9 @@ pub enum Command {
     Vacuum(VacuumArgs),
     /// Load files (CSV, NDJSON, JSON, Parquet; local paths or s3:// URLs) into a table.
     Load(LoadArgs),
+    /// Register existing Delta tables and Parquet / CSV / NDJSON prefixes under a directory
+    /// or s3:// prefix as (external, read-only) tables; crawling again picks up changes.
+    Crawl(CrawlArgs),
     /// Make an API key for tarn.toml, or hash an existing one.
     Key(KeyArgs),
 }
@@ -58,6 +61,22 @@ pub struct LoadArgs {
     /// The files.
     #[arg(required = true)]
     pub files: Vec<String>,
+}
+
+/// `tarn crawl`.
+#[derive(Debug, Clone, Args)]
+pub struct CrawlArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// Namespace of the tables registered.
+    #[arg(long, short, default_value = "default")]
+    pub namespace: String,
+    /// Put before the name of every new table (e.g. raw_).
+    #[arg(long, default_value = "")]
+    pub table_prefix: String,
+    /// What to crawl: a directory, file:///path or s3://bucket/prefix.
+    pub location: String,
 }
 
 /// `tarn key`.

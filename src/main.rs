@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Optimize(args) => tarn::cli::optimize(&args).await,
         Command::Vacuum(args) => tarn::cli::vacuum(&args).await,
         Command::Load(args) => tarn::cli::load(&args).await,
+        Command::Crawl(args) => tarn::cli::crawl(&args).await,
         Command::Key(args) => tarn::cli::key(&args),
     }
 }

@@ -183,7 +183,13 @@ impl From<Error> for ApiError {
             Error::InvalidName { .. } | Error::InvalidDefinition { .. } => {
                 ApiError::bad_request(e.to_string())
             }
-            Error::Conflict { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            Error::Conflict { .. } | Error::NotDelta { .. } => {
+                ApiError::new(ErrorCode::Conflict, e.to_string())
+            }
+            Error::Location { forbidden: true, .. } => {
+                ApiError::new(ErrorCode::Forbidden, e.to_string())
+            }
+            Error::Location { .. } => ApiError::bad_request(e.to_string()),
             Error::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
             Error::TableExists { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()),
             Error::Lake(e) => e.into(),

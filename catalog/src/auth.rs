@@ -371,6 +371,7 @@ mod tests {
         assert_eq!(scope_of(&Method::GET, "/healthz"), Scope::Open);
         assert_eq!(scope_of(&Method::OPTIONS, "/v1/ingest/leads"), Scope::Open);
         assert_eq!(scope_of(&Method::GET, "/metrics"), Scope::Admin);
+        assert_eq!(scope_of(&Method::POST, "/v1/crawl"), Scope::Admin);
     }
 
     #[test]

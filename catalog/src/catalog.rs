@@ -15,8 +15,8 @@ use tarn_lake::{Lake, LakeTable, TableStats};
 
 use crate::contract::COMMENT_KEY;
 use crate::{
-    companion, type_name, ColumnInfo, Contract, Error, Result, TableDefinition, TableName,
-    TableSpec,
+    companion, type_name, ColumnInfo, Contract, Error, ExternalFormat, ExternalSource, Result,
+    TableDefinition, TableName, TableSpec,
 };
 
 /// Where catalog documents live, relative to the lake root.
@@ -149,7 +149,7 @@ impl Catalog {
 
     /// Stores `definition` as its revision; fails with [`Error::Conflict`] when that revision
     /// exists already (another process changed the table meanwhile).
-    async fn put_document(&self, definition: &TableDefinition) -> Result<()> {
+    pub(crate) async fn put_document(&self, definition: &TableDefinition) -> Result<()> {
         let name = definition.name();
         let path = revision_path(&name, definition.revision);
         let body = serde_json::to_vec_pretty(definition).expect("definitions serialize");
@@ -181,6 +181,7 @@ impl Catalog {
             updated_at: None,
             revision: 0,
             owner: None,
+            external: None,
             spec,
         }
     }
@@ -236,6 +237,15 @@ impl Catalog {
             return Err(Error::Conflict {
                 name: name.to_string(),
                 reason: format!("it is kept by Tarn for '{owner}' and cannot be redefined"),
+            });
+        }
+        if let Some(external) = existing.as_ref().and_then(|d| d.external.as_ref()) {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                reason: format!(
+                    "it is an external {} table over {}; crawl it again to update it",
+                    external.format, external.url
+                ),
             });
         }
         let contract = if spec.is_declared() { Some(Contract::compile(&spec)?) } else { None };
@@ -349,13 +359,27 @@ impl Catalog {
                 table.refresh().await?;
                 table
             }
-            None => match self.lake.open_table(&definition.location).await {
-                Ok(table) => table,
-                Err(tarn_lake::Error::TableNotFound { .. }) => {
-                    return Err(Error::TableNotFound { name: name.to_string() })
+            None => {
+                let opened = match &definition.external {
+                    None => self.lake.open_table(&definition.location).await,
+                    Some(external) if external.format == ExternalFormat::Delta => {
+                        self.lake.open_table_url(&external_url(external)?).await
+                    }
+                    Some(external) => {
+                        return Err(Error::NotDelta {
+                            name: name.to_string(),
+                            format: external.format.to_string(),
+                        })
+                    }
+                };
+                match opened {
+                    Ok(table) => table,
+                    Err(tarn_lake::Error::TableNotFound { .. }) => {
+                        return Err(Error::TableNotFound { name: name.to_string() })
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
-            },
+            }
         };
         self.remember(name, &table);
         Ok((definition, table))
@@ -380,7 +404,11 @@ impl Catalog {
         read.ok_or_else(|| Error::TableNotFound { name: name.to_string() })
     }
 
-    fn cache_definition(&self, name: &TableName, definition: Option<Arc<TableDefinition>>) {
+    pub(crate) fn cache_definition(
+        &self,
+        name: &TableName,
+        definition: Option<Arc<TableDefinition>>,
+    ) {
         let mut definitions = self.definitions.lock().expect("definitions lock");
         if definitions.len() >= MAX_CACHED_DEFINITIONS && !definitions.contains_key(name) {
             if let Some(oldest) =
@@ -420,8 +448,23 @@ impl Catalog {
         tables.insert(name.clone(), table.clone());
     }
 
+    /// Forgets the open handle of `name` (its definition now points elsewhere).
+    pub(crate) fn forget(&self, name: &TableName) {
+        self.tables.lock().expect("table cache lock").remove(name);
+    }
+
     /// Definition, columns and statistics of `name`.
+    ///
+    /// For an external table of files, the columns are those the crawler stored and the
+    /// statistics come from listing its files now (count, bytes, newest modification; rows
+    /// are unknown).
     pub async fn describe(&self, name: &TableName) -> Result<TableInfo> {
+        let definition = self.definition(name).await?;
+        if let Some(external) =
+            definition.external.as_ref().filter(|e| e.format != ExternalFormat::Delta)
+        {
+            return self.describe_files(definition.as_ref().clone(), external).await;
+        }
         let (definition, table) = self.open(name).await?;
         let schema = table.schema()?;
         let spec = &definition.spec;
@@ -452,19 +495,75 @@ impl Catalog {
                 }
             })
             .collect();
+        let url = match &definition.external {
+            Some(external) => external.url.clone(),
+            None => self.lake.table_url(&definition.location)?.to_string(),
+        };
+        Ok(TableInfo { url, definition, columns, stats: table.stats() })
+    }
+
+    async fn describe_files(
+        &self,
+        definition: TableDefinition,
+        external: &ExternalSource,
+    ) -> Result<TableInfo> {
+        let url = external_url(external)?;
+        let store = self.lake.store_for_url(&url)?;
+        let prefix = Path::from_url_path(url.path()).map_err(|e| Error::InvalidDefinition {
+            reason: format!("the external URL {url} is not a valid path: {e}"),
+        })?;
+        let extension = external.file_extension.clone().unwrap_or_default();
+        let (mut files, mut bytes, mut newest) = (0usize, 0u64, None);
+        let mut listing = store.list(Some(&prefix));
+        while let Some(meta) = listing.try_next().await? {
+            let relative = meta.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or("");
+            if !crate::crawler::is_data_file(relative, &extension) {
+                continue;
+            }
+            files += 1;
+            bytes += meta.size;
+            newest = newest.max(Some(meta.last_modified));
+        }
+        let origin = |_| "crawled".to_string();
+        let columns = external
+            .columns
+            .iter()
+            .map(|c| (c, false))
+            .chain(external.partition_columns.iter().map(|c| (c, true)))
+            .map(|(c, partition)| ColumnInfo {
+                name: c.name.clone(),
+                data_type: c.type_name.clone(),
+                nullable: c.nullable,
+                comment: partition.then(|| "partition column (key=value/ directories)".into()),
+                origin: origin(()),
+            })
+            .collect();
         Ok(TableInfo {
-            url: self.lake.table_url(&definition.location)?.to_string(),
+            url: external.url.clone(),
             definition,
             columns,
-            stats: table.stats(),
+            stats: TableStats { version: 0, files, bytes, rows: None, last_commit: newest },
         })
     }
 
     /// Removes `name` from the catalog, with the tables Tarn keeps for it (`_rejected`,
     /// `_raw`). With `purge`, their data is deleted as well; without, the Delta tables stay in
     /// the lake and a later definition of the same name picks them up again.
+    ///
+    /// An external table (registered by the crawler) is only ever removed from the catalog:
+    /// `purge` is refused with [`Error::Conflict`], since Tarn does not own that data.
     pub async fn delete(&self, name: &TableName, purge: bool) -> Result<()> {
         let definition = self.get(name).await?;
+        if let (true, Some(external)) = (purge, &definition.external) {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                reason: format!(
+                    "it is an external {} table over {}, data Tarn does not own and never \
+                     deletes; drop it without purge=true to remove it from the catalog",
+                    external.format, external.url
+                ),
+            });
+        }
         let mut doomed = vec![(name.clone(), definition.location)];
         for companion in
             [companion::rejected_name(name), companion::raw_name(name)].into_iter().flatten()
@@ -593,6 +692,13 @@ fn check_partitions(name: &TableName, table: &LakeTable, wanted: &[String]) -> R
         });
     }
     Ok(())
+}
+
+/// The URL of an external table's data.
+pub(crate) fn external_url(external: &ExternalSource) -> Result<url::Url> {
+    url::Url::parse(&external.url).map_err(|e| Error::InvalidDefinition {
+        reason: format!("the external URL '{}' is not valid: {e}", external.url),
+    })
 }
 
 /// `_tarn/catalog/tables/<namespace>/<table>/`: the table's documents.

@@ -39,6 +39,25 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The table is an external table of plain files (Parquet, CSV, NDJSON): it has no Delta
+    /// log, hence no versions, history or Delta handle.
+    #[error("table '{name}' is an external {format} table, not a Delta table: it has no Delta log (versions, history)")]
+    NotDelta {
+        /// The qualified name.
+        name: String,
+        /// The table's format.
+        format: String,
+    },
+    /// A location to crawl does not exist, cannot be read, or may not be crawled from here.
+    #[error("cannot crawl {location}: {reason}")]
+    Location {
+        /// The location as given.
+        location: String,
+        /// Why.
+        reason: String,
+        /// True when crawling it is not allowed (rather than impossible).
+        forbidden: bool,
+    },
     /// A catalog document could not be parsed: written by something else, or damaged.
     #[error("catalog document {path} is not valid: {source}")]
     Document {

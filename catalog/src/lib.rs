@@ -14,6 +14,10 @@
 //! The crate also holds the pieces every HTTP-facing crate shares: the one map from errors to
 //! HTTP statuses ([`ApiError`]) and the catalog API router (`GET /v1/tables`, ...).
 //!
+//! The [`crawler`] registers data already in storage (Delta tables written by other tools,
+//! prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external tables,
+//! which Tarn reads in place and never writes.
+//!
 //! It never moves data: ingest appends, query reads.
 //!
 //! ```no_run
@@ -38,6 +42,7 @@ pub mod auth;
 mod catalog;
 pub mod companion;
 mod contract;
+pub mod crawler;
 mod definition;
 mod error;
 mod name;
@@ -48,7 +53,8 @@ mod types;
 pub use api::{ApiError, ErrorCode};
 pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
 pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contract, COMMENT_KEY};
-pub use definition::{ColumnInfo, TableDefinition};
+pub use crawler::{CrawlFrom, CrawlOptions, CrawlReport, CrawledTable};
+pub use definition::{ColumnInfo, ExternalColumn, ExternalFormat, ExternalSource, TableDefinition};
 pub use error::{Error, Result};
 pub use name::{TableName, DEFAULT_NAMESPACE};
 pub use router::router;

@@ -1,5 +1,5 @@
 //! The catalog API: `GET /v1/namespaces`, `GET /v1/tables`, `GET`/`PUT`/`DELETE
-//! /v1/tables/{table}`, `GET /v1/tables/{table}/history`.
+//! /v1/tables/{table}`, `GET /v1/tables/{table}/history`, and the crawler's `POST /v1/crawl`.
 
 use std::sync::Arc;
 
@@ -8,11 +8,12 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::crawler::{CrawlFrom, CrawlOptions};
 use crate::{ApiError, Catalog, DefineStatus, TableName, TableSpec};
 
 /// The catalog API router.
@@ -22,6 +23,7 @@ pub fn router(catalog: Arc<Catalog>) -> Router {
         .route("/v1/tables", get(list_tables))
         .route("/v1/tables/{table}", get(get_table).put(put_table).delete(delete_table))
         .route("/v1/tables/{table}/history", get(history))
+        .route("/v1/crawl", post(crawl))
         .with_state(catalog)
 }
 
@@ -49,6 +51,7 @@ async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>,
                 "partition_by": d.spec.partition_by,
                 "declared": d.spec.is_declared(),
                 "owner": d.owner,
+                "external": d.external.as_ref().map(|e| json!({"url": e.url, "format": e.format})),
                 "created_at": d.created_at,
             })
         })
@@ -126,4 +129,47 @@ async fn delete_table(
     let name = TableName::parse(&table)?;
     catalog.delete(&name, params.purge).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `POST /v1/crawl`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrawlRequest {
+    /// `s3://bucket/prefix`, or a directory inside the lake (`imports/sales`, relative to the
+    /// lake's root, or an absolute path / `file://` URL inside it).
+    location: String,
+    /// Namespace of new tables (default `default`).
+    #[serde(default)]
+    namespace: Option<String>,
+    /// Put before the name of every new table.
+    #[serde(default)]
+    table_prefix: Option<String>,
+}
+
+/// `POST /v1/crawl`: registers the Delta tables and Parquet / CSV / NDJSON prefixes under a
+/// location as external tables (see [`crate::crawler`]); answers what it found, per table
+/// `created`, `updated` (with the changes) or `unchanged`.
+async fn crawl(
+    State(catalog): State<Arc<Catalog>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let request: CrawlRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the crawl request is not valid (line {}, column {}): {e}; send \
+             {{\"location\": \"s3://bucket/prefix\", \"namespace\": \"default\"}}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let url = catalog.crawl_location(&request.location, CrawlFrom::Api)?;
+    let mut options = CrawlOptions::default();
+    if let Some(namespace) = request.namespace {
+        options.namespace = namespace.trim().to_ascii_lowercase();
+    }
+    if let Some(prefix) = request.table_prefix {
+        options.table_prefix = prefix.trim().to_ascii_lowercase();
+    }
+    let report = catalog.crawl(&url, &options).await?;
+    Ok(Json(serde_json::to_value(report).map_err(ApiError::internal)?))
 }

@@ -391,6 +391,14 @@ impl Ingestor {
     /// What ingest needs to know about `name`, for the current revision of its definition.
     pub async fn plan(&self, name: &TableName) -> Result<Arc<TablePlan>> {
         let definition = self.catalog.definition(name).await?;
+        if let Some(external) = &definition.external {
+            // Crawled data belongs to whoever wrote it: Tarn reads it, never writes it.
+            return Err(Error::Forbidden(format!(
+                "table '{name}' is an external {} table over {} registered by the crawler; \
+                 Tarn only reads it",
+                external.format, external.url
+            )));
+        }
         if let Some(plan) = self.plans.lock().expect("plans").get(name) {
             if plan.definition.revision == definition.revision
                 && plan.definition.created_at == definition.created_at

@@ -1,6 +1,7 @@
 //! Opening a lake: object stores, credentials and table URLs.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use arrow::datatypes::Schema as ArrowSchema;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -41,6 +42,8 @@ pub struct Lake {
     root_store: ObjectStoreRef,
     /// The same store with `/` at the lake's root; used for Tarn's own documents under `_tarn/`.
     store: ObjectStoreRef,
+    /// Stores for locations outside the lake (crawled data), by `scheme://bucket`.
+    foreign_stores: Mutex<HashMap<String, ObjectStoreRef>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -95,7 +98,14 @@ impl Lake {
         let log_store = logstore_for(&url, config)?;
         let root_store = log_store.root_object_store(None);
         let store = log_store.object_store(None);
-        Ok(Lake { location, url, options: storage, root_store, store })
+        Ok(Lake {
+            location,
+            url,
+            options: storage,
+            root_store,
+            store,
+            foreign_stores: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Where the lake is.
@@ -222,12 +232,66 @@ impl Lake {
         Ok(meta)
     }
 
+    /// The object store that holds `url` (a `file://` or `s3://` URL, inside the lake or not),
+    /// with `/` at the root of its bucket (or file system), built with the lake's storage
+    /// options and credentials. The lake's own store when `url` is in the lake's bucket;
+    /// stores for other buckets are built once and kept.
+    ///
+    /// Object paths in this store are the URL's path without the leading `/` (for S3, the key).
+    pub fn store_for_url(&self, url: &Url) -> Result<ObjectStoreRef> {
+        let key = store_key(url);
+        if key == store_key(&self.url) {
+            return Ok(self.root_store.clone());
+        }
+        let mut stores = self.foreign_stores.lock().expect("foreign stores lock");
+        if let Some(store) = stores.get(&key) {
+            return Ok(store.clone());
+        }
+        let mut options = self.options.clone();
+        if matches!(url.scheme(), "s3" | "s3a") {
+            options.entry("AWS_FORCE_CREDENTIAL_LOAD".into()).or_insert_with(|| "true".into());
+        }
+        let config = StorageConfig::parse_options(options)?;
+        let store = logstore_for(url, config)?.root_object_store(None);
+        stores.insert(key, store.clone());
+        Ok(store)
+    }
+
+    /// Opens the Delta table at an absolute URL (`file:///...`, `s3://bucket/prefix/`), which
+    /// need not be in the lake: tables written by other tools, registered by the crawler.
+    pub async fn open_table_url(&self, url: &Url) -> Result<LakeTable> {
+        let store = self.store_for_url(url)?;
+        let mut options = self.options.clone();
+        if matches!(url.scheme(), "s3" | "s3a") {
+            options.entry("AWS_FORCE_CREDENTIAL_LOAD".into()).or_insert_with(|| "true".into());
+        }
+        let mut table = DeltaTableBuilder::from_url(url.clone())?
+            .with_storage_backend(store, url.clone())
+            .with_storage_options(options)
+            .build()?;
+        match table.load().await {
+            Ok(()) => Ok(LakeTable::new(table)),
+            Err(e) => match table.verify_deltatable_existence().await {
+                Ok(false) => Err(Error::TableNotFound { location: url.to_string() }),
+                _ => Err(e.into()),
+            },
+        }
+    }
+
     /// Deletes every object under `path` (relative to the lake root); returns how many.
     pub async fn delete_prefix(&self, path: &str) -> Result<usize> {
         let prefix = Path::from(path.trim_matches('/'));
         let locations = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
         let deleted: Vec<Path> = self.store.delete_stream(locations).try_collect().await?;
         Ok(deleted.len())
+    }
+}
+
+/// What identifies the store of a URL: scheme and bucket (host); one for the local disk.
+fn store_key(url: &Url) -> String {
+    match url.scheme() {
+        "s3a" => format!("s3://{}", url.host_str().unwrap_or_default()),
+        scheme => format!("{scheme}://{}", url.host_str().unwrap_or_default()),
     }
 }
 

@@ -24,6 +24,7 @@
 
 mod engine;
 mod error;
+mod external;
 mod format;
 mod provider;
 pub mod queries;

@@ -1,4 +1,7 @@
 //! The lake's catalog as DataFusion sees it: catalog `tarn`, one schema per namespace.
+//!
+//! Tarn's own tables and crawled Delta tables are read through deltalake's table provider;
+//! crawled prefixes of Parquet / CSV / NDJSON files through [`crate::external::ExternalFiles`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -94,6 +97,29 @@ impl SchemaProvider for LakeSchema {
             return Ok(None);
         };
         let external = |e: ApiError| DataFusionError::External(Box::new(e));
+        // External tables of files (crawled Parquet / CSV / NDJSON) are listings, not Delta.
+        match self.catalog.definition(&table_name).await {
+            Ok(definition) => {
+                if let Some(source) = definition
+                    .external
+                    .as_ref()
+                    .filter(|s| s.format != tarn_catalog::ExternalFormat::Delta)
+                {
+                    if as_of.is_some() {
+                        return Err(DataFusionError::Plan(format!(
+                            "table '{table_name}' is a crawled {} prefix: it has no versions to travel to",
+                            source.format
+                        )));
+                    }
+                    return Ok(Some(Arc::new(crate::external::ExternalFiles::open(
+                        &self.catalog,
+                        source,
+                    )?)));
+                }
+            }
+            Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(external(e.into())),
+        }
         let table = match self.catalog.open(&table_name).await {
             Ok((_, table)) => table,
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),

@@ -3,6 +3,7 @@
 mod cli;
 mod contracts;
 mod crash;
+mod crawl;
 mod e2e;
 mod examples;
 mod interop;
