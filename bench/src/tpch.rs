@@ -6,13 +6,14 @@
 //!    temp dir: each table is created in the catalog, then appended in commits of up to
 //!    [`ROWS_PER_COMMIT`] rows, the next chunk being generated (on a thread of its own) while
 //!    the current one is written. Memory stays bounded by a few chunks whatever the scale.
-//! 2. Starts a release `tarn serve` on that lake and runs the queries of `bench/queries/tpch`
-//!    through `POST /v1/sql`, asking for an Arrow IPC stream and reading the whole body: one
-//!    warm-up run, then `--runs` (default 3) timed runs per query.
-//! 3. Lists each table's live files from its Delta log, and runs the same query texts with
-//!    DuckDB over views of exactly those files (`bench/tpch_duckdb.py`, with the Python of
-//!    `TARN_BENCH_PYTHON`, by default the test virtualenv's, which has `duckdb`): the same
-//!    warm-up and runs, timed in Python around executing and fetching the whole result.
+//! 2. Starts a release `tarn serve` on that lake, and DuckDB (`bench/tpch_duckdb.py`, with
+//!    the Python of `TARN_BENCH_PYTHON`, by default the test virtualenv's, which has `duckdb`)
+//!    with one view per table over exactly the live files its Delta log lists.
+//! 3. Runs each query of `bench/queries/tpch` (the same text for both engines) once on each
+//!    engine to warm up, then `--runs` (default 3) timed runs, alternating the engines run by
+//!    run so that both see the same background load. Tarn gets `POST /v1/sql` asking for an
+//!    Arrow IPC stream, timed from the request to having read the whole body; DuckDB is timed
+//!    in Python around executing the query and fetching its whole result as an Arrow table.
 //! 4. Prints a Markdown table: per query the medians of both engines, their ratio and the
 //!    rows each returned (flagged when they differ), with totals, the load time, the data size
 //!    and each process's peak RSS. Figures, not assertions.
@@ -90,6 +91,20 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// Adds a run's result (its time only when `timed`); the first error ends the tally.
+    fn record(&mut self, result: anyhow::Result<(f64, u64)>, timed: bool) {
+        let Outcome::Done { ms, rows } = self else { return };
+        match result {
+            Ok((elapsed, n)) => {
+                *rows = n;
+                if timed {
+                    ms.push(elapsed);
+                }
+            }
+            Err(e) => *self = Outcome::Failed(format!("{e:#}")),
+        }
+    }
+
     fn median(&self) -> Option<f64> {
         match self {
             Outcome::Done { ms, .. } => Some(median(ms)),
@@ -129,27 +144,33 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         .filter(|(name, _)| options.queries.is_empty() || options.queries.iter().any(|q| q == name))
         .collect();
 
-    // Tarn.
     let server = crate::Server::start_on(&lake_dir, &work.path().join("wal")).await?;
     let client = reqwest::Client::new();
-    let mut tarn = Vec::with_capacity(queries.len());
+    let mut duckdb = DuckDb::start(work.path(), &loaded).await?;
+    let (mut tarn, mut duck) = (Vec::new(), Vec::new());
     for (name, sql) in &queries {
-        let outcome = tarn_query(&client, &server, sql, options.runs).await;
-        match &outcome {
-            Outcome::Done { ms, rows } => {
-                println!("tarn {name}: {:.1} ms, {rows} rows", median(ms))
-            }
-            Outcome::Failed(e) => println!("tarn {name}: error: {e}"),
+        let mut t = Outcome::Done { ms: Vec::new(), rows: 0 };
+        let mut d = Outcome::Done { ms: Vec::new(), rows: 0 };
+        // Run 0 is each engine's warm-up.
+        for run in 0..=options.runs {
+            t.record(tarn_once(&client, &server, sql).await, run > 0);
+            d.record(duckdb.once(sql).await, run > 0);
         }
-        tarn.push(outcome);
+        let show = |o: &Outcome| match o {
+            Outcome::Done { ms, rows } => format!("{:.1} ms, {rows} rows", median(ms)),
+            Outcome::Failed(e) => format!("error: {e}"),
+        };
+        println!("{name}: tarn {}; duckdb {}", show(&t), show(&d));
+        tarn.push(t);
+        duck.push(d);
     }
     let server_rss = crate::status_mib(server.pid, "VmHWM");
     server.stop().await?;
+    let duckdb_rss = duckdb.finish().await?;
 
-    // DuckDB over the same files.
-    let duckdb = duckdb(work.path(), &loaded, &queries, options.runs).await?;
-
-    print_report(&options, &loaded, &queries, &tarn, &duckdb, server_rss);
+    let engines =
+        Engines { server_rss, duckdb_rss, version: duckdb.version, threads: duckdb.threads };
+    print_report(&options, &loaded, &queries, &tarn, &duck, &engines);
     Ok(())
 }
 
@@ -332,33 +353,18 @@ fn cast_strings(batch: RecordBatch, schema: &SchemaRef) -> anyhow::Result<Record
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Runs `sql` through `POST /v1/sql` (Arrow IPC stream) once to warm up, then `runs` times.
-/// A run is timed from sending the request to having read the whole body.
-async fn tarn_query(
+/// Runs `sql` once through `POST /v1/sql` (Arrow IPC stream): ms from sending the request to
+/// having read the whole body, and the rows in it.
+async fn tarn_once(
     client: &reqwest::Client,
     server: &crate::Server,
     sql: &str,
-    runs: usize,
-) -> Outcome {
-    let mut ms = Vec::with_capacity(runs);
-    let mut rows = 0;
-    for run in 0..=runs {
-        let started = Instant::now();
-        match post_sql(client, server, sql).await {
-            Ok(body) => {
-                let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-                match count_rows(body) {
-                    Ok(n) => rows = n,
-                    Err(e) => return Outcome::Failed(format!("bad Arrow stream: {e}")),
-                }
-                if run > 0 {
-                    ms.push(elapsed);
-                }
-            }
-            Err(e) => return Outcome::Failed(format!("{e:#}")),
-        }
-    }
-    Outcome::Done { ms, rows }
+) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let body = post_sql(client, server, sql).await?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let rows = count_rows(body).context("bad Arrow stream")?;
+    Ok((elapsed, rows))
 }
 
 /// The whole body of a successful `POST /v1/sql` asking for an Arrow IPC stream.
@@ -392,74 +398,89 @@ fn count_rows(body: bytes::Bytes) -> anyhow::Result<u64> {
     Ok(rows)
 }
 
-/// What the DuckDB script reported.
+/// The DuckDB script, running, with a view per table.
 struct DuckDb {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     version: String,
     threads: String,
-    peak_rss_mib: f64,
-    outcomes: Vec<Outcome>,
 }
 
-/// Runs `bench/tpch_duckdb.py` over the tables' files and reads its report.
-async fn duckdb(
-    work: &Path,
-    loaded: &Loaded,
-    queries: &[(&str, &str)],
-    runs: usize,
-) -> anyhow::Result<DuckDb> {
-    let python = match std::env::var("TARN_BENCH_PYTHON") {
-        Ok(python) => PathBuf::from(python),
-        Err(_) => {
-            let home = std::env::var("HOME").context("HOME (or set TARN_BENCH_PYTHON)")?;
-            Path::new(&home).join(".cache/tarn/venv/bin/python")
-        }
-    };
-    let script = work.join("tpch_duckdb.py");
-    std::fs::write(&script, DUCKDB_SCRIPT)?;
-    let tables: serde_json::Map<String, Value> =
-        loaded.files_by_table.iter().map(|(t, files)| (t.clone(), json!(files))).collect();
-    let spec = json!({
-        "tables": tables,
-        "queries": queries.iter().map(|(name, sql)| json!({"name": name, "sql": sql})).collect::<Vec<_>>(),
-        "runs": runs,
-    });
-    let spec_path = work.join("tpch_duckdb.json");
-    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(&spec_path)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot run {} (set TARN_BENCH_PYTHON to a Python with duckdb; scripts/test \
-                 creates the default virtualenv)",
-                python.display()
-            )
-        })?;
-    if !output.status.success() {
-        bail!("the DuckDB script failed ({})", output.status);
-    }
-    let report: Value = serde_json::from_slice(&output.stdout)?;
-    let outcomes = report["queries"]
-        .as_array()
-        .context("queries")?
-        .iter()
-        .map(|q| match q["error"].as_str() {
-            Some(e) => Outcome::Failed(e.to_string()),
-            None => Outcome::Done {
-                ms: q["ms"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect(),
-                rows: q["rows"].as_u64().unwrap_or(0),
-            },
+impl DuckDb {
+    /// Starts `bench/tpch_duckdb.py` over the tables' files.
+    async fn start(work: &Path, loaded: &Loaded) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let python = match std::env::var("TARN_BENCH_PYTHON") {
+            Ok(python) => PathBuf::from(python),
+            Err(_) => {
+                let home = std::env::var("HOME").context("HOME (or set TARN_BENCH_PYTHON)")?;
+                Path::new(&home).join(".cache/tarn/venv/bin/python")
+            }
+        };
+        let script = work.join("tpch_duckdb.py");
+        std::fs::write(&script, DUCKDB_SCRIPT)?;
+        let tables: serde_json::Map<String, Value> =
+            loaded.files_by_table.iter().map(|(t, files)| (t.clone(), json!(files))).collect();
+        let tables_path = work.join("tpch_tables.json");
+        std::fs::write(&tables_path, serde_json::to_vec(&tables)?)?;
+        let mut child = tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(&tables_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot run {} (set TARN_BENCH_PYTHON to a Python with duckdb; scripts/test \
+                     creates the default virtualenv)",
+                    python.display()
+                )
+            })?;
+        let stdin = child.stdin.take();
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let hello = stdout.next_line().await?.context("the DuckDB script exited at start")?;
+        let hello: Value = serde_json::from_str(&hello)?;
+        Ok(DuckDb {
+            child,
+            stdin,
+            stdout,
+            version: hello["version"].as_str().unwrap_or("?").to_string(),
+            threads: hello["threads"].to_string(),
         })
-        .collect();
-    Ok(DuckDb {
-        version: report["version"].as_str().unwrap_or("?").to_string(),
-        threads: report["threads"].to_string(),
-        peak_rss_mib: report["peak_rss_mib"].as_f64().unwrap_or(0.0),
-        outcomes,
-    })
+    }
+
+    /// Runs `sql` once: ms (measured in Python) and rows.
+    async fn once(&mut self, sql: &str) -> anyhow::Result<(f64, u64)> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().context("finished")?;
+        stdin.write_all(format!("{}\n", json!({ "sql": sql })).as_bytes()).await?;
+        stdin.flush().await?;
+        let line = self.stdout.next_line().await?.context("the DuckDB script exited")?;
+        let reply: Value = serde_json::from_str(&line)?;
+        if let Some(e) = reply["error"].as_str() {
+            bail!("{e}");
+        }
+        Ok((reply["ms"].as_f64().context("ms")?, reply["rows"].as_u64().context("rows")?))
+    }
+
+    /// Ends the script; its peak RSS in MiB.
+    async fn finish(&mut self) -> anyhow::Result<f64> {
+        drop(self.stdin.take());
+        let line = self.stdout.next_line().await?.context("the DuckDB script exited")?;
+        self.child.wait().await?;
+        let report: Value = serde_json::from_str(&line)?;
+        Ok(report["peak_rss_mib"].as_f64().unwrap_or(0.0))
+    }
+}
+
+/// About the engines, for the report.
+struct Engines {
+    server_rss: f64,
+    duckdb_rss: f64,
+    version: String,
+    threads: String,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -480,14 +501,14 @@ fn print_report(
     loaded: &Loaded,
     queries: &[(&str, &str)],
     tarn: &[Outcome],
-    duckdb: &DuckDb,
-    server_rss: f64,
+    duckdb: &[Outcome],
+    engines: &Engines,
 ) {
     println!();
     println!(
         "TPC-H SF{}: median of {} runs after a warm-up; Tarn through POST /v1/sql (Arrow stream), \
-         DuckDB {} ({} threads) over the same Parquet files",
-        options.scale, options.runs, duckdb.version, duckdb.threads
+         DuckDB {} ({} threads) over the same Parquet files; engines alternating run by run",
+        options.scale, options.runs, engines.version, engines.threads
     );
     println!();
     println!("| query | Tarn ms | DuckDB ms | Tarn / DuckDB | rows | |");
@@ -495,7 +516,7 @@ fn print_report(
     let (mut tarn_total, mut duckdb_total) = (0.0, 0.0);
     let mut complete = true;
     for (i, (name, _)) in queries.iter().enumerate() {
-        let (t, d) = (&tarn[i], &duckdb.outcomes[i]);
+        let (t, d) = (&tarn[i], &duckdb[i]);
         let cell = |m: Option<f64>| m.map(|m| format!("{m:.1}")).unwrap_or("error".into());
         let ratio = match (t.median(), d.median()) {
             (Some(t), Some(d)) => {
@@ -545,7 +566,10 @@ fn print_report(
         loaded.files,
         loaded.bytes as f64 / 1e6
     );
-    println!("| peak RSS during the queries | tarn serve {server_rss:.0} MiB, DuckDB (Python) {:.0} MiB |", duckdb.peak_rss_mib);
+    println!(
+        "| peak RSS during the queries | tarn serve {:.0} MiB, DuckDB (Python) {:.0} MiB |",
+        engines.server_rss, engines.duckdb_rss
+    );
 }
 
 fn failure(engine: &str, outcome: &Outcome) -> String {
