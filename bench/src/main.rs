@@ -17,8 +17,13 @@
 //!
 //! `cargo run --release -p tarn-bench -- load` writes a CSV file of at least 1 GB and times
 //! `tarn load` of it into a declared table (see [`load`]).
+//!
+//! `cargo run --release -p tarn-bench -- tpch` loads TPC-H into Delta tables through the
+//! catalog and runs its 22 queries through `POST /v1/sql` and with DuckDB over the same
+//! Parquet files (see [`tpch`]).
 
 mod load;
+mod tpch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +54,9 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("ingest") => ingest(&args).await,
         Some("load") => load::run(&args[1..]).await,
+        Some("tpch") => tpch::run(&args[1..]).await,
         _ => bail!(
-            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]"
+            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...]"
         ),
     }
 }
@@ -214,15 +220,19 @@ struct Server {
 }
 
 impl Server {
+    /// A server on a fresh lake and WAL in `work`.
     async fn start(work: &Path) -> anyhow::Result<Self> {
+        Self::start_on(&work.join("lake"), &work.join("wal")).await
+    }
+
+    /// A server on the lake at `lake`, with its write-ahead log in `wal`.
+    async fn start_on(lake: &Path, wal: &Path) -> anyhow::Result<Self> {
         let binary = tarn_binary()?;
-        let lake = work.join("lake");
-        let wal = work.join("wal");
         let mut child = tokio::process::Command::new(&binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
-            .arg(&lake)
+            .arg(lake)
             .arg("--wal-dir")
-            .arg(&wal)
+            .arg(wal)
             .env("RUST_LOG", "warn,tarn=info")
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
