@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::session_state::SessionState;
 use serde::{Deserialize, Serialize};
 use tarn_catalog::{ApiError, Catalog, TableName};
 
@@ -38,14 +39,17 @@ pub struct LakeCatalog {
     catalog: Arc<Catalog>,
     namespaces: BTreeMap<String, Vec<String>>,
     reads: Arc<Mutex<Vec<TableRead>>>,
+    scan_session: Arc<SessionState>,
 }
 
 impl LakeCatalog {
-    /// The catalog's tables as DataFusion sees them; tables loaded are recorded in `reads`.
+    /// The catalog's tables as DataFusion sees them; tables loaded are recorded in `reads`,
+    /// and Delta scans take their settings (filter pushdown, view types) from `scan_session`.
     pub fn new(
         catalog: Arc<Catalog>,
         names: Vec<TableName>,
         reads: Arc<Mutex<Vec<TableRead>>>,
+        scan_session: Arc<SessionState>,
     ) -> Self {
         let mut namespaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // The default namespace always exists, so `SELECT 1` and `SHOW TABLES` work on an
@@ -57,7 +61,7 @@ impl LakeCatalog {
                 .or_default()
                 .push(name.name().to_string());
         }
-        LakeCatalog { catalog, namespaces, reads }
+        LakeCatalog { catalog, namespaces, reads, scan_session }
     }
 }
 
@@ -73,6 +77,7 @@ impl CatalogProvider for LakeCatalog {
             namespace: name.to_string(),
             tables: tables.clone(),
             reads: self.reads.clone(),
+            scan_session: self.scan_session.clone(),
         }))
     }
 }
@@ -83,6 +88,7 @@ struct LakeSchema {
     namespace: String,
     tables: Vec<String>,
     reads: Arc<Mutex<Vec<TableRead>>>,
+    scan_session: Arc<SessionState>,
 }
 
 #[async_trait]
@@ -142,7 +148,7 @@ impl SchemaProvider for LakeSchema {
             version: table.version(),
             time_travel: as_of.is_some(),
         });
-        Ok(Some(table.delta().table_provider().await?))
+        Ok(Some(table.delta().table_provider().with_session(self.scan_session.clone()).await?))
     }
 
     fn table_exist(&self, name: &str) -> bool {
