@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
 use datafusion::execution::context::SQLOptions;
@@ -188,23 +188,26 @@ impl QueryEngine {
 
     async fn session_recording(&self, reads: Arc<Mutex<Vec<TableRead>>>) -> Result<SessionContext> {
         let names = self.catalog.names().await?;
+        Ok(self.session_over(Arc::new(LakeCatalog::new(self.catalog.clone(), names, reads))))
+    }
+
+    /// A session whose catalog `tarn` is `tables` (default schema `default`), with
+    /// `information_schema`, the engine's settings and its shared runtime (memory pool, spill).
+    pub(crate) fn session_over(&self, tables: Arc<dyn CatalogProvider>) -> SessionContext {
         let config = SessionConfig::new()
             .with_batch_size(self.config.batch_size)
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, tarn_catalog::DEFAULT_NAMESPACE);
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
-        catalogs.register_catalog(
-            CATALOG_NAME.to_string(),
-            Arc::new(LakeCatalog::new(self.catalog.clone(), names, reads)),
-        );
+        catalogs.register_catalog(CATALOG_NAME.to_string(), tables);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_catalog_list(catalogs)
             .build();
-        Ok(SessionContext::new_with_state(state))
+        SessionContext::new_with_state(state)
     }
 
     /// Plans `sql`, refuses anything that is not a read, and starts it. No admission, no

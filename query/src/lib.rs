@@ -25,6 +25,8 @@
 mod engine;
 mod error;
 mod format;
+#[cfg(feature = "pg")]
+pub mod pg;
 mod provider;
 pub mod queries;
 mod router;
