@@ -43,6 +43,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Query, Set, SetExpr, Statement};
+use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -349,6 +350,8 @@ impl ErrorHandler for TarnErrors {
         if let PgWireError::ApiError(inner) = error {
             let mapped = if let Some(e) = inner.downcast_ref::<DataFusionError>() {
                 Some(datafusion_error(e))
+            } else if let Some(e) = inner.downcast_ref::<ParserError>() {
+                Some(user_error("ERROR", "42601", e.to_string()))
             } else {
                 inner.downcast_ref::<ApiError>().map(|e| api_error(e.clone()))
             };

@@ -133,7 +133,6 @@ async fn psql_lists_tables_and_queries_them(backend: Backend) {
         "DROP TABLE events",
         "COPY events TO STDOUT",
         "SELECT * INTO copied FROM events",
-        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
         "SET datafusion.execution.batch_size = 1",
     ] {
         let out = psql(&server, None, &[write]).await;
