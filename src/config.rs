@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// Table definitions and API keys (optional; an explicitly named file must exist).
     #[arg(long, env = "TARN_CONFIG", default_value = "tarn.toml")]
     pub config: PathBuf,
+    /// Address to listen on for the Postgres wire protocol (psql, BI tools), or `off`.
+    #[arg(long, env = "TARN_PG_LISTEN", default_value = "127.0.0.1:5433")]
+    pub pg_listen: PgListen,
     /// Create unknown tables on first ingest, with a schema inferred from that first body
     /// (default: on, unless API keys are configured).
     #[arg(long, env = "TARN_AUTO_CREATE", action = ArgAction::Set)]
@@ -211,6 +214,23 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub query: QueryArgs,
+}
+
+/// `--pg-listen`: an address, or `off` (no Postgres endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for PgListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "off" | "none" | "" => Ok(PgListen(None)),
+            address => address.parse().map(|a| PgListen(Some(a))).map_err(|e| {
+                format!("'{address}' is not an address (127.0.0.1:5433) nor `off`: {e}")
+            }),
+        }
+    }
 }
 
 /// The query engine's limits (`tarn serve`).
@@ -282,6 +302,8 @@ pub struct ServeConfig {
     pub lake_options: LakeOptions,
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Address for the Postgres wire protocol; `None`: off (the default of tests).
+    pub pg_listen: Option<SocketAddr>,
     /// Ingest settings.
     pub ingest: IngestConfig,
     /// Query settings.
@@ -301,6 +323,7 @@ impl ServeConfig {
             lake: lake.into(),
             lake_options: LakeOptions::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pg_listen: None,
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             tables: Vec::new(),
@@ -394,6 +417,7 @@ impl From<ServeArgs> for ServeConfig {
         ServeConfig {
             auto_create_set,
             listen: args.listen,
+            pg_listen: args.pg_listen.0,
             query: args.query.into(),
             ingest: IngestConfig {
                 auto_create: args.auto_create.unwrap_or(true),

@@ -1,6 +1,6 @@
 //! The HTTP application: every service's router behind one set of tower-http layers.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -120,6 +120,8 @@ pub struct Application {
     listener: TcpListener,
     services: Services,
     lake: String,
+    /// The Postgres endpoint and its listener, unless turned off.
+    pg: Option<(tarn_query::pg::PgServer, TcpListener)>,
 }
 
 impl Application {
@@ -130,7 +132,16 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let lake = services.catalog.lake().location().to_string();
-        Ok(Application { listener, services, lake })
+        let pg = match config.pg_listen {
+            Some(address) => Some(bind_pg(&services, address).await?),
+            None => None,
+        };
+        Ok(Application { listener, services, lake, pg })
+    }
+
+    /// The address of the Postgres endpoint, unless it is off.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg.as_ref().map(|(_, l)| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The address the server listens on.
@@ -157,11 +168,42 @@ impl Application {
                 "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
             );
         }
-        axum::serve(self.listener, self.services.router()).with_graceful_shutdown(shutdown).await?;
+        // Both endpoints stop on the same signal.
+        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+        let pg = self.pg_addr();
+        let pg = async {
+            if let Some((server, listener)) = self.pg {
+                tracing::info!("Tarn is serving the Postgres protocol on {}", pg.expect("bound"));
+                server.serve(listener, shutdown.clone()).await;
+            }
+        };
+        let http = axum::serve(self.listener, self.services.router())
+            .with_graceful_shutdown(shutdown.clone())
+            .into_future();
+        let (http, ()) = tokio::join!(http, pg);
+        http?;
         self.services.ingestor.shutdown().await;
         tracing::info!("Tarn stopped");
         Ok(())
     }
+}
+
+/// Sets up the Postgres endpoint over the services and binds its listener.
+async fn bind_pg(
+    services: &Services,
+    address: SocketAddr,
+) -> anyhow::Result<(tarn_query::pg::PgServer, TcpListener)> {
+    let server = tarn_query::pg::PgServer::new(
+        services.engine.clone(),
+        services.keys.clone(),
+        tarn_query::pg::PgConfig::default(),
+    )
+    .await
+    .context("cannot set up the Postgres endpoint")?;
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address} for the Postgres protocol (--pg-listen; `off` turns it off)")
+    })?;
+    Ok((server, listener))
 }
 
 async fn shutdown_signal() {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
 use datafusion::execution::context::SQLOptions;
@@ -185,6 +185,11 @@ impl QueryEngine {
         &self.catalog
     }
 
+    /// The session Delta scans take their settings from.
+    pub(crate) fn scan_session(&self) -> Arc<SessionState> {
+        self.scan_session.clone()
+    }
+
     /// The bound on concurrent queries.
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
@@ -198,24 +203,27 @@ impl QueryEngine {
 
     async fn session_recording(&self, reads: Arc<Mutex<Vec<TableRead>>>) -> Result<SessionContext> {
         let names = self.catalog.names().await?;
+        Ok(self.session_over(Arc::new(LakeCatalog::new(
+            self.catalog.clone(),
+            names,
+            reads,
+            self.scan_session.clone(),
+        ))))
+    }
+
+    /// A session whose catalog `tarn` is `tables` (default schema `default`), with
+    /// `information_schema`, the engine's settings and its shared runtime (memory pool, spill).
+    pub(crate) fn session_over(&self, tables: Arc<dyn CatalogProvider>) -> SessionContext {
         let config = session_config(&self.config);
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
-        catalogs.register_catalog(
-            CATALOG_NAME.to_string(),
-            Arc::new(LakeCatalog::new(
-                self.catalog.clone(),
-                names,
-                reads,
-                self.scan_session.clone(),
-            )),
-        );
+        catalogs.register_catalog(CATALOG_NAME.to_string(), tables);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_catalog_list(catalogs)
             .build();
-        Ok(SessionContext::new_with_state(state))
+        SessionContext::new_with_state(state)
     }
 
     /// Plans `sql`, refuses anything that is not a read, and starts it. No admission, no

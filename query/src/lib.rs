@@ -26,6 +26,8 @@ mod engine;
 mod error;
 mod external;
 mod format;
+#[cfg(feature = "pg")]
+pub mod pg;
 mod provider;
 pub mod queries;
 mod router;

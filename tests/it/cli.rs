@@ -48,6 +48,7 @@ async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
     let wal_dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(TARN)
         .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
+        .args(["--pg-listen", "127.0.0.1:0"])
         .arg("--wal-dir")
         .arg(wal_dir.path())
         // Nothing is committed by age before the SIGTERM: shutdown must commit it.

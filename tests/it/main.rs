@@ -8,6 +8,7 @@ mod e2e;
 mod examples;
 mod interop;
 mod outage;
+mod pg;
 mod queries;
 mod readme;
 mod support;

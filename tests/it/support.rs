@@ -13,6 +13,8 @@ pub struct TestServer {
     pub lake: TestLake,
     _wal_dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// The Postgres endpoint's address, when the configuration turned it on.
+    pub pg_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -40,11 +42,19 @@ impl TestServer {
         configure(&mut config);
         let app = Application::build(config).await.expect("build the application");
         let addr = app.local_addr();
+        let pg_addr = app.pg_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        TestServer { lake, _wal_dir: wal_dir, addr, client: reqwest::Client::new(), _stop: stop }
+        TestServer {
+            lake,
+            _wal_dir: wal_dir,
+            addr,
+            pg_addr,
+            client: reqwest::Client::new(),
+            _stop: stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -129,6 +139,7 @@ impl ServeProcess {
         use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
             .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
+            .args(["--pg-listen", "127.0.0.1:0"])
             .args(args)
             .envs(lake.env())
             .env("RUST_LOG", "info")

@@ -1,0 +1,205 @@
+//! The Postgres wire protocol, spoken by the real `psql` (Debian's `postgresql-client`;
+//! scripts/test installs it when missing).
+
+use std::time::Duration;
+
+use tarn_catalog::auth::{hash_secret, KeySpec};
+use tarn_lake::backend_tests;
+use tarn_lake::test_util::Backend;
+
+use crate::support::TestServer;
+
+backend_tests!(psql_lists_tables_and_queries_them);
+
+/// What one psql run printed.
+struct Psql {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// A server with the Postgres endpoint on a free port, and `keys`.
+async fn start(backend: Backend, keys: Vec<KeySpec>) -> TestServer {
+    TestServer::start_with(backend, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.keys = keys;
+    })
+    .await
+}
+
+/// Runs `psql` with each of `commands` (`-c`, one session), as user `analyst` on database
+/// `tarn`, with `password` (never prompting for one).
+async fn psql(server: &TestServer, password: Option<&str>, commands: &[&str]) -> Psql {
+    let addr = server.pg_addr.expect("the Postgres endpoint is on");
+    let mut command = tokio::process::Command::new("psql");
+    command
+        .args(["-X", "-w", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["-U", "analyst", "-d", "tarn"])
+        .env("PGCONNECT_TIMEOUT", "20")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .kill_on_drop(true);
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    for c in commands {
+        command.args(["-c", c]);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("psql finishes")
+        .expect("psql runs (Debian package postgresql-client)");
+    Psql {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl std::fmt::Display for Psql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "success: {}\n--- stdout\n{}--- stderr\n{}",
+            self.success, self.stdout, self.stderr
+        )
+    }
+}
+
+async fn psql_lists_tables_and_queries_them(backend: Backend) {
+    let server = start(backend, Vec::new()).await;
+    let (code, body) = server
+        .ingest(
+            "events",
+            "application/x-ndjson",
+            "{\"id\": 1, \"kind\": \"view\"}\n{\"id\": 2, \"kind\": \"click\"}\n{\"id\": 3, \"kind\": \"view\"}\n",
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    let out = psql(
+        &server,
+        None,
+        &[
+            "\\dt",
+            "SELECT count(*) AS n FROM events",
+            "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind",
+        ],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    // \dt: the table, in schema default.
+    assert!(out.stdout.contains("List of relations"), "{out}");
+    let listed = out.stdout.lines().find(|l| l.contains("events")).unwrap_or_default();
+    assert!(listed.contains("default") && listed.contains("table"), "{out}");
+    // The counts.
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert!(lines.windows(3).any(|w| w[0] == "n" && w[2] == "3"), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("click") && l.ends_with("| 1")), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("view") && l.ends_with("| 2")), "{out}");
+
+    // A table created after the endpoint started is there, without a restart, and time
+    // travel reads the first version.
+    let (code, body) = server.ingest("clicks", "application/json", r#"{"page": "/pricing"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) =
+        server.ingest("events", "application/json", r#"{"id": 4, "kind": "buy"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    let out = psql(
+        &server,
+        None,
+        &[
+            "\\dt",
+            "SELECT count(*) AS now FROM events",
+            "SELECT count(*) AS first FROM events VERSION AS OF 1",
+            "SELECT page FROM default.clicks",
+        ],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    assert!(out.stdout.lines().any(|l| l.contains("clicks") && l.contains("table")), "{out}");
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert!(lines.windows(3).any(|w| w[0] == "now" && w[2] == "4"), "{out}");
+    assert!(lines.windows(3).any(|w| w[0] == "first" && w[2] == "3"), "{out}");
+    assert!(lines.contains(&"/pricing"), "{out}");
+
+    // Nothing that writes gets through.
+    for write in [
+        "CREATE TABLE t (a INT)",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO events VALUES (5, 'view')",
+        "DELETE FROM events",
+        "DROP TABLE events",
+        "COPY events TO STDOUT",
+        "SELECT * INTO copied FROM events",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let out = psql(&server, None, &[write]).await;
+        assert!(!out.success, "{write}: {out}");
+        assert!(
+            out.stderr.contains("read-only") || out.stderr.contains("cannot be changed"),
+            "{write}: {out}"
+        );
+    }
+    // The table is as it was.
+    assert_eq!(server.rows("SELECT count(*) FROM events").await, vec![serde_json::json!([4])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_needs_a_query_key_as_password() {
+    let key = |name: &str, secret: &str, scopes: &[&str], publishable: bool| KeySpec {
+        name: name.into(),
+        hash: hash_secret(secret),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        publishable,
+        allowed_origins: if publishable { vec!["https://www.example.com".into()] } else { vec![] },
+    };
+    let server = start(
+        Backend::Local,
+        vec![
+            key("analyst", "tk_query", &["query"], false),
+            key("loader", "tk_ingest", &["ingest:events"], false),
+            key("site", "pk_site", &["ingest:events"], true),
+        ],
+    )
+    .await;
+    let query = "SELECT 40 + 2 AS answer";
+
+    let out = psql(&server, None, &[query]).await;
+    assert!(!out.success, "{out}");
+    assert!(out.stderr.contains("password"), "{out}");
+
+    let out = psql(&server, Some("tk_wrong"), &[query]).await;
+    assert!(!out.success, "{out}");
+    assert!(out.stderr.contains("the API key is not valid"), "{out}");
+
+    for refused in ["tk_ingest", "pk_site"] {
+        let out = psql(&server, Some(refused), &[query]).await;
+        assert!(!out.success, "{refused}: {out}");
+        assert!(
+            out.stderr.contains("does not allow queries") || out.stderr.contains("publishable"),
+            "{refused}: {out}"
+        );
+    }
+
+    let out = psql(&server, Some("tk_query"), &[query, "\\dt"]).await;
+    assert!(out.success, "{out}");
+    assert!(out.stdout.lines().any(|l| l.trim() == "42"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_queries_stop_at_the_time_limit() {
+    let server = TestServer::start_with(Backend::Local, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.query.timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Far more than a second of work on any machine.
+    let out = psql(&server, None, &["SELECT count(*) FROM generate_series(1, 100000000000)"]).await;
+    assert!(!out.success, "{out}");
+    assert!(out.stderr.contains("ran longer than its limit of 1 s"), "{out}");
+    // The slot is free again.
+    let out = psql(&server, None, &["SELECT 1 AS one"]).await;
+    assert!(out.success, "{out}");
+}
