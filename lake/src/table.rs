@@ -73,6 +73,12 @@ impl LakeTable {
         self.table
     }
 
+    /// The table's id, from its metadata (a table created anew at the same place has
+    /// another).
+    pub fn id(&self) -> Option<String> {
+        self.table.snapshot().ok().map(|state| state.metadata().id().to_string())
+    }
+
     /// The current version.
     pub fn version(&self) -> u64 {
         self.table.version().unwrap_or(0)

@@ -70,7 +70,7 @@ impl Default for QueryConfig {
             max_queued: 64,
             max_result_rows: 100_000,
             results_ttl: Duration::from_secs(24 * 3600),
-            max_tracked_queries: 10_000,
+            max_tracked_queries: 1_000,
         }
     }
 }
@@ -97,8 +97,8 @@ pub struct PlannedQuery {
     pub plan: Arc<dyn ExecutionPlan>,
     /// Every table the query reads, with the version it reads.
     pub reads: Vec<TableRead>,
-    /// False when the result may change although no table did (`now()`, `random()`, ...):
-    /// such results are never reused.
+    /// False when the result may change although no table version did (`now()`,
+    /// `random()`, a crawled table of files): such results are never reused.
     pub deterministic: bool,
 }
 
@@ -276,6 +276,7 @@ impl QueryEngine {
         let mut reads = std::mem::take(&mut *reads.lock().expect("reads lock"));
         reads.sort();
         reads.dedup();
+        let deterministic = deterministic && !reads.iter().any(|read| read.files);
         Ok(PlannedQuery { ctx, plan: physical, reads, deterministic })
     }
 

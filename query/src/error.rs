@@ -57,6 +57,14 @@ impl From<Error> for ApiError {
     }
 }
 
+/// 422: a data file that does not read as what it claims to be.
+fn unreadable_data(root: &DataFusionError) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unprocessable,
+        format!("a data file of the table cannot be read: {root}"),
+    )
+}
+
 /// Maps a DataFusion error by its root cause: mistakes in the query are 400, exhausted
 /// resources 503, unimplemented features 501, storage outages 503; the rest is a bug (500).
 fn datafusion_error(e: DataFusionError) -> ApiError {
@@ -74,8 +82,23 @@ fn datafusion_error(e: DataFusionError) -> ApiError {
             | ArrowError::ComputeError(_)
             | ArrowError::InvalidArgumentError(_)
             | ArrowError::ArithmeticOverflow(_) => ApiError::bad_request(root.to_string()),
+            // Files Tarn did not write (crawled tables) that do not read as their format.
+            ArrowError::CsvError(_) | ArrowError::JsonError(_) | ArrowError::ParquetError(_) => {
+                unreadable_data(root)
+            }
             _ => ApiError::internal(&e),
         },
+        DataFusionError::ParquetError(_) => unreadable_data(root),
+        DataFusionError::ObjectStore(store)
+            if matches!(store.as_ref(), object_store::Error::NotFound { .. }) =>
+        {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "a file of a table went away while the query read it; run it again: {store}"
+                ),
+            )
+        }
         DataFusionError::ResourcesExhausted(_) => ApiError::unavailable(
             format!("the query needs more resources than this server grants it: {root}"),
             std::time::Duration::from_secs(5),

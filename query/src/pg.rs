@@ -438,6 +438,8 @@ enum Verdict {
     Answer(&'static str),
     /// Refused: not a read.
     Refuse(String),
+    /// Refused: a feature Tarn does not offer over the wire.
+    Unsupported(String),
 }
 
 fn verdict(statement: &Statement) -> Verdict {
@@ -460,16 +462,11 @@ fn verdict(statement: &Statement) -> Verdict {
         | Statement::Rollback { .. }
         | Statement::Fetch { .. }
         | Statement::Close { .. } => Verdict::Allow,
-        Statement::Declare { stmts } => {
-            for declare in stmts {
-                if let Some(query) = &declare.for_query {
-                    if let Verdict::Refuse(why) = query_verdict(query) {
-                        return Verdict::Refuse(why);
-                    }
-                }
-            }
-            Verdict::Allow
-        }
+        // A declared cursor would run its query in the background, outside the execution
+        // slots and the time limit; rows stream to the client as they are computed anyway.
+        Statement::Declare { .. } => Verdict::Unsupported(
+            "cursors (DECLARE ... CURSOR) are not supported: query results stream as they are computed".into(),
+        ),
         Statement::Discard { .. } => Verdict::Answer("DISCARD ALL"),
         Statement::Deallocate { .. } => Verdict::Answer("DEALLOCATE"),
         Statement::Set(set) => set_verdict(set),
@@ -506,6 +503,12 @@ fn query_verdict(query: &Query) -> Verdict {
 /// are shared by every session and refused; the rest are acknowledged and ignored.
 fn set_verdict(set: &Set) -> Verdict {
     match set {
+        Set::SingleAssignment { variable, .. }
+            if variable.to_string().to_lowercase().starts_with("datafusion.") =>
+        {
+            let name = variable.to_string().to_lowercase();
+            Verdict::Refuse(format!("the server's settings ({name}) cannot be changed"))
+        }
         Set::SingleAssignment { scope: None, hivevar: false, variable, values } => {
             let name = variable.to_string().to_lowercase();
             let literal = matches!(values.first(), Some(Expr::Value(_)));
@@ -565,6 +568,7 @@ impl QueryHook for ReadOnlyHook {
             Verdict::Allow => None,
             Verdict::Answer(tag) => Some(Ok(Response::Execution(Tag::new(tag)))),
             Verdict::Refuse(why) => Some(Err(read_only(why))),
+            Verdict::Unsupported(why) => Some(Err(user_error("ERROR", "0A000", why))),
         }
     }
 
@@ -583,6 +587,7 @@ impl QueryHook for ReadOnlyHook {
                 })))
             }
             Verdict::Refuse(why) => Some(Err(read_only(why))),
+            Verdict::Unsupported(why) => Some(Err(user_error("ERROR", "0A000", why))),
         }
     }
 
@@ -640,11 +645,17 @@ struct TarnService {
     sql_parser: PostgresCompatibilityParser,
 }
 
-/// A query's execution slot and its deadline.
+/// A query's execution slot and its deadline. The statements of one simple-query message
+/// share one slot: pgwire sends their rows only after all of them are planned, so a slot per
+/// statement would let a message of more statements than slots wait for itself.
+#[derive(Clone)]
 struct Slot {
-    permit: OwnedSemaphorePermit,
+    permit: Arc<OwnedSemaphorePermit>,
     deadline: Instant,
     limit: Duration,
+    /// Rows one answer may hold before it fails with `54000`, for answers pgwire collects in
+    /// memory before sending (an extended-protocol Execute without a row limit).
+    max_rows: Option<usize>,
 }
 
 impl TarnService {
@@ -652,9 +663,9 @@ impl TarnService {
     /// counts from admission, as over HTTP.
     async fn slot(&self) -> PgWireResult<Slot> {
         let ticket = self.engine.admission().enter().map_err(pg_error)?;
-        let permit = ticket.admit().await;
+        let permit = Arc::new(ticket.admit().await);
         let limit = self.engine.config().timeout;
-        Ok(Slot { permit, deadline: Instant::now() + limit, limit })
+        Ok(Slot { permit, deadline: Instant::now() + limit, limit, max_rows: None })
     }
 
     /// Runs `work` within the slot's deadline; a query's rows stream within it too, and the
@@ -689,16 +700,24 @@ impl TarnService {
     }
 }
 
-/// The rows of `query`, cut with `57014` at the slot's deadline; the slot is freed after the
-/// last row (or when the client stops reading and the response is dropped).
+/// The rows of `query`, cut with `57014` at the slot's deadline (and with `54000` past the
+/// slot's row cap); the slot is freed after the last row (or when the client stops reading
+/// and the response is dropped).
 fn limit_rows(query: QueryResponse, slot: Slot) -> QueryResponse {
     let tag = query.command_tag().to_string();
     let schema = query.row_schema();
-    let Slot { permit, deadline, limit } = slot;
-    let rows = futures::stream::unfold(Some((query.data_rows, permit)), move |state| async move {
-        let (mut rows, permit) = state?;
+    let Slot { permit, deadline, limit, max_rows } = slot;
+    let state = Some((query.data_rows, permit, 0usize));
+    let rows = futures::stream::unfold(state, move |state| async move {
+        let (mut rows, permit, sent) = state?;
+        if max_rows.is_some_and(|cap| sent >= cap) {
+            let message = format!(
+                "the answer has more than {sent} rows, the most one Execute without a row limit may hold; fetch it in pages (e.g. JDBC setFetchSize) or add a LIMIT"
+            );
+            return Some((Err(user_error("ERROR", "54000", message)), None));
+        }
         match tokio::time::timeout_at(deadline, rows.next()).await {
-            Ok(Some(row)) => Some((row, Some((rows, permit)))),
+            Ok(Some(row)) => Some((row, Some((rows, permit, sent + 1)))),
             Ok(None) => None,
             Err(_) => Some((Err(pg_error(Error::Timeout(limit))), None)),
         }
@@ -724,6 +743,7 @@ impl SimpleQueryHandler for TarnService {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut responses = Vec::with_capacity(statements.len());
+        let mut shared: Option<Slot> = None;
         'statements: for statement in statements {
             // Refused statements are refused before they wait for a slot.
             if let Some(answer) =
@@ -743,7 +763,10 @@ impl SimpleQueryHandler for TarnService {
                 }
             }
             self.tables.refresh().await.map_err(pg_error)?;
-            let slot = self.slot().await?;
+            let slot = match &shared {
+                Some(slot) => slot.clone(),
+                None => shared.insert(self.slot().await?).clone(),
+            };
             let response = Self::within(slot, async {
                 for hook in &self.hooks[1..] {
                     if let Some(answer) =
@@ -787,7 +810,11 @@ impl ExtendedQueryHandler for TarnService {
         if !runs {
             return ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await;
         }
-        let slot = self.slot().await?;
+        let mut slot = self.slot().await?;
+        if max_rows == 0 {
+            // pgwire holds such an answer in memory before it sends a row.
+            slot.max_rows = Some(self.engine.config().max_result_rows);
+        }
         Self::within(slot, ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows))
             .await
     }

@@ -29,6 +29,14 @@ pub struct TableRead {
     /// Whether the query asked for this version (time travel) rather than the latest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub time_travel: bool,
+    /// A crawled table of files, read as a listing: it has no version, and its files may
+    /// change at any time (so a result that read it is never reused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub files: bool,
+    /// The Delta table's id: a table dropped and created again under the same name has
+    /// another, so results of the old one are never taken for the new one's.
+    #[serde(skip)]
+    pub table_id: String,
 }
 
 /// A snapshot of the catalog's table names, taken when a query starts; tables themselves are
@@ -117,10 +125,15 @@ impl SchemaProvider for LakeSchema {
                             source.format
                         )));
                     }
-                    return Ok(Some(Arc::new(crate::external::ExternalFiles::open(
-                        &self.catalog,
-                        source,
-                    )?)));
+                    let files = crate::external::ExternalFiles::open(&self.catalog, source)?;
+                    self.reads.lock().expect("reads lock").push(TableRead {
+                        table: table_name.to_string(),
+                        version: 0,
+                        time_travel: false,
+                        files: true,
+                        table_id: String::new(),
+                    });
+                    return Ok(Some(Arc::new(files)));
                 }
             }
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
@@ -147,6 +160,8 @@ impl SchemaProvider for LakeSchema {
             table: table_name.to_string(),
             version: table.version(),
             time_travel: as_of.is_some(),
+            files: false,
+            table_id: table.id().unwrap_or_default(),
         });
         Ok(Some(table.delta().table_provider().with_session(self.scan_session.clone()).await?))
     }

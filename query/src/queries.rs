@@ -465,7 +465,13 @@ impl QueryManager {
         );
         let builder = match ParquetRecordBatchStreamBuilder::new(reader).await {
             Ok(builder) => builder,
-            Err(parquet::errors::ParquetError::General(m)) if m.contains("not found") => {
+            // Deleted meanwhile (expired, or the query whose result this reused was deleted).
+            Err(parquet::errors::ParquetError::External(e))
+                if matches!(
+                    e.downcast_ref::<object_store::Error>(),
+                    Some(object_store::Error::NotFound { .. })
+                ) =>
+            {
                 return Err(Error::QueryNotFound(id.to_string()))
             }
             Err(e) => return Err(datafusion::error::DataFusionError::from(e).into()),
@@ -595,6 +601,8 @@ fn reuse_key(sql: &str, reads: &[TableRead]) -> u128 {
     for read in reads {
         text.push('\0');
         text.push_str(&read.table);
+        text.push('#');
+        text.push_str(&read.table_id);
         text.push('@');
         text.push_str(&read.version.to_string());
     }
@@ -649,11 +657,19 @@ mod tests {
 
     #[test]
     fn reuse_keys_change_with_sql_and_versions() {
-        let read = |v| TableRead { table: "default.events".into(), version: v, time_travel: false };
-        let a = reuse_key("SELECT 1 FROM events", &[read(1)]);
-        assert_eq!(a, reuse_key(" SELECT 1 FROM events\n", &[read(1)]));
-        assert_ne!(a, reuse_key("SELECT 1 FROM events", &[read(2)]));
-        assert_ne!(a, reuse_key("SELECT 2 FROM events", &[read(1)]));
+        let read = |v, id: &str| TableRead {
+            table: "default.events".into(),
+            version: v,
+            time_travel: false,
+            files: false,
+            table_id: id.into(),
+        };
+        let a = reuse_key("SELECT 1 FROM events", &[read(1, "t1")]);
+        assert_eq!(a, reuse_key(" SELECT 1 FROM events\n", &[read(1, "t1")]));
+        assert_ne!(a, reuse_key("SELECT 1 FROM events", &[read(2, "t1")]));
+        assert_ne!(a, reuse_key("SELECT 2 FROM events", &[read(1, "t1")]));
+        // The same name and version of a table dropped and created again.
+        assert_ne!(a, reuse_key("SELECT 1 FROM events", &[read(1, "t2")]));
     }
 
     #[test]

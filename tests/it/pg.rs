@@ -203,3 +203,35 @@ async fn psql_queries_stop_at_the_time_limit() {
     let out = psql(&server, None, &["SELECT 1 AS one"]).await;
     assert!(out.success, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_messages_of_many_statements_share_one_slot_and_cursors_are_refused() {
+    // One slot: a message of three queries must not wait for itself.
+    let server = TestServer::start_with(Backend::Local, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.query.max_concurrent = 1;
+    })
+    .await;
+    let out = psql(&server, None, &["SELECT 11 AS a; SELECT 22 AS b; SELECT 33 AS c"]).await;
+    assert!(out.success, "{out}");
+    for value in ["11", "22", "33"] {
+        assert!(out.stdout.lines().any(|l| l.trim() == value), "{out}");
+    }
+    // Its slot is released: the next query gets one.
+    let out = psql(&server, None, &["SELECT 44 AS d"]).await;
+    assert!(out.success, "{out}");
+
+    // Cursors would run outside the slots and the time limit: refused, as not offered.
+    let out = psql(
+        &server,
+        None,
+        &["BEGIN; DECLARE c CURSOR FOR SELECT * FROM generate_series(1, 10); COMMIT"],
+    )
+    .await;
+    assert!(!out.success, "{out}");
+    assert!(out.stderr.contains("cursors (DECLARE ... CURSOR) are not supported"), "{out}");
+    // Shared settings stay put whatever the scope a SET names.
+    let out = psql(&server, None, &["SET SESSION datafusion.execution.batch_size = 1"]).await;
+    assert!(!out.success, "{out}");
+    assert!(out.stderr.contains("cannot be changed"), "{out}");
+}

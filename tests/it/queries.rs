@@ -382,3 +382,65 @@ async fn catalog_in_sql_and_namespaces() {
     assert_eq!(code, 200);
     assert_eq!(history["commits"][0]["version"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_never_serves_stale_or_deleted_results() {
+    let server = TestServer::start(Backend::Local).await;
+    let lake = std::path::Path::new(&server.lake.location).to_path_buf();
+
+    // A crawled table of files changes without a version: never reused.
+    std::fs::create_dir_all(lake.join("exports/visits")).unwrap();
+    std::fs::write(lake.join("exports/visits/a.csv"), "page,ms\n/,1\n/b,2\n").unwrap();
+    let response = server
+        .client
+        .post(server.url("/v1/crawl"))
+        .json(&json!({"location": "exports/visits"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let count = json!({ "sql": "SELECT count(*) FROM visits" });
+    let (_, first) = submit(&server, count.clone()).await;
+    let first = finished(&server, first["id"].as_str().unwrap()).await;
+    assert_eq!(first["tables"], json!([{"table": "default.visits", "version": 0, "files": true}]));
+    std::fs::write(lake.join("exports/visits/b.csv"), "page,ms\n/c,3\n").unwrap();
+    let (_, second) = submit(&server, count).await;
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let second = finished(&server, &second_id).await;
+    assert_eq!(second["reused"], false, "{second}");
+    let page: Value =
+        results(&server, &second_id, "", "application/json").await.json().await.unwrap();
+    assert_eq!(page["rows"], json!([[3]]));
+
+    // A table dropped and created again has versions of the same numbers: not the same data.
+    let (code, _) = server.ingest("t", "application/json", r#"[{"x": 1}, {"x": 2}]"#).await;
+    assert_eq!(code, 200);
+    let sum = json!({ "sql": "SELECT sum(x) AS s FROM t" });
+    let (_, old) = submit(&server, sum.clone()).await;
+    let old_id = old["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(&server, &old_id).await["tables"][0]["version"], 1);
+    let dropped = server.client.delete(server.url("/v1/tables/t?purge=true")).send().await.unwrap();
+    assert_eq!(dropped.status(), 204);
+    let (code, receipt) = server.ingest("t", "application/json", r#"[{"x": 5}, {"x": 5}]"#).await;
+    assert_eq!((code, &receipt["version"]), (200, &json!(1)), "{receipt}");
+    let (_, new) = submit(&server, sum.clone()).await;
+    let new_id = new["id"].as_str().unwrap().to_string();
+    let new = finished(&server, &new_id).await;
+    assert_eq!(new["reused"], false, "{new}");
+    let page: Value = results(&server, &new_id, "", "application/json").await.json().await.unwrap();
+    assert_eq!(page["rows"], json!([[10]]));
+
+    // A result reused by another query, deleted: the other's results are gone too (404).
+    let (_, reuser) = submit(&server, sum).await;
+    let reuser_id = reuser["id"].as_str().unwrap().to_string();
+    assert_eq!(finished(&server, &reuser_id).await["reused_from"], new_id.as_str());
+    let deleted =
+        server.client.delete(server.url(&format!("/v1/queries/{new_id}"))).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(results(&server, &reuser_id, "", "application/json").await.status(), 404);
+
+    // Async SQL is bounded (its text is kept with the status).
+    let long = format!("SELECT 1 -- {}", "x".repeat(300 * 1024));
+    let (code, body) = submit(&server, json!({ "sql": long })).await;
+    assert_eq!(code, 413, "{body}");
+}
