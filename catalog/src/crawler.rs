@@ -549,7 +549,7 @@ impl Catalog {
                     notes: vec![],
                 })
             }
-            FoundKind::Files { extension, files, notes } => {
+            FoundKind::Files { extension, files, mut notes } => {
                 let format = format_of(&format!("x{extension}")).expect("known extension").0;
                 let file_format: Arc<dyn FileFormat> = match format {
                     ExternalFormat::Parquet => Arc::new(ParquetFormat::default()),
@@ -577,13 +577,42 @@ impl Catalog {
                     ));
                 }
                 let ctx = SessionContext::new();
-                let schema =
-                    file_format.infer_schema(&ctx.state(), store, &objects).await.map_err(|e| {
-                        tarn_lake::Error::SchemaMismatch(format!(
-                            "cannot infer a schema from its {format} files: {}",
-                            e.find_root()
-                        ))
-                    })?;
+                let infer = |objects: Vec<ObjectMeta>| {
+                    let (state, file_format) = (ctx.state(), file_format.clone());
+                    async move {
+                        file_format.infer_schema(&state, store, &objects).await.map_err(|e| {
+                            tarn_lake::Error::SchemaMismatch(format!(
+                                "cannot infer a schema from its {format} files: {}",
+                                e.find_root()
+                            ))
+                        })
+                    }
+                };
+                let schema = match format {
+                    // Parquet footers name and type every column of every file.
+                    ExternalFormat::Parquet | ExternalFormat::Delta => infer(objects).await?,
+                    // DataFusion samples CSV and JSON across files up to a number of records
+                    // in all: infer each file, so a column only newer files have is seen.
+                    ExternalFormat::Csv | ExternalFormat::Ndjson => {
+                        let mut schemas = Vec::new();
+                        for object in objects.iter().take(MAX_FILES_INFERRED) {
+                            schemas.push((
+                                object.location.clone(),
+                                infer(vec![object.clone()]).await?,
+                            ));
+                        }
+                        if objects.len() > MAX_FILES_INFERRED {
+                            notes.push(format!(
+                                "columns inferred from the first {MAX_FILES_INFERRED} of {} files",
+                                objects.len()
+                            ));
+                        }
+                        if format == ExternalFormat::Csv {
+                            same_csv_headers(&schemas)?;
+                        }
+                        Arc::new(merge_widening(schemas.iter().map(|(_, s)| s.as_ref())))
+                    }
+                };
                 let partition_columns: Vec<ExternalColumn> = values
                     .iter()
                     .map(|(key, values)| {
@@ -742,6 +771,50 @@ pub fn listing_schema(source: &ExternalSource) -> Result<(Schema, Vec<(String, D
     Ok((schema, partitions))
 }
 
+/// Files of a CSV or NDJSON table whose columns are inferred one by one.
+const MAX_FILES_INFERRED: usize = 1000;
+
+/// CSV files are read by column position: files with other headers than the first would
+/// silently put values under the wrong columns, so such a prefix is not one table.
+fn same_csv_headers(schemas: &[(Path, arrow::datatypes::SchemaRef)]) -> tarn_lake::Result<()> {
+    let names = |schema: &Schema| -> Vec<String> {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let Some((first_path, first)) = schemas.first() else { return Ok(()) };
+    match schemas.iter().find(|(_, schema)| names(schema) != names(first)) {
+        None => Ok(()),
+        Some((path, schema)) => Err(tarn_lake::Error::SchemaMismatch(format!(
+            "its CSV files have different headers ({first_path}: {}; {path}: {}); CSV columns are read by position, so they cannot be one table",
+            names(first).join(","),
+            names(schema).join(",")
+        ))),
+    }
+}
+
+/// One schema for all files: every column of any file, in order of appearance; where files
+/// disagree on a column's type, integers and floats widen to float, anything else to string.
+fn merge_widening<'a>(schemas: impl Iterator<Item = &'a Schema>) -> Schema {
+    let mut fields: Vec<Field> = Vec::new();
+    for schema in schemas {
+        for field in schema.fields() {
+            match fields.iter_mut().find(|f| f.name() == field.name()) {
+                None => fields.push(field.as_ref().clone().with_nullable(true)),
+                Some(known) if known.data_type() == field.data_type() => {}
+                Some(known) => {
+                    let numeric = |t: &DataType| t.is_integer() || t.is_floating();
+                    let wider = match (known.data_type(), field.data_type()) {
+                        (DataType::Null, other) | (other, DataType::Null) => other.clone(),
+                        (a, b) if numeric(a) && numeric(b) => DataType::Float64,
+                        _ => DataType::Utf8,
+                    };
+                    *known = known.clone().with_data_type(wider);
+                }
+            }
+        }
+    }
+    Schema::new(fields)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,6 +827,41 @@ mod tests {
             e_tag: None,
             version: None,
         }
+    }
+
+    #[test]
+    fn csv_files_must_share_their_header_and_types_widen() {
+        let schema = |fields: &[(&str, DataType)]| {
+            Arc::new(Schema::new(
+                fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>(),
+            ))
+        };
+        let a = schema(&[("page", DataType::Utf8), ("ms", DataType::Int64)]);
+        let b = schema(&[("page", DataType::Utf8), ("ms", DataType::Float64)]);
+        let swapped = schema(&[("ms", DataType::Int64), ("page", DataType::Utf8)]);
+        assert!(same_csv_headers(&[
+            (Path::from("a.csv"), a.clone()),
+            (Path::from("b.csv"), b.clone())
+        ])
+        .is_ok());
+        let err =
+            same_csv_headers(&[(Path::from("a.csv"), a.clone()), (Path::from("c.csv"), swapped)])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("different headers") && err.contains("c.csv: ms,page"), "{err}");
+
+        let newer = schema(&[("page", DataType::Boolean), ("channel", DataType::Utf8)]);
+        let merged = merge_widening([a.as_ref(), b.as_ref(), newer.as_ref()].into_iter());
+        let got: Vec<(String, DataType)> =
+            merged.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("page".to_string(), DataType::Utf8),
+                ("ms".to_string(), DataType::Float64),
+                ("channel".to_string(), DataType::Utf8),
+            ]
+        );
     }
 
     #[test]
