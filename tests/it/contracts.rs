@@ -36,12 +36,7 @@ async fn declared_tables_quarantine_bad_rows_and_evolve(backend: Backend) {
     let (status, table) = server.define("leads", leads()).await;
     assert_eq!(status, 201, "{table}");
     assert_eq!(table["status"], "created");
-    let columns: Vec<(String, String)> = table["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
-        .collect();
+    let columns: Vec<(String, String)> = crate::support::column_types(&table);
     assert_eq!(
         columns,
         [
@@ -497,14 +492,7 @@ async fn drop_zone_loads_archives_and_fails(backend: Backend) {
 }
 
 async fn api_keys_guard_every_endpoint(backend: Backend) {
-    use tarn_catalog::auth::{hash_secret, KeySpec};
-    let key = |name: &str, secret: &str, scopes: &[&str], publishable: bool| KeySpec {
-        name: name.into(),
-        hash: hash_secret(secret),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        publishable,
-        allowed_origins: if publishable { vec!["https://www.example.com".into()] } else { vec![] },
-    };
+    let key = crate::support::key;
     let server = TestServer::start_with(backend, |c| {
         c.keys = vec![
             key("ops", "tk_admin", &["admin"], false),

@@ -121,12 +121,7 @@ async fn crawler_registers_a_hive_partitioned_parquet_prefix(backend: Backend) {
     assert_eq!(info["created_by"], "crawler");
     assert_eq!(info["external"]["format"], "parquet");
     assert!(info["url"].as_str().unwrap().ends_with("/sales/"), "{info}");
-    let columns: Vec<(String, String)> = info["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
-        .collect();
+    let columns: Vec<(String, String)> = crate::support::column_types(&info);
     assert_eq!(
         columns,
         [

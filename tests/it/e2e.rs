@@ -133,12 +133,7 @@ async fn ingest_then_query_in_every_format(backend: Backend) {
     assert_eq!(table["stats"]["rows"], 6);
     assert_eq!(table["stats"]["files"], 3);
     assert!(table["stats"]["bytes"].as_u64().unwrap() > 0);
-    let columns: Vec<(String, String)> = table["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
-        .collect();
+    let columns: Vec<(String, String)> = crate::support::column_types(&table);
     assert!(columns.contains(&("event_id".into(), "int64".into())), "{columns:?}");
     let (_, tables) = server.get("/v1/tables").await;
     assert_eq!(tables["tables"][0]["qualified_name"], "default.events");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tarn_catalog::auth::{hash_secret, KeySpec};
+use tarn_catalog::auth::KeySpec;
 use tarn_lake::backend_tests;
 use tarn_lake::test_util::Backend;
 
@@ -148,13 +148,7 @@ async fn psql_lists_tables_and_queries_them(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_needs_a_query_key_as_password() {
-    let key = |name: &str, secret: &str, scopes: &[&str], publishable: bool| KeySpec {
-        name: name.into(),
-        hash: hash_secret(secret),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        publishable,
-        allowed_origins: if publishable { vec!["https://www.example.com".into()] } else { vec![] },
-    };
+    let key = crate::support::key;
     let server = start(
         Backend::Local,
         vec![

@@ -242,3 +242,30 @@ impl FaultProxy {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The `(name, type)` of each column of a table as `GET /v1/tables/{t}` shows it.
+pub fn column_types(table: &Value) -> Vec<(String, String)> {
+    table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .collect()
+}
+
+/// An API key for tests: `secret` hashed, with `scopes`; a publishable one is taken from
+/// `https://www.example.com`.
+pub fn key(
+    name: &str,
+    secret: &str,
+    scopes: &[&str],
+    publishable: bool,
+) -> tarn_catalog::auth::KeySpec {
+    tarn_catalog::auth::KeySpec {
+        name: name.into(),
+        hash: tarn_catalog::auth::hash_secret(secret),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        publishable,
+        allowed_origins: if publishable { vec!["https://www.example.com".into()] } else { vec![] },
+    }
+}
