@@ -710,13 +710,13 @@ fn limit_rows(query: QueryResponse, slot: Slot) -> QueryResponse {
     let state = Some((query.data_rows, permit, 0usize));
     let rows = futures::stream::unfold(state, move |state| async move {
         let (mut rows, permit, sent) = state?;
-        if max_rows.is_some_and(|cap| sent >= cap) {
-            let message = format!(
-                "the answer has more than {sent} rows, the most one Execute without a row limit may hold; fetch it in pages (e.g. JDBC setFetchSize) or add a LIMIT"
-            );
-            return Some((Err(user_error("ERROR", "54000", message)), None));
-        }
         match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(_)) if max_rows.is_some_and(|cap| sent >= cap) => {
+                let message = format!(
+                    "the answer has more than {sent} rows, the most one Execute without a row limit may hold; fetch it in pages (e.g. JDBC setFetchSize) or add a LIMIT"
+                );
+                Some((Err(user_error("ERROR", "54000", message)), None))
+            }
             Ok(Some(row)) => Some((row, Some((rows, permit, sent + 1)))),
             Ok(None) => None,
             Err(_) => Some((Err(pg_error(Error::Timeout(limit))), None)),
@@ -888,12 +888,15 @@ impl LiveCatalog {
     /// neither reuses results nor reports versions.
     async fn refresh(&self) -> crate::Result<()> {
         let names = self.catalog.names().await?;
-        let lake = Arc::new(LakeCatalog::new(
-            self.catalog.clone(),
-            names,
-            Arc::new(Mutex::default()),
-            self.scan_session.clone(),
-        ));
+        let lake = Arc::new(
+            LakeCatalog::new(
+                self.catalog.clone(),
+                names,
+                Arc::new(Mutex::default()),
+                self.scan_session.clone(),
+            )
+            .latest_at_scan(),
+        );
         *self.lake.write().expect("catalog lock") = lake;
         Ok(())
     }

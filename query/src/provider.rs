@@ -6,11 +6,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use datafusion::catalog::Session;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
-use datafusion::datasource::TableProvider;
+use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 use tarn_catalog::{ApiError, Catalog, TableName};
 
@@ -48,6 +52,7 @@ pub struct LakeCatalog {
     namespaces: BTreeMap<String, Vec<String>>,
     reads: Arc<Mutex<Vec<TableRead>>>,
     scan_session: Arc<SessionState>,
+    latest_at_scan: bool,
 }
 
 impl LakeCatalog {
@@ -69,7 +74,17 @@ impl LakeCatalog {
                 .or_default()
                 .push(name.name().to_string());
         }
-        LakeCatalog { catalog, namespaces, reads, scan_session }
+        LakeCatalog { catalog, namespaces, reads, scan_session, latest_at_scan: false }
+    }
+}
+
+impl LakeCatalog {
+    /// Tables read at their latest version when a scan is planned rather than when the query
+    /// is: for sessions that plan a statement once and run it many times (Postgres prepared
+    /// statements), which would otherwise keep reading the version they were prepared on.
+    pub fn latest_at_scan(mut self) -> Self {
+        self.latest_at_scan = true;
+        self
     }
 }
 
@@ -86,6 +101,7 @@ impl CatalogProvider for LakeCatalog {
             tables: tables.clone(),
             reads: self.reads.clone(),
             scan_session: self.scan_session.clone(),
+            latest_at_scan: self.latest_at_scan,
         }))
     }
 }
@@ -97,6 +113,7 @@ struct LakeSchema {
     tables: Vec<String>,
     reads: Arc<Mutex<Vec<TableRead>>>,
     scan_session: Arc<SessionState>,
+    latest_at_scan: bool,
 }
 
 #[async_trait]
@@ -163,7 +180,17 @@ impl SchemaProvider for LakeSchema {
             files: false,
             table_id: table.id().unwrap_or_default(),
         });
-        Ok(Some(table.delta().table_provider().with_session(self.scan_session.clone()).await?))
+        let provider: Arc<dyn TableProvider> =
+            table.delta().table_provider().with_session(self.scan_session.clone()).await?;
+        if self.latest_at_scan && as_of.is_none() {
+            return Ok(Some(Arc::new(LatestAtScan {
+                catalog: self.catalog.clone(),
+                name: table_name,
+                planned: provider,
+                scan_session: self.scan_session.clone(),
+            })));
+        }
+        Ok(Some(provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -171,5 +198,64 @@ impl SchemaProvider for LakeSchema {
             Ok((name, _)) => self.tables.iter().any(|t| t == name),
             Err(_) => false,
         }
+    }
+}
+
+/// A Delta table read at its latest version when its scan is planned (see
+/// [`LakeCatalog::latest_at_scan`]). Its schema is the one of the version the statement was
+/// planned on; columns added since (Tarn only adds columns) are left out of the scan.
+#[derive(Debug)]
+struct LatestAtScan {
+    catalog: Arc<Catalog>,
+    name: TableName,
+    planned: Arc<dyn TableProvider>,
+    scan_session: Arc<SessionState>,
+}
+
+#[async_trait]
+impl TableProvider for LatestAtScan {
+    fn schema(&self) -> SchemaRef {
+        self.planned.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.planned.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (_, table) = self
+            .catalog
+            .open(&self.name)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(ApiError::from(e))))?;
+        let fresh = table.delta().table_provider().with_session(self.scan_session.clone()).await?;
+        let planned = self.planned.schema();
+        let current = fresh.schema();
+        if current == planned {
+            return fresh.scan(state, projection, filters, limit).await;
+        }
+        // The planned columns, found by name in the current schema.
+        let wanted: Vec<usize> = match projection {
+            Some(indices) => indices.clone(),
+            None => (0..planned.fields().len()).collect(),
+        };
+        let mapped = wanted
+            .iter()
+            .map(|&i| current.index_of(planned.field(i).name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        fresh.scan(state, Some(&mapped), filters, limit).await
     }
 }

@@ -229,3 +229,103 @@ async fn psql_messages_of_many_statements_share_one_slot_and_cursors_are_refused
     assert!(!out.success, "{out}");
     assert!(out.stderr.contains("cannot be changed"), "{out}");
 }
+
+/// A Python script with psycopg (extended protocol: Parse/Bind/Execute, named prepared
+/// statements) against the Postgres endpoint at `addr`; returns what it printed.
+async fn psycopg(addr: std::net::SocketAddr, script: &str) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(tarn_lake::test_util::python())
+            .arg("-c")
+            .arg(script)
+            .env(
+                "TARN_PG",
+                format!("host={} port={} user=analyst dbname=tarn", addr.ip(), addr.port()),
+            )
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("python finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_see_new_commits_and_parameters_bind() {
+    let server = TestServer::start_with(Backend::Local, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.query.max_result_rows = 5;
+    })
+    .await;
+    let (code, _) = server.ingest("ticks", "application/json", r#"[{"n": 1}, {"n": 2}]"#).await;
+    assert_eq!(code, 200);
+    let addr = server.pg_addr.unwrap();
+    // A server-side prepared statement (prepare=True), executed before and after an ingest
+    // made over HTTP while the connection stays open.
+    let script = r#"
+import os, sys, urllib.request
+import psycopg
+with psycopg.connect(os.environ["TARN_PG"], autocommit=True) as conn:
+    query = "SELECT count(*), sum(n) FROM ticks WHERE n >= %s"
+    print("before", conn.execute(query, (1,), prepare=True).fetchone())
+    sys.stdout.flush()
+    sys.stdin.readline()
+    print("after", conn.execute(query, (1,), prepare=True).fetchone())
+    print("bound", conn.execute(query, (3,), prepare=True).fetchone())
+"#;
+    let mut child = tokio::process::Command::new(tarn_lake::test_util::python())
+        .arg("-c")
+        .arg(script)
+        .env("TARN_PG", format!("host={} port={} user=analyst dbname=tarn", addr.ip(), addr.port()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let before = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .expect("psycopg answers")
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(before, "before (2, 3)");
+    let (code, _) = server.ingest("ticks", "application/json", r#"{"n": 3}"#).await;
+    assert_eq!(code, 200);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("psycopg finishes")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    assert!(output.status.success(), "{rest:?} {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(rest, vec!["after (3, 6)", "bound (1, 3)"]);
+
+    // The extended protocol is read-only too, and an Execute without a row limit (which the
+    // protocol library holds in memory) stops at the row cap.
+    let refused = psycopg(
+        addr,
+        r#"
+import os, psycopg
+with psycopg.connect(os.environ["TARN_PG"], autocommit=True) as conn:
+    for query, args in [("INSERT INTO ticks VALUES (%s)", (9,)),
+                        ("SELECT value FROM generate_series(1, 10) WHERE value >= %s", (0,)),
+                        ("SELECT value FROM generate_series(1, 10) WHERE value >= %s", (6,))]:
+        try:
+            print(len(conn.execute(query, args).fetchall()))
+        except psycopg.Error as e:
+            print(e.sqlstate)
+"#,
+    )
+    .await;
+    assert_eq!(refused.lines().collect::<Vec<_>>(), vec!["25006", "54000", "5"]);
+}
