@@ -15,9 +15,10 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/tarn /usr/local/bin/tarn
 # Listen on all interfaces inside the container; the lake defaults to the /data volume.
 ENV TARN_LISTEN=0.0.0.0:8080 \
+    TARN_PG_LISTEN=0.0.0.0:5433 \
     TARN_LAKE=/data/lake
 VOLUME ["/data"]
-EXPOSE 8080
+EXPOSE 8080 5433
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["tarn"]
 CMD ["serve"]

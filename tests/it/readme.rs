@@ -123,4 +123,6 @@ async fn compose_file_is_consistent() {
     // Tarn listens on all interfaces inside its container, on the published port.
     assert_eq!(tarn["TARN_LISTEN"], "0.0.0.0:8080");
     assert_eq!(services["tarn"]["ports"][0], "8080:8080");
+    assert_eq!(tarn["TARN_PG_LISTEN"], "0.0.0.0:5433");
+    assert_eq!(services["tarn"]["ports"][1], "5433:5433");
 }
