@@ -259,9 +259,12 @@ impl QueryManager {
 
     async fn run(self: Arc<Self>, tracked: Arc<Tracked>, request: QueryRequest, ticket: Ticket) {
         let id = tracked.status.lock().expect("status lock").id.clone();
+        // Other servers sharing the lake see the query from the start.
+        let queued = tracked.status.lock().expect("status lock").clone();
+        self.persist_best_effort(&queued).await;
         let _permit = ticket.admit().await;
         let started = Instant::now();
-        {
+        let running = {
             let mut status = tracked.status.lock().expect("status lock");
             if status.state != QueryState::Queued {
                 return; // cancelled while queued
@@ -270,7 +273,9 @@ impl QueryManager {
             status.state = QueryState::Running;
             status.queued_ms = Some((now - status.submitted_at).num_milliseconds().max(0) as u64);
             status.started_at = Some(now);
-        }
+            status.clone()
+        };
+        self.persist_best_effort(&running).await;
         let limit = self.engine.config().async_timeout;
         let outcome = match tokio::time::timeout(limit, self.execute(&id, &tracked, &request)).await
         {
@@ -309,9 +314,7 @@ impl QueryManager {
             // A partial result is of no use to anyone.
             let _ = self.delete_result(&id).await;
         }
-        if let Err(e) = self.persist(&final_status).await {
-            tracing::warn!(query = %id, error = %e, "could not store the query's status");
-        }
+        self.persist_best_effort(&final_status).await;
     }
 
     /// Plans, then answers from an earlier result or runs the query into a Parquet file.
@@ -415,6 +418,12 @@ impl QueryManager {
             self.persist(&cancelled).await?;
             return Ok(cancelled);
         }
+        if !status.state.is_finished() {
+            return Err(Error::NotReady(format!(
+                "query '{id}' is {} on another server sharing the lake; cancel it there",
+                if status.state == QueryState::Queued { "queued" } else { "running" }
+            )));
+        }
         // Finished: its result goes now (a reused result stays with the query that made it).
         {
             let mut tracking = self.tracked.lock().expect("tracking lock");
@@ -509,6 +518,13 @@ impl QueryManager {
                 schema, stream,
             )),
         ))
+    }
+
+    /// Stores the status, or logs why it could not (the query goes on either way).
+    async fn persist_best_effort(&self, status: &QueryStatus) {
+        if let Err(e) = self.persist(status).await {
+            tracing::warn!(query = %status.id, error = %e, "could not store the query's status");
+        }
     }
 
     async fn persist(&self, status: &QueryStatus) -> Result<()> {

@@ -208,6 +208,24 @@ async fn cancel_expiry_and_limits() {
     assert_eq!(sync.status(), 429);
     assert!(sync.headers().contains_key("retry-after"));
 
+    // Another server sharing the lake sees the running query, and leaves cancelling to the
+    // server that runs it.
+    let other = TestServer::start_on(server.lake.alias(), |_| {}).await;
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        let (code, status) = other.get(&format!("/v1/queries/{slow_id}")).await;
+        assert_eq!(code, 200, "{status}");
+        seen = status;
+        if seen["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen["state"], "running", "{seen}");
+    let response =
+        other.client.delete(other.url(&format!("/v1/queries/{slow_id}"))).send().await.unwrap();
+    assert_eq!(response.status(), 409);
+
     let response =
         server.client.delete(server.url(&format!("/v1/queries/{slow_id}"))).send().await.unwrap();
     assert_eq!(response.status(), 200);
