@@ -385,7 +385,7 @@ impl Catalog {
         Ok((definition, table))
     }
 
-    /// The definition of `name`, read from the lake at most every [`DEFINITION_TTL`]: changes
+    /// The definition of `name`, read from the lake at most every 2 s: changes
     /// made through this catalog show at once, changes by other processes sharing the lake
     /// within that time.
     pub async fn definition(&self, name: &TableName) -> Result<Arc<TableDefinition>> {
