@@ -148,10 +148,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             })
         });
         // The same file loaded again (same path, size and time) resumes instead of doubling.
-        let load_id = format!(
-            "cli-{:032x}",
-            xxhash_rust::xxh3::xxh3_128(format!("{name}|{identity}").as_bytes())
-        );
+        let load_id = format!("cli-{}", tarn_ingest::load_id_for(&format!("{name}|{identity}")));
         tracing::debug!(%load_id, %identity, "loading a file");
         let file_name = std::path::Path::new(file)
             .file_name()

@@ -213,12 +213,12 @@ async fn load(
     let local = spool.join(format!("drop-{}", uuid::Uuid::new_v4().simple()));
     let result = async {
         ingestor.catalog().lake().download(&meta.location, &local).await?;
-        let load_id = format!(
-            "{:032x}",
-            xxhash_rust::xxh3::xxh3_128(
-                format!("{}|{}|{}", meta.location, meta.size, meta.last_modified.timestamp_micros()).as_bytes()
-            )
-        );
+        let load_id = crate::load_id_for(&format!(
+            "{}|{}|{}",
+            meta.location,
+            meta.size,
+            meta.last_modified.timestamp_micros()
+        ));
         let report = ingestor
             .load_file(FileLoad {
                 table: name.clone(),

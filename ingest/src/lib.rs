@@ -66,7 +66,7 @@ pub use error::{Error, Result};
 pub use ingestor::{
     CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Ingestor, Source, TablePlan,
 };
-pub use load::{FileFormat, FileLoad, LoadProgress, LoadReport};
+pub use load::{load_id_for, FileFormat, FileLoad, LoadProgress, LoadReport};
 pub use maintenance::MaintenanceConfig;
 pub use router::router;
 pub use wal::WalConfig;

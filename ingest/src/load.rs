@@ -169,6 +169,12 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// The load id of one version of a file, from what identifies it (its place, size, time...):
+/// the same version loaded again gets the same id, so the load resumes instead of doubling.
+pub fn load_id_for(identity: &str) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(identity.as_bytes()))
+}
+
 /// The Delta `txn` application id of a load.
 pub fn load_app_id(load_id: &str) -> String {
     format!("tarn-load-{load_id}")
