@@ -442,6 +442,19 @@ enum Verdict {
     Unsupported(String),
 }
 
+impl Verdict {
+    /// What a hook answers: nothing for statements that go on, `answer(tag)` for those
+    /// answered here, the error for refused ones.
+    fn hook_answer<T>(self, answer: impl FnOnce(&'static str) -> T) -> Option<PgWireResult<T>> {
+        match self {
+            Verdict::Allow => None,
+            Verdict::Answer(tag) => Some(Ok(answer(tag))),
+            Verdict::Refuse(why) => Some(Err(read_only(why))),
+            Verdict::Unsupported(why) => Some(Err(user_error("ERROR", "0A000", why))),
+        }
+    }
+}
+
 fn verdict(statement: &Statement) -> Verdict {
     match statement {
         Statement::Query(query) => query_verdict(query),
@@ -564,12 +577,7 @@ impl QueryHook for ReadOnlyHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        match verdict(statement) {
-            Verdict::Allow => None,
-            Verdict::Answer(tag) => Some(Ok(Response::Execution(Tag::new(tag)))),
-            Verdict::Refuse(why) => Some(Err(read_only(why))),
-            Verdict::Unsupported(why) => Some(Err(user_error("ERROR", "0A000", why))),
-        }
+        verdict(statement).hook_answer(|tag| Response::Execution(Tag::new(tag)))
     }
 
     async fn handle_extended_parse_query(
@@ -578,17 +586,12 @@ impl QueryHook for ReadOnlyHook {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        match verdict(statement) {
-            Verdict::Allow => None,
-            Verdict::Answer(_) => {
-                Some(Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
-                    produce_one_row: false,
-                    schema: Arc::new(datafusion::common::DFSchema::empty()),
-                })))
-            }
-            Verdict::Refuse(why) => Some(Err(read_only(why))),
-            Verdict::Unsupported(why) => Some(Err(user_error("ERROR", "0A000", why))),
-        }
+        verdict(statement).hook_answer(|_| {
+            LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            })
+        })
     }
 
     async fn handle_extended_query(
