@@ -1,6 +1,10 @@
 //! Errors of the storage layer.
 
+use std::time::Duration;
+
 use deltalake::DeltaTableError;
+
+use crate::{Classify, ErrorKind};
 
 /// Everything that can go wrong while talking to the lake.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,30 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// How long clients are asked to wait when storage is unreachable.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        if self.is_transient() {
+            return ErrorKind::Unavailable;
+        }
+        match self {
+            Error::InvalidLocation { .. } => ErrorKind::BadInput,
+            Error::TableNotFound { .. } | Error::VersionNotFound(_) => ErrorKind::NotFound,
+            Error::TableExists { .. } => ErrorKind::Conflict,
+            Error::SchemaMismatch(_) => ErrorKind::Unprocessable,
+            Error::Delta(_) | Error::ObjectStore(_) | Error::Arrow(_) | Error::Io { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.is_transient().then_some(STORAGE_RETRY_AFTER)
     }
 }
 

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod kind;
 mod location;
 mod maintenance;
 mod storage;
@@ -42,7 +43,8 @@ mod table;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use error::{is_transient_store_error, Error, Result};
+pub use error::{is_transient_store_error, Error, Result, STORAGE_RETRY_AFTER};
+pub use kind::{Classify, ErrorKind};
 pub use location::LakeLocation;
 pub use maintenance::{Compaction, Vacuum};
 pub use storage::{Lake, LakeOptions};
