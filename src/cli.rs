@@ -104,20 +104,24 @@ pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
 /// `tarn load FILE... --table T`: loads files into a table with its contract, showing progress,
 /// and prints a summary per file and in total.
 pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
-    use tarn_ingest::{FileFormat, FileLoad, IngestConfig, Ingestor, LoadProgress, Source};
+    use tarn_ingest::{
+        FileFormat, FileLoad, LoadConfig, LoadProgress, Loader, Nodes, Source, Tables, TablesConfig,
+    };
     let catalog = Arc::new(catalog(&args.lake).await?);
     let explicit = args.config != std::path::Path::new("tarn.toml");
     let file_config = crate::config::FileConfig::read(&args.config, explicit)?;
     crate::server::apply_tables(&catalog, &file_config.tables).await?;
     let name = TableName::parse(&args.table)?;
-    // Loads commit straight to Delta; the write-ahead log is not used, but the ingest service
-    // needs a directory of its own for it (a running server holds its own).
-    let wal = tempfile::tempdir()?;
-    let mut config = IngestConfig::default();
-    config.wal.dir = wal.path().to_path_buf();
-    config.maintenance.enabled = false;
-    config.dropzone.poll_secs = 0;
-    let ingestor = Ingestor::start(catalog.clone(), config).await?;
+    // Loads commit straight to Delta: no write-ahead log, only the catalog. The load says it
+    // ingests into the lake while it runs, so servers with unique keys know.
+    let node = format!("load-{}", uuid::Uuid::new_v4().simple());
+    let nodes = Nodes::join(catalog.lake().store().clone(), &node, "load");
+    let tables =
+        TablesConfig { unique_key_scope: args.unique_key_scope, ..TablesConfig::default() };
+    let tables = Arc::new(Tables::new(catalog.clone(), tables, Some(nodes.clone())));
+    let spool = tempfile::tempdir()?;
+    let config = LoadConfig { spool_dir: spool.path().join("spool"), max_upload_bytes: u64::MAX };
+    let loader = Loader::new(tables, config);
     let forced = match &args.format {
         Some(f) => Some(FileFormat::parse(f).ok_or_else(|| {
             anyhow::anyhow!("--format {f} is not one of csv, ndjson, json, parquet")
@@ -154,7 +158,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| file.clone());
-        let report = ingestor
+        let report = loader
             .load_file(FileLoad {
                 table: name.clone(),
                 path: local.clone(),
@@ -203,7 +207,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             (rows + rejected + duplicates) as f64 / seconds.max(1e-9)
         );
     }
-    ingestor.shutdown().await;
+    nodes.leave().await;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tarn_catalog::auth::KeySpec;
 use tarn_catalog::TableSpec;
 use tarn_ingest::dropzone::DropZoneConfig;
-use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, WalConfig};
+use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, UniqueKeyScope, WalConfig};
 use tarn_lake::LakeOptions;
 use tarn_query::QueryConfig;
 
@@ -58,6 +58,10 @@ pub struct LoadArgs {
     /// No progress bar (for logs and scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// How far a table's unique_key is enforced while loading: `lake` (refused while a Tarn
+    /// server ingests into the same lake) or `node` (this load's own index only).
+    #[arg(long, env = "TARN_UNIQUE_KEY_SCOPE", default_value = "lake", value_parser = parse_scope)]
+    pub unique_key_scope: UniqueKeyScope,
     /// The files.
     #[arg(required = true)]
     pub files: Vec<String>,
@@ -208,12 +212,27 @@ pub struct ServeArgs {
     /// Most unique keys indexed per table with a unique_key (about 32 bytes of memory each).
     #[arg(long, env = "TARN_UNIQUE_KEY_MAX", default_value_t = IngestConfig::default().unique_key_max)]
     pub unique_key_max: usize,
+    /// How far a table's unique_key is enforced: `lake` (this server keeps the only index, so
+    /// ingest into such tables is refused while another Tarn process ingests into the same
+    /// lake) or `node` (every server keeps its own index: a key sent to two servers lands
+    /// twice; for deployments that route each key to one server).
+    #[arg(long, env = "TARN_UNIQUE_KEY_SCOPE", default_value = "lake", value_parser = parse_scope)]
+    pub unique_key_scope: UniqueKeyScope,
     /// Seconds between looks at the drop zone (_tarn/landing/<table>/ in the lake); 0 turns it off.
     #[arg(long, env = "TARN_LANDING_POLL_SECS", default_value_t = DropZoneConfig::default().poll_secs)]
     pub landing_poll_secs: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub query: QueryArgs,
+}
+
+/// `--unique-key-scope`: `lake` or `node`.
+pub fn parse_scope(text: &str) -> Result<UniqueKeyScope, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "lake" => Ok(UniqueKeyScope::Lake),
+        "node" => Ok(UniqueKeyScope::Node),
+        other => Err(format!("'{other}' is not a unique-key scope: use lake or node")),
+    }
 }
 
 /// `--pg-listen`: an address, or `off` (no Postgres endpoint).
@@ -424,6 +443,7 @@ impl From<ServeArgs> for ServeConfig {
                 max_body_bytes: args.max_body_bytes,
                 max_upload_bytes: args.max_upload_bytes,
                 unique_key_max: args.unique_key_max,
+                unique_key_scope: args.unique_key_scope,
                 dropzone: DropZoneConfig {
                     poll_secs: args.landing_poll_secs,
                     ..DropZoneConfig::default()

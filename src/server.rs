@@ -1,37 +1,22 @@
-//! The HTTP application: every service's router behind one set of tower-http layers.
+//! The server: the services of one Tarn process wired together, the HTTP API and the
+//! Postgres endpoint served, and a graceful shutdown that commits what is buffered.
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::{Request, Uri};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
 use tarn_catalog::auth::KeyRing;
-use tarn_catalog::{ApiError, Catalog, DefineStatus, ErrorCode, TableName, TableSpec};
-use tarn_ingest::{CorsGrant, Ingestor};
-use tarn_lake::Lake;
+use tarn_catalog::{Catalog, DefineStatus, TableName, TableSpec};
+use tarn_ingest::{CorsGrant, Ingestor, Loader, Nodes, Tables};
+use tarn_lake::{Classify, ErrorKind, Lake};
+use tarn_query::queries::QueryManager;
 use tarn_query::QueryEngine;
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tokio::sync::watch;
 
 use crate::config::ServeConfig;
-
-/// The services of one Tarn process, shared by the HTTP routers and the subcommands.
-pub struct Services {
-    /// The catalog (and through it, the lake).
-    pub catalog: Arc<Catalog>,
-    /// The ingest service.
-    pub ingestor: Arc<Ingestor>,
-    /// The query engine.
-    pub engine: Arc<QueryEngine>,
-    /// The API keys (none: open).
-    pub keys: Arc<KeyRing>,
-}
 
 /// Creates or evolves the tables `tarn.toml` declares.
 pub async fn apply_tables(catalog: &Catalog, tables: &[(String, TableSpec)]) -> anyhow::Result<()> {
@@ -47,15 +32,43 @@ pub async fn apply_tables(catalog: &Catalog, tables: &[(String, TableSpec)]) -> 
     Ok(())
 }
 
+/// True when `error` only says storage cannot be reached now.
+fn storage_down(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<tarn_catalog::Error>().map(Classify::kind)
+            == Some(ErrorKind::Unavailable)
+    })
+}
+
+/// The services of one Tarn process, and the background work it runs.
+pub struct Services {
+    /// What the HTTP API serves.
+    pub api: tarn_http::Services,
+    /// This process's entry among the lake's ingesting processes.
+    nodes: Arc<Nodes>,
+    /// Stops the drop zone and the other background loops.
+    stop: watch::Sender<bool>,
+}
+
 impl Services {
-    /// Opens the lake, applies the configured tables and builds the services over it.
+    /// Opens the lake and builds the services over it. Storage being unreachable does not
+    /// stop the start: the write-ahead log is replayed, and the configured tables applied,
+    /// in the background once it answers (`/readyz` says so meanwhile).
     pub async fn open(config: &ServeConfig) -> anyhow::Result<Self> {
         let keys = Arc::new(KeyRing::new(&config.keys).map_err(|e| anyhow::anyhow!("{e}"))?);
         let lake = Lake::open(&config.lake, config.lake_options.clone())
             .await
             .with_context(|| format!("cannot open the lake at {}", config.lake))?;
         let catalog = Arc::new(Catalog::new(Arc::new(lake)));
-        apply_tables(&catalog, &config.tables).await?;
+        let configured = Arc::new(Mutex::new(None::<String>));
+        if let Err(e) = apply_tables(&catalog, &config.tables).await {
+            if !storage_down(&e) {
+                return Err(e);
+            }
+            tracing::warn!(error = %format!("{e:#}"), "storage is unreachable: the configured tables are applied once it answers");
+            *configured.lock().expect("configured") = Some(format!("{e:#}"));
+            tokio::spawn(apply_later(catalog.clone(), config.tables.clone(), configured.clone()));
+        }
         let mut ingest = config.ingest.clone();
         if !config.auto_create_set && !keys.is_open() {
             // Open servers create tables on first write; with keys, tables are declared.
@@ -66,53 +79,69 @@ impl Services {
                 .into_iter()
                 .map(|(tables, origins)| CorsGrant { tables, origins }),
         );
-        let ingestor = Ingestor::start(catalog.clone(), ingest).await.with_context(|| {
-            format!("cannot start ingest (write-ahead log in {})", config.ingest.wal.dir.display())
-        })?;
-        let engine = QueryEngine::new(catalog.clone(), config.query.clone())
-            .context("cannot set up the query engine")?;
-        Ok(Services { ingestor, engine: Arc::new(engine), catalog, keys })
-    }
-
-    /// The complete HTTP API.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-            .merge(tarn_ingest::router(self.ingestor.clone()))
-            .merge(tarn_query::router(self.engine.clone()))
-            .merge(tarn_catalog::router(self.catalog.clone()))
-            .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            .layer(axum::middleware::from_fn_with_state(
-                self.keys.clone(),
-                tarn_catalog::auth::require_key,
-            ))
-            .layer(
-                ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                    .layer(TraceLayer::new_for_http()
-                        // Answers of 5xx are logged where they arise (bugs as errors, back-pressure
-                        // as warnings); the access-level trace stays at debug.
-                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
-                        .make_span_with(|request: &Request<_>| {
-                        let id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-");
-                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id)
-                    }))
-                    .layer(PropagateRequestIdLayer::x_request_id()),
-            )
+        let wal = config.ingest.wal.dir.display().to_string();
+        std::fs::create_dir_all(&ingest.wal.dir)
+            .with_context(|| format!("cannot create the write-ahead log directory {wal}"))?;
+        let node = tarn_ingest::node_id(&ingest.wal.dir)
+            .with_context(|| format!("cannot read this server's node id in {wal}"))?;
+        let nodes = Nodes::join(catalog.lake().store().clone(), &node, "serve");
+        let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables(), Some(nodes.clone())));
+        let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
+        let ingestor = Ingestor::start(tables, ingest.clone())
+            .await
+            .with_context(|| format!("cannot start ingest (write-ahead log in {wal})"))?;
+        let engine = Arc::new(
+            QueryEngine::new(catalog.clone(), config.query.clone())
+                .context("cannot set up the query engine")?,
+        );
+        let queries = QueryManager::start(engine.clone());
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(tarn_ingest::dropzone::run(
+            loader.clone(),
+            node,
+            ingest.dropzone.clone(),
+            stopped,
+        ));
+        let readiness: tarn_http::Readiness = {
+            let ingestor = ingestor.clone();
+            Arc::new(move || {
+                let mut reasons: Vec<String> = ingestor.not_ready().into_iter().collect();
+                if let Some(e) = configured.lock().expect("configured").as_ref() {
+                    reasons.push(format!("applying the configured tables: {e}"));
+                }
+                reasons
+            })
+        };
+        let api =
+            tarn_http::Services { catalog, ingestor, loader, engine, queries, keys, readiness };
+        Ok(Services { api, nodes, stop })
     }
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
-}
-
-async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} does not take this method", uri.path()))
+/// Applies the configured tables once storage answers (it did not at start).
+async fn apply_later(
+    catalog: Arc<Catalog>,
+    tables: Vec<(String, TableSpec)>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(backoff).await;
+        match apply_tables(&catalog, &tables).await {
+            Ok(()) => {
+                tracing::info!("applied the configured tables");
+                *failure.lock().expect("configured") = None;
+                return;
+            }
+            Err(e) => {
+                if !storage_down(&e) {
+                    tracing::error!(error = %format!("{e:#}"), "cannot apply the configured tables");
+                }
+                *failure.lock().expect("configured") = Some(format!("{e:#}"));
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
 }
 
 /// A bound, ready-to-run Tarn server.
@@ -131,9 +160,9 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let lake = services.catalog.lake().location().to_string();
+        let lake = services.api.catalog.lake().location().to_string();
         let pg = match config.pg_listen {
-            Some(address) => Some(bind_pg(&services, address).await?),
+            Some(address) => Some(bind_pg(&services.api, address).await?),
             None => None,
         };
         Ok(Application { listener, services, lake, pg })
@@ -163,7 +192,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(lake = %self.lake, "Tarn is serving the lake at {} on http://{addr}", self.lake);
-        if self.services.keys.is_open() {
+        if self.services.api.keys.is_open() {
             tracing::warn!(
                 "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
             );
@@ -177,12 +206,14 @@ impl Application {
                 server.serve(listener, shutdown.clone()).await;
             }
         };
-        let http = axum::serve(self.listener, self.services.router())
+        let http = axum::serve(self.listener, tarn_http::router(&self.services.api))
             .with_graceful_shutdown(shutdown.clone())
             .into_future();
         let (http, ()) = tokio::join!(http, pg);
         http?;
-        self.services.ingestor.shutdown().await;
+        let _ = self.services.stop.send(true);
+        self.services.api.ingestor.shutdown().await;
+        self.services.nodes.leave().await;
         tracing::info!("Tarn stopped");
         Ok(())
     }
@@ -190,7 +221,7 @@ impl Application {
 
 /// Sets up the Postgres endpoint over the services and binds its listener.
 async fn bind_pg(
-    services: &Services,
+    services: &tarn_http::Services,
     address: SocketAddr,
 ) -> anyhow::Result<(tarn_query::pg::PgServer, TcpListener)> {
     let server = tarn_query::pg::PgServer::new(

@@ -10,19 +10,43 @@
 //! ingest scopes and is only taken from its `allowed_origins` (the browser's `Origin`).
 //!
 //! With no keys declared, every endpoint is open (Tarn logs a warning at start). With keys,
-//! every endpoint but `/healthz` and `/readyz` needs one: 401 without a valid key, 403 when the
-//! key's scopes do not cover the request.
+//! every endpoint but `/healthz` and `/readyz` needs one: [`ErrorKind::Unauthenticated`]
+//! without a valid key, [`ErrorKind::Forbidden`] when the key's scopes do not cover the
+//! request. Which scope a request needs is decided by its frontend: the HTTP API declares it
+//! on each route, the Postgres endpoint needs `query`.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::{header, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tarn_lake::{Classify, ErrorKind};
 
-use crate::{ApiError, ErrorCode, TableName};
+use crate::TableName;
+
+/// A key that is missing, unknown or not allowed to do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AuthError {
+    /// [`ErrorKind::Unauthenticated`] (no or an unknown key) or [`ErrorKind::Forbidden`] (the
+    /// key does not allow this).
+    pub kind: ErrorKind,
+    /// What is wrong, for the caller.
+    pub message: String,
+}
+
+impl AuthError {
+    fn unauthenticated(message: impl Into<String>) -> Self {
+        AuthError { kind: ErrorKind::Unauthenticated, message: message.into() }
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        AuthError { kind: ErrorKind::Forbidden, message: message.into() }
+    }
+}
+
+impl Classify for AuthError {
+    fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
 
 /// A key as declared in `tarn.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,13 +185,12 @@ impl KeyRing {
         from_query: bool,
         origin: Option<&str>,
         scope: &Scope,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         if self.is_open() || *scope == Scope::Open {
             return Ok(());
         }
         let presented = presented.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
+            AuthError::unauthenticated(
                 "an API key is required: send Authorization: Bearer <key> or X-Tarn-Key: <key>",
             )
         })?;
@@ -178,22 +201,17 @@ impl KeyRing {
                 found = Some(key);
             }
         }
-        let key = found
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the API key is not valid"))?;
+        let key = found.ok_or_else(|| AuthError::unauthenticated("the API key is not valid"))?;
         if from_query && !key.publishable {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
+            return Err(AuthError::unauthenticated(
                 "only publishable keys may be sent as ?key=; send this key in a header",
             ));
         }
         if key.publishable && !origin.is_some_and(|o| key.origins.iter().any(|a| a == o)) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "key '{}' is publishable and only taken from its allowed origins",
-                    key.name
-                ),
-            ));
+            return Err(AuthError::forbidden(format!(
+                "key '{}' is publishable and only taken from its allowed origins",
+                key.name
+            )));
         }
         let allowed = key.grants.iter().any(|grant| match (grant, scope) {
             (Grant::Admin, _) => true,
@@ -205,10 +223,11 @@ impl KeyRing {
         if allowed {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("key '{}' does not allow {}", key.name, describe(scope)),
-            ))
+            Err(AuthError::forbidden(format!(
+                "key '{}' does not allow {}",
+                key.name,
+                describe(scope)
+            )))
         }
     }
 
@@ -239,64 +258,6 @@ fn describe(scope: &Scope) -> String {
         Scope::Ingest(table) => format!("ingesting into {table}"),
         Scope::Query => "queries".into(),
         Scope::Admin => "administration".into(),
-    }
-}
-
-/// What a request to Tarn's HTTP API needs.
-pub fn scope_of(method: &Method, path: &str) -> Scope {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if method == Method::OPTIONS {
-        return Scope::Open;
-    }
-    let ingest = |table: &str| match TableName::parse(table) {
-        Ok(name) => Scope::Ingest(name),
-        Err(_) => Scope::Admin,
-    };
-    match segments.as_slice() {
-        ["healthz"] | ["readyz"] => Scope::Open,
-        ["v1", "ingest", table] if method == Method::POST => ingest(table),
-        ["v1", "tables", table, "files"] if method == Method::POST => ingest(table),
-        ["v1", "sql"] | ["v1", "queries", ..] => Scope::Query,
-        ["v1", "tables", ..] | ["v1", "namespaces", ..] if method == Method::GET => Scope::Query,
-        _ => Scope::Admin,
-    }
-}
-
-/// The key a request shows, and whether it came in the query string.
-fn presented_key(request: &Request) -> (Option<String>, bool) {
-    let headers = request.headers();
-    if let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    {
-        return (Some(bearer.trim().to_string()), false);
-    }
-    if let Some(key) = headers.get("x-tarn-key").and_then(|v| v.to_str().ok()) {
-        return (Some(key.trim().to_string()), false);
-    }
-    let from_query = request.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
-    });
-    let found = from_query.is_some();
-    (from_query, found)
-}
-
-/// Axum middleware: refuses requests whose key does not cover them.
-pub async fn require_key(
-    State(keys): State<Arc<KeyRing>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if keys.is_open() {
-        return next.run(request).await;
-    }
-    let scope = scope_of(request.method(), request.uri().path());
-    let (presented, from_query) = presented_key(&request);
-    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    match keys.authorize(presented.as_deref(), from_query, origin, &scope) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
     }
 }
 
@@ -331,8 +292,13 @@ mod tests {
         .unwrap()
     }
 
-    fn code(r: Result<(), ApiError>) -> u16 {
-        r.map(|()| 200).unwrap_or_else(|e| e.code.status().as_u16())
+    fn code(r: Result<(), AuthError>) -> u16 {
+        match r {
+            Ok(()) => 200,
+            Err(e) if e.kind == ErrorKind::Unauthenticated => 401,
+            Err(e) if e.kind == ErrorKind::Forbidden => 403,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]
@@ -357,21 +323,6 @@ mod tests {
         assert_eq!(code(ring.authorize(Some("tk_query"), true, None, &Scope::Query)), 401);
         assert_eq!(code(ring.authorize(None, false, None, &Scope::Open)), 200);
         assert_eq!(code(KeyRing::default().authorize(None, false, None, &Scope::Admin)), 200);
-    }
-
-    #[test]
-    fn routes_map_to_scopes() {
-        let leads = Scope::Ingest(TableName::parse("leads").unwrap());
-        assert_eq!(scope_of(&Method::POST, "/v1/ingest/leads"), leads);
-        assert_eq!(scope_of(&Method::POST, "/v1/tables/leads/files"), leads);
-        assert_eq!(scope_of(&Method::POST, "/v1/sql"), Scope::Query);
-        assert_eq!(scope_of(&Method::GET, "/v1/tables/leads"), Scope::Query);
-        assert_eq!(scope_of(&Method::PUT, "/v1/tables/leads"), Scope::Admin);
-        assert_eq!(scope_of(&Method::DELETE, "/v1/tables/leads"), Scope::Admin);
-        assert_eq!(scope_of(&Method::GET, "/healthz"), Scope::Open);
-        assert_eq!(scope_of(&Method::OPTIONS, "/v1/ingest/leads"), Scope::Open);
-        assert_eq!(scope_of(&Method::GET, "/metrics"), Scope::Admin);
-        assert_eq!(scope_of(&Method::POST, "/v1/crawl"), Scope::Admin);
     }
 
     #[test]

@@ -420,9 +420,10 @@ impl Catalog {
         definitions.insert(name.clone(), (Instant::now(), definition));
     }
 
-    /// The cached handle of `name` as it is (no storage access), or, when none is cached,
-    /// [`Catalog::open`]. For hot paths that need the schema, not the latest version.
-    pub async fn open_cached(&self, name: &TableName) -> Result<LakeTable> {
+    /// The Delta table of `name` as this process last saw it (no storage access), or, when
+    /// none is cached, [`Catalog::open`]. For hot paths that need the schema, not the latest
+    /// version.
+    pub async fn table_as_known(&self, name: &TableName) -> Result<LakeTable> {
         if let Some(table) = self.tables.lock().expect("table cache lock").get(name) {
             return Ok(table.clone());
         }

@@ -77,3 +77,33 @@ pub enum Error {
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl tarn_lake::Classify for Error {
+    fn kind(&self) -> tarn_lake::ErrorKind {
+        use tarn_lake::ErrorKind;
+        match self {
+            Error::InvalidName { .. } | Error::InvalidDefinition { .. } => ErrorKind::BadInput,
+            Error::Conflict { .. } | Error::NotDelta { .. } | Error::TableExists { .. } => {
+                ErrorKind::Conflict
+            }
+            Error::Location { forbidden: true, .. } => ErrorKind::Forbidden,
+            Error::Location { .. } => ErrorKind::BadInput,
+            Error::TableNotFound { .. } => ErrorKind::NotFound,
+            Error::Lake(e) => e.kind(),
+            Error::ObjectStore(e) if tarn_lake::is_transient_store_error(e) => {
+                ErrorKind::Unavailable
+            }
+            Error::ObjectStore(_) | Error::Document { .. } => ErrorKind::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Lake(e) => e.retry_after(),
+            Error::ObjectStore(e) if tarn_lake::is_transient_store_error(e) => {
+                Some(tarn_lake::STORAGE_RETRY_AFTER)
+            }
+            _ => None,
+        }
+    }
+}

@@ -11,8 +11,8 @@
 //! rules and derived columns as SQL expressions, raw backup, flush thresholds and form
 //! settings. [`Contract`] compiles it with DataFusion; ingest applies it.
 //!
-//! The crate also holds the pieces every HTTP-facing crate shares: the one map from errors to
-//! HTTP statuses ([`ApiError`]) and the catalog API router (`GET /v1/tables`, ...).
+//! It also holds the API keys and their scopes ([`auth`]), which every frontend checks the
+//! same way (the HTTP API per route, the Postgres endpoint at login).
 //!
 //! The [`crawler`] registers data already in storage (Delta tables written by other tools,
 //! prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external tables,
@@ -37,7 +37,6 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod api;
 pub mod auth;
 mod catalog;
 pub mod companion;
@@ -46,17 +45,14 @@ pub mod crawler;
 mod definition;
 mod error;
 mod name;
-mod router;
 pub mod spec;
 mod types;
 
-pub use api::{ApiError, ErrorCode};
 pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
 pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contract, COMMENT_KEY};
 pub use crawler::{CrawlFrom, CrawlOptions, CrawlReport, CrawledTable};
 pub use definition::{ColumnInfo, ExternalColumn, ExternalFormat, ExternalSource, TableDefinition};
 pub use error::{Error, Result};
 pub use name::{TableName, DEFAULT_NAMESPACE};
-pub use router::router;
 pub use spec::{ColumnSpec, ColumnType, TableSpec};
 pub use types::type_name;

@@ -7,7 +7,7 @@
 //! flush per table runs at a time; failed commits are retried with exponential backoff and
 //! jitter while new records keep collecting behind them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,9 @@ pub struct Buffers {
     tables: Mutex<HashMap<TableName, TableBuffer>>,
     wake: Notify,
     commits: Mutex<HashMap<TableName, watch::Sender<Committed>>>,
+    /// Tables whose records from before a restart are not replayed yet: they are not flushed
+    /// (a commit's `txn` version would otherwise pass records the lake does not hold).
+    held: Mutex<HashSet<TableName>>,
 }
 
 impl WalSink for Buffers {
@@ -113,13 +116,28 @@ impl Buffers {
         }
     }
 
+    /// Keeps `table` from being flushed until [`Buffers::release`].
+    pub fn hold(&self, table: &TableName) {
+        self.held.lock().expect("held tables").insert(table.clone());
+    }
+
+    /// Lets `table` be flushed again (its replay is done).
+    pub fn release(&self, table: &TableName) {
+        self.held.lock().expect("held tables").remove(table);
+        self.wake.notify_one();
+    }
+
     /// Takes the buffers that are due (all non-empty ones with `everything`), marking their
-    /// tables as flushing.
+    /// tables as flushing. Held tables are never due.
     fn take_due(&self, everything: bool) -> Vec<Flush> {
         let mut due = Vec::new();
+        let held = self.held.lock().expect("held tables").clone();
         let mut tables = self.tables.lock().expect("buffers");
         for (table, buffer) in tables.iter_mut() {
             let Some(since) = buffer.since else { continue };
+            if held.contains(table) {
+                continue;
+            }
             let config = buffer.config.as_ref().unwrap_or(&self.config);
             let ready = everything
                 || buffer.urgent
@@ -191,8 +209,14 @@ impl Buffers {
         self.tables.lock().expect("buffers").values().map(|b| b.rows).sum()
     }
 
+    /// Nothing buffered that could be committed (held tables' records wait in the log).
     fn idle(&self) -> bool {
-        self.tables.lock().expect("buffers").values().all(|b| b.since.is_none() && !b.flushing)
+        let held = self.held.lock().expect("held tables").clone();
+        self.tables
+            .lock()
+            .expect("buffers")
+            .iter()
+            .all(|(t, b)| held.contains(t) || (b.since.is_none() && !b.flushing))
     }
 }
 

@@ -3,7 +3,8 @@
 //! `_tarn/archive/<table>/<date>/`; a file that cannot be read at all moves to
 //! `_tarn/failed/<table>/` with `<file>.error.txt` beside it saying why.
 //!
-//! The zone is polled every `poll_secs`. A file is taken once it has not changed for
+//! The drop zone is started by the process that serves (`tarn serve` starts [`run`]); it loads
+//! through a [`Loader`], like `tarn load` and uploads. The zone is polled every `poll_secs`. A file is taken once it has not changed for
 //! `settle_secs` (so one still being written is left alone). Before loading, the file is claimed
 //! with a conditional create of `_tarn/claims/<table>/<file>.json`, so of several servers
 //! sharing the lake one loads it. The load id is derived from the file's path, size and
@@ -22,8 +23,8 @@ use serde::Deserialize;
 use tarn_catalog::TableName;
 use tokio::sync::watch;
 
-use crate::load::{FileFormat, FileLoad, LoadProgress};
-use crate::{Error, Ingestor, Source};
+use crate::load::{load_id_for, FileFormat, FileLoad, LoadProgress, Loader};
+use crate::{Error, Source};
 
 /// Where dropped files wait.
 pub const LANDING: &str = "_tarn/landing";
@@ -52,14 +53,20 @@ impl Default for DropZoneConfig {
     }
 }
 
-/// Watches the landing prefix until `stop` turns true.
-pub async fn run(ingestor: Arc<Ingestor>, config: DropZoneConfig, mut stop: watch::Receiver<bool>) {
+/// Watches the landing prefix until `stop` turns true, loading with `loader`; `node` names
+/// this process in claims.
+pub async fn run(
+    loader: Arc<Loader>,
+    node: String,
+    config: DropZoneConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     if config.poll_secs == 0 {
         return;
     }
     tracing::info!(prefix = LANDING, every_secs = config.poll_secs, "watching the drop zone");
     loop {
-        if let Err(e) = poll(&ingestor, &config).await {
+        if let Err(e) = poll(&loader, &node, &config).await {
             tracing::warn!(error = %e, "looking at the drop zone failed; trying again later");
         }
         tokio::select! {
@@ -70,8 +77,8 @@ pub async fn run(ingestor: Arc<Ingestor>, config: DropZoneConfig, mut stop: watc
 }
 
 /// One look at the landing prefix: loads every settled file. Returns how many were handled.
-pub async fn poll(ingestor: &Arc<Ingestor>, config: &DropZoneConfig) -> Result<usize, Error> {
-    let store = ingestor.catalog().lake().store().clone();
+pub async fn poll(loader: &Loader, node: &str, config: &DropZoneConfig) -> Result<usize, Error> {
+    let store = loader.tables().catalog().lake().store().clone();
     let files: Vec<ObjectMeta> = store
         .list(Some(&Path::from(LANDING)))
         .try_collect()
@@ -84,10 +91,10 @@ pub async fn poll(ingestor: &Arc<Ingestor>, config: &DropZoneConfig) -> Result<u
         if meta.last_modified > settled || file.starts_with('.') || file.ends_with(".tmp") {
             continue;
         }
-        if !claim(store.as_ref(), &ingestor.node(), &table, &file, config).await? {
+        if !claim(store.as_ref(), node, &table, &file, config).await? {
             continue;
         }
-        handle(ingestor, &meta, &table, &file).await;
+        handle(loader, &meta, &table, &file).await;
         let _ = store.delete(&claim_path(&table, &file)).await;
         handled += 1;
     }
@@ -151,11 +158,11 @@ async fn claim(
 }
 
 /// Loads one claimed file and moves it to the archive, or to `failed/` with a report.
-async fn handle(ingestor: &Arc<Ingestor>, meta: &ObjectMeta, table: &str, file: &str) {
-    let store = ingestor.catalog().lake().store().clone();
+async fn handle(loader: &Loader, meta: &ObjectMeta, table: &str, file: &str) {
+    let store = loader.tables().catalog().lake().store().clone();
     let day = Utc::now().format("%Y-%m-%d");
     let archived = Path::from(format!("{ARCHIVE}/{table}/{day}/{file}"));
-    let outcome = load(ingestor, meta, table, file, &archived).await;
+    let outcome = load(loader, meta, table, file, &archived).await;
     match outcome {
         Ok(()) => {
             if let Err(e) = store.rename(&meta.location, &archived).await {
@@ -182,20 +189,13 @@ async fn handle(ingestor: &Arc<Ingestor>, meta: &ObjectMeta, table: &str, file: 
     }
 }
 
+/// Worth trying again later (storage unreachable, a full disk), rather than a bad file.
 fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Lake(e) => e.is_transient(),
-        Error::Catalog(tarn_catalog::Error::Lake(e)) => e.is_transient(),
-        Error::Catalog(tarn_catalog::Error::ObjectStore(e)) => {
-            tarn_lake::is_transient_store_error(e)
-        }
-        Error::Scan(_) => true,
-        _ => false,
-    }
+    tarn_lake::Classify::kind(e).is_retryable()
 }
 
 async fn load(
-    ingestor: &Arc<Ingestor>,
+    loader: &Loader,
     meta: &ObjectMeta,
     table: &str,
     file: &str,
@@ -208,18 +208,16 @@ async fn load(
         ))
     })?;
     // Copy to local disk first: Parquet needs to seek, and loads read at disk speed.
-    let spool = ingestor.spool_dir();
-    tokio::fs::create_dir_all(&spool).await.map_err(|e| spool_error(&spool, e))?;
-    let local = spool.join(format!("drop-{}", uuid::Uuid::new_v4().simple()));
+    let local = loader.spool_file("drop").await?;
     let result = async {
-        ingestor.catalog().lake().download(&meta.location, &local).await?;
-        let load_id = crate::load_id_for(&format!(
+        loader.tables().catalog().lake().download(&meta.location, &local).await?;
+        let load_id = load_id_for(&format!(
             "{}|{}|{}",
             meta.location,
             meta.size,
             meta.last_modified.timestamp_micros()
         ));
-        let report = ingestor
+        let report = loader
             .load_file(FileLoad {
                 table: name.clone(),
                 path: local.clone(),
@@ -236,10 +234,6 @@ async fn load(
     .await;
     let _ = tokio::fs::remove_file(&local).await;
     result
-}
-
-fn spool_error(path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::Wal(crate::wal::WalError::Io { dir: path.display().to_string(), source: e })
 }
 
 #[cfg(test)]

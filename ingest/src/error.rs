@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tarn_catalog::{ApiError, ErrorCode};
+use tarn_lake::{Classify, ErrorKind};
 
 use crate::wal::WalError;
 use crate::DecodeError;
@@ -59,6 +59,44 @@ pub enum Error {
     /// A form post could not be taken (a bad redirect target, a file field).
     #[error("{0}")]
     BadForm(String),
+    /// The table has a unique key, which this process enforces with an index of its own,
+    /// and other processes ingest into the same lake (see [`crate::UniqueKeyScope`]).
+    #[error(
+        "table '{table}' has a unique key, and this server enforces unique keys only among the \
+         records it ingests itself, but other Tarn processes ingest into the same lake: {}; \
+         send this table's records to one server, or start every server with \
+         --unique-key-scope=node to accept that each enforces its own keys",
+        others.join(", ")
+    )]
+    UniqueKeyScope {
+        /// The qualified table name.
+        table: String,
+        /// The other live processes.
+        others: Vec<String>,
+    },
+    /// The local spool directory (uploads, dropped files) cannot be written, e.g. the disk is
+    /// full.
+    #[error("cannot write the upload spool in {dir}: {source}")]
+    Spool {
+        /// The spool directory.
+        dir: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The table's records from before a restart are not replayed into the lake yet, and it
+    /// has a unique key (whose index would miss their keys).
+    #[error(
+        "table '{table}' has a unique key and its records from before the restart are not in \
+         the lake yet (storage is unreachable, or the replay is under way); retry later"
+    )]
+    Replaying {
+        /// The qualified table name.
+        table: String,
+    },
+    /// A bug: something that cannot happen did (a task panicked).
+    #[error("{0}")]
+    Internal(String),
     /// The catalog reported an error.
     #[error(transparent)]
     Catalog(#[from] tarn_catalog::Error),
@@ -70,38 +108,55 @@ pub enum Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How long clients are asked to wait when the WAL is full.
+/// How long clients are asked to wait when the WAL is full or a disk cannot be written.
 const WAL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Decode(_) | Error::BadEncoding { .. } | Error::BadForm(_) => {
-                ApiError::bad_request(e.to_string())
-            }
-            Error::Forbidden(_) => ApiError::new(ErrorCode::Forbidden, e.to_string()),
-            Error::UniqueKeyLimit { .. } => {
-                tracing::error!(error = %e, "unique-key index limit reached");
-                ApiError::unavailable(e.to_string(), Duration::from_secs(60))
-            }
-            Error::Scan(_) => ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER),
-            Error::UnsupportedMediaType(_) => {
-                ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
-            }
-            Error::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
-            Error::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
-            Error::Wal(WalError::Full { .. }) | Error::Wal(WalError::Closed) => {
-                ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER)
-            }
-            Error::Wal(WalError::Io { .. }) => {
-                tracing::error!(error = %e, "the write-ahead log cannot be written");
-                ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER)
-            }
-            Error::Wal(WalError::Corrupt(_)) | Error::Wal(WalError::Locked(_)) => {
-                ApiError::internal(e)
-            }
-            Error::Catalog(e) => e.into(),
-            Error::Lake(e) => e.into(),
+/// How long clients are asked to wait when a unique-key index is full.
+const INDEX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Decode(_) | Error::BadEncoding { .. } | Error::BadForm(_) => ErrorKind::BadInput,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::UniqueKeyLimit { .. }
+            | Error::Scan(_)
+            | Error::Spool { .. }
+            | Error::Replaying { .. } => ErrorKind::Unavailable,
+            Error::UniqueKeyScope { .. } => ErrorKind::Conflict,
+            Error::UnsupportedMediaType(_) => ErrorKind::UnsupportedFormat,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TableNotFound { .. } => ErrorKind::NotFound,
+            Error::Wal(e) => e.kind(),
+            Error::Internal(_) => ErrorKind::Internal,
+            Error::Catalog(e) => e.kind(),
+            Error::Lake(e) => e.kind(),
         }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::UniqueKeyLimit { .. } => Some(INDEX_RETRY_AFTER),
+            Error::Scan(_) | Error::Spool { .. } | Error::Replaying { .. } => Some(WAL_RETRY_AFTER),
+            Error::Wal(e) => e.retry_after(),
+            Error::Catalog(e) => e.retry_after(),
+            Error::Lake(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl Classify for WalError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            WalError::Full { .. } | WalError::Closed | WalError::Io { .. } => {
+                ErrorKind::Unavailable
+            }
+            WalError::Corrupt(_) | WalError::Locked(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        (self.kind() == ErrorKind::Unavailable).then_some(WAL_RETRY_AFTER)
     }
 }

@@ -21,18 +21,25 @@
 //!
 //! Files ([`load`]: uploads, `tarn load`, the [`dropzone`]) skip the write-ahead log — the file
 //! is the durable copy — and commit in chunks whose `txn` names the load, so an interrupted
-//! load resumes without loading anything twice.
+//! load resumes without loading anything twice. A [`Loader`] needs only the catalog.
 //!
-//! `Idempotency-Key` makes retries safe ([`idempotency`]); a full WAL (storage unreachable)
-//! answers 503 with `Retry-After`; small files are compacted, checkpoints written and old files
-//! vacuumed in the background ([`maintenance`]). It never answers queries.
+//! Both paths share [`prepare`] (decode → coerce → required values → derived columns → rules,
+//! pure) and [`Tables`] (each table's plan, tables created on first write, the unique-key
+//! indexes). `Idempotency-Key` makes retries safe ([`idempotency`]); a full WAL (storage
+//! unreachable) answers with a retryable error; after a restart the log is replayed in the
+//! background ([`replay`]) while ingest goes on; small files are compacted, checkpoints
+//! written and old files vacuumed in the background ([`maintenance`]). It never answers
+//! queries, and knows no HTTP: the `tarn-http` crate puts it on the wire.
 //!
 //! ```no_run
 //! # async fn demo(catalog: std::sync::Arc<tarn_catalog::Catalog>) -> Result<(), tarn_ingest::Error> {
+//! use std::sync::Arc;
 //! use tarn_catalog::TableName;
-//! use tarn_ingest::{Format, IngestConfig, IngestOptions, Ingestor};
+//! use tarn_ingest::{Format, IngestConfig, IngestOptions, Ingestor, Tables};
 //!
-//! let ingestor = Ingestor::start(catalog, IngestConfig::default()).await?;
+//! let config = IngestConfig::default();
+//! let tables = Arc::new(Tables::new(catalog, config.tables(), None));
+//! let ingestor = Ingestor::start(tables, config).await?;
 //! let body = bytes::Bytes::from_static(br#"{"event": "view", "sku": "A-1"}
 //! {"event": "cart", "sku": "A-1"}"#);
 //! let options = IngestOptions { wait_for_commit: true, ..Default::default() };
@@ -45,28 +52,39 @@
 
 pub mod buffer;
 mod coerce;
+mod config;
 pub mod contract;
 mod csv;
 mod decode;
 pub mod dropzone;
+pub mod encoding;
 mod error;
 pub mod form;
 pub mod idempotency;
 mod ingestor;
 pub mod load;
 pub mod maintenance;
-mod router;
+pub mod nodes;
+mod plan;
+pub mod prepare;
+pub mod replay;
+mod snapshot;
+mod submit;
 pub mod unique;
 pub mod wal;
 
 pub use buffer::FlushConfig;
 pub use coerce::{coerce, BadValue};
+pub use config::{CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Source};
 pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Lenient};
+pub use dropzone::DropZoneConfig;
 pub use error::{Error, Result};
-pub use ingestor::{
-    CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Ingestor, Source, TablePlan,
+pub use ingestor::{node_id, Ingestor};
+pub use load::{
+    load_id_for, FileFormat, FileLoad, LoadConfig, LoadProgress, LoadReport, Loader, Upload,
 };
-pub use load::{load_id_for, FileFormat, FileLoad, LoadProgress, LoadReport};
 pub use maintenance::MaintenanceConfig;
-pub use router::router;
+pub use nodes::Nodes;
+pub use plan::{TablePlan, Tables, TablesConfig, UniqueKeyScope};
+pub use submit::FormAnswer;
 pub use wal::WalConfig;

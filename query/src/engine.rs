@@ -10,7 +10,6 @@ use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
-use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -20,11 +19,13 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use tarn_catalog::{Catalog, TableName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
-use crate::{timetravel, Error, Result};
+use crate::{policy, timetravel, Error, Result};
 
 /// Settings of the query engine: its limits, and the async queries' results.
 #[derive(Debug, Clone)]
@@ -235,9 +236,9 @@ impl QueryEngine {
         self.plan(sql).await?.execute()
     }
 
-    /// Plans `sql` and refuses anything that is not a read. Time-travel clauses (see
-    /// [`crate::timetravel`]) are resolved here, and every table read is recorded with its
-    /// version.
+    /// Plans `sql` (one statement) and refuses anything that is not a read (see
+    /// [`crate::policy`]). Time-travel clauses (see [`crate::timetravel`]) are resolved here,
+    /// and every table read is recorded with its version.
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
         if sql.trim().trim_end_matches(';').trim().is_empty() {
             return Err(Error::BadQuery("the SQL text is empty".into()));
@@ -246,8 +247,8 @@ impl QueryEngine {
         let reads = Arc::new(Mutex::new(Vec::new()));
         let ctx = self.session_recording(reads.clone()).await?;
         let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(&sql, &dialect)?;
+        let statement = parse_one(&sql, state.config().options())?;
+        policy::check_statement(&statement)?;
         let references = state.resolve_table_references(&statement)?;
         let plan = match state.statement_to_plan(statement).await {
             Ok(plan) => plan,
@@ -264,12 +265,7 @@ impl QueryEngine {
                 return Err(e.into());
             }
         };
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
+        policy::check_plan(&plan)?;
         let deterministic = is_deterministic(&plan);
         let frame = ctx.execute_logical_plan(plan).await?;
         let physical = frame.create_physical_plan().await?;
@@ -301,6 +297,30 @@ impl QueryEngine {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The one statement of `sql`, parsed as the session parses (its dialect and recursion
+/// limit); several statements are the user's mistake, said as such.
+fn parse_one(sql: &str, options: &datafusion::config::ConfigOptions) -> Result<DfStatement> {
+    let dialect_name = options.sql_parser.dialect;
+    let dialect = dialect_from_str(dialect_name).ok_or_else(|| {
+        Error::Engine(datafusion::error::DataFusionError::Configuration(format!(
+            "unknown SQL dialect {dialect_name}"
+        )))
+    })?;
+    let mut statements = DFParserBuilder::new(sql)
+        .with_dialect(dialect.as_ref())
+        .with_recursion_limit(options.sql_parser.recursion_limit.get())
+        .build()?
+        .parse_statements()?;
+    match statements.len() {
+        0 => Err(Error::BadQuery("the SQL text holds no statement".into())),
+        1 => Ok(statements.pop_front().expect("one statement")),
+        n => Err(Error::BadQuery(format!(
+            "the SQL text holds {n} statements; send one statement per request (over the \
+             Postgres endpoint, a message may hold several)"
+        ))),
     }
 }
 

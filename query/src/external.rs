@@ -22,7 +22,9 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::ObjectStore;
-use tarn_catalog::{ApiError, Catalog, ExternalFormat, ExternalSource};
+use tarn_catalog::{Catalog, ExternalFormat, ExternalSource};
+
+use crate::error::carry;
 
 /// A listing table over an external prefix, which makes sure the session can reach the
 /// prefix's object store (another bucket than the lake's, with the lake's credentials)
@@ -35,17 +37,16 @@ pub(crate) struct ExternalFiles {
     store: Arc<dyn ObjectStore>,
 }
 
-fn external(e: impl Into<ApiError>) -> DataFusionError {
-    DataFusionError::External(Box::new(e.into()))
-}
-
 impl ExternalFiles {
     /// The table provider of an external table of files.
     pub(crate) fn open(catalog: &Catalog, source: &ExternalSource) -> Result<Self> {
-        let (schema, partitions) =
-            tarn_catalog::crawler::listing_schema(source).map_err(external)?;
-        let url = url::Url::parse(&source.url).map_err(|e| DataFusionError::External(e.into()))?;
-        let store = catalog.lake().store_for_url(&url).map_err(external)?;
+        let (schema, partitions) = tarn_catalog::crawler::listing_schema(source).map_err(carry)?;
+        let url = url::Url::parse(&source.url).map_err(|e| {
+            carry(tarn_catalog::Error::InvalidDefinition {
+                reason: format!("the external URL '{}' is not valid: {e}", source.url),
+            })
+        })?;
+        let store = catalog.lake().store_for_url(&url).map_err(carry)?;
         let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
         let format: Arc<dyn FileFormat> = match source.format {
             ExternalFormat::Parquet => Arc::new(ParquetFormat::default()),

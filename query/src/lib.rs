@@ -5,9 +5,13 @@
 //! namespace `default`) and are read through deltalake's table provider, refreshed to the
 //! latest Delta version on every query, so data is visible as soon as it is committed.
 //!
-//! SQL is read-only: DDL, DML, `COPY`, `SET` and other statements are refused before anything
-//! runs, and no SQL can read arbitrary files or URLs (URL tables are off, and external tables
-//! are DDL). Results stream to the client as JSON, NDJSON, CSV or an Arrow IPC stream.
+//! SQL is read-only ([`policy`], one policy for every frontend): DDL, DML, `COPY`, `SET` and
+//! other statements are refused before anything runs, and no SQL can read arbitrary files or
+//! URLs (URL tables are off, and external tables are DDL). Results are encoded as JSON,
+//! NDJSON, CSV, Arrow IPC or Parquet ([`BatchEncoder`]); async queries keep theirs in the
+//! lake ([`queries`]). The Postgres wire protocol is served here too ([`pg`]); the HTTP API is
+//! the `tarn-http` crate's. Errors say whose problem they are ([`Error`], with a
+//! [`tarn_lake::ErrorKind`]).
 //!
 //! It never writes user tables.
 //!
@@ -28,13 +32,12 @@ mod external;
 mod format;
 #[cfg(feature = "pg")]
 pub mod pg;
+pub mod policy;
 mod provider;
 pub mod queries;
-mod router;
 pub mod timetravel;
 
 pub use engine::{Admission, PlannedQuery, QueryConfig, QueryEngine, Ticket};
 pub use error::{Error, Result};
 pub use format::{BatchEncoder, OutputFormat, Trailer};
 pub use provider::{TableRead, CATALOG_NAME};
-pub use router::{router, NEXT_PAGE_HEADER, TRUNCATED_HEADER};

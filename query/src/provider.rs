@@ -16,9 +16,11 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
-use tarn_catalog::{ApiError, Catalog, TableName};
+use tarn_catalog::{Catalog, TableName};
 
+use crate::error::carry;
 use crate::timetravel::{self, AsOf};
+use crate::Error;
 
 /// The name of Tarn's catalog in SQL (`tarn.default.events`).
 pub const CATALOG_NAME: &str = "tarn";
@@ -127,7 +129,6 @@ impl SchemaProvider for LakeSchema {
         let Ok(table_name) = TableName::new(&self.namespace, name) else {
             return Ok(None);
         };
-        let external = |e: ApiError| DataFusionError::External(Box::new(e));
         // External tables of files (crawled Parquet / CSV / NDJSON) are listings, not Delta.
         match self.catalog.definition(&table_name).await {
             Ok(definition) => {
@@ -154,12 +155,12 @@ impl SchemaProvider for LakeSchema {
                 }
             }
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(external(e.into())),
+            Err(e) => return Err(carry(e)),
         }
         let table = match self.catalog.open(&table_name).await {
             Ok((_, table)) => table,
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(external(e.into())),
+            Err(e) => return Err(carry(e)),
         };
         let table = match as_of {
             None => Ok(table),
@@ -167,11 +168,10 @@ impl SchemaProvider for LakeSchema {
             Some(AsOf::Time(at)) => table.at_time(at).await,
         }
         .map_err(|e| match e {
-            tarn_lake::Error::VersionNotFound(reason) => external(ApiError::new(
-                tarn_catalog::ErrorCode::NotFound,
-                format!("table '{table_name}': {reason}"),
-            )),
-            e => external(e.into()),
+            tarn_lake::Error::VersionNotFound(reason) => {
+                carry(Error::VersionNotFound(format!("table '{table_name}': {reason}")))
+            }
+            e => carry(e),
         })?;
         self.reads.lock().expect("reads lock").push(TableRead {
             table: table_name.to_string(),
@@ -236,11 +236,7 @@ impl TableProvider for LatestAtScan {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (_, table) = self
-            .catalog
-            .open(&self.name)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(ApiError::from(e))))?;
+        let (_, table) = self.catalog.open(&self.name).await.map_err(carry)?;
         let fresh = table.delta().table_provider().with_session(self.scan_session.clone()).await?;
         let planned = self.planned.schema();
         let current = fresh.schema();

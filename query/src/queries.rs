@@ -26,7 +26,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 use serde::{Deserialize, Serialize};
-use tarn_catalog::ApiError;
+use tarn_lake::{Classify, ErrorKind};
 use tokio::task::AbortHandle;
 
 use crate::engine::Ticket;
@@ -71,13 +71,29 @@ pub struct ResultColumn {
     pub data_type: String,
 }
 
-/// Why a query failed, as the HTTP API would have answered it.
+/// Why a query failed: the kind of failure (the same names as the `code` of the HTTP API's
+/// error bodies: `bad_request`, `timeout`, ...) and what went wrong.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryError {
-    /// The error code (`bad_request`, `timeout`, ...).
-    pub code: String,
-    /// What went wrong.
+    /// What kind of failure.
+    #[serde(rename = "code")]
+    pub kind: ErrorKind,
+    /// What went wrong (for a bug, only that: the details are in the server's log).
     pub message: String,
+}
+
+impl QueryError {
+    /// The failure of `e`, as kept in the query's status.
+    fn of(e: &Error) -> Self {
+        let kind = e.kind();
+        let message = if kind == ErrorKind::Internal {
+            tracing::error!(error = %e, "an async query failed on a bug");
+            "internal error; the server log has the details under this query's id".to_string()
+        } else {
+            e.to_string()
+        };
+        QueryError { kind, message }
+    }
 }
 
 /// What `GET /v1/queries/{id}` answers.
@@ -292,12 +308,8 @@ impl QueryManager {
             match outcome {
                 Ok(()) => status.state = QueryState::Succeeded,
                 Err(e) => {
-                    let api = ApiError::from(e);
                     status.state = QueryState::Failed;
-                    status.error = Some(QueryError {
-                        code: api.code.as_str().to_string(),
-                        message: api.message,
-                    });
+                    status.error = Some(QueryError::of(&e));
                 }
             }
             status.clone()
@@ -510,7 +522,7 @@ impl QueryManager {
         let schema = builder.schema().clone();
         let stream = builder
             .build()
-            .map_err(|e| Error::DataFusion(datafusion::error::DataFusionError::from(e)))?
+            .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))?
             .map_err(datafusion::error::DataFusionError::from);
         Ok((
             status,
@@ -648,7 +660,7 @@ async fn write_result(
         .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
         .build();
     let parquet_error = |e: parquet::errors::ParquetError| {
-        Error::DataFusion(datafusion::error::DataFusionError::from(e))
+        Error::Engine(datafusion::error::DataFusionError::from(e))
     };
     let mut writer = AsyncArrowWriter::try_new(
         object_store::buffered::BufWriter::new(store.clone(), path.clone()),

@@ -136,12 +136,18 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `tarn serve` with `args` and the lake's environment; returns once it listens.
     pub async fn start(lake: &TestLake, args: &[&str]) -> Self {
+        Self::start_with_env(lake, args, &[]).await
+    }
+
+    /// [`ServeProcess::start`] with `env` over the lake's environment.
+    pub async fn start_with_env(lake: &TestLake, args: &[&str], env: &[(&str, &str)]) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
             .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
             .args(["--pg-listen", "127.0.0.1:0"])
             .args(args)
             .envs(lake.env())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -3,13 +3,9 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use tarn_catalog::{Catalog, Error, TableName};
 use tarn_lake::backend_tests;
 use tarn_lake::test_util::{Backend, TestLake};
-use tower::ServiceExt;
 
 fn schema() -> Schema {
     Schema::new(vec![
@@ -18,22 +14,7 @@ fn schema() -> Schema {
     ])
 }
 
-async fn call(router: axum::Router, method: &str, uri: &str) -> (StatusCode, serde_json::Value) {
-    let response = router
-        .oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, value)
-}
-
-backend_tests!(create_list_describe_delete, concurrent_create_registers_once, api_answers);
+backend_tests!(create_list_describe_delete, concurrent_create_registers_once);
 
 async fn create_list_describe_delete(backend: Backend) {
     let test = TestLake::new(backend);
@@ -91,42 +72,4 @@ async fn concurrent_create_registers_once(backend: Backend) {
         [ra, rb].into_iter().filter_map(|r| r.ok()).map(|(d, _)| d.created_by).collect();
     assert_eq!(winners.len(), 1, "exactly one create wins");
     assert_eq!(a.get(&name).await.unwrap().created_by, winners[0]);
-}
-
-async fn api_answers(backend: Backend) {
-    let test = TestLake::new(backend);
-    let catalog = Arc::new(Catalog::new(Arc::new(test.open().await)));
-    let name = TableName::parse("events").unwrap();
-    catalog.create(&name, &schema(), &[], "api").await.unwrap();
-    let router = tarn_catalog::router(catalog.clone());
-
-    let (status, body) = call(router.clone(), "GET", "/v1/tables").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["tables"][0]["qualified_name"], "default.events");
-
-    let (status, body) = call(router.clone(), "GET", "/v1/tables/default.events").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["columns"][1]["name"], "score");
-    assert_eq!(body["columns"][1]["type"], "int64");
-    assert_eq!(body["stats"]["version"], 0);
-
-    let (status, body) = call(router.clone(), "GET", "/v1/tables/events/history").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["commits"][0]["operation"], "CREATE TABLE");
-
-    let (status, body) = call(router.clone(), "GET", "/v1/tables/nope").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"]["code"], "not_found");
-    assert!(body["error"]["message"].as_str().unwrap().contains("default.nope"));
-
-    let (status, body) = call(router.clone(), "GET", "/v1/tables/bad-name").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().contains("not '-'"));
-
-    let (status, _) = call(router.clone(), "DELETE", "/v1/tables/events?purge=maybe").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(router.clone(), "DELETE", "/v1/tables/events?purge=true").await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(router, "GET", "/v1/tables/events").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -1,20 +1,15 @@
-//! The query engine and router over catalog tables, on a temp dir and on S3.
+//! The query engine over catalog tables, on a temp dir and on S3.
 
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::pretty::pretty_format_batches;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
 use futures::TryStreamExt;
-use http_body_util::BodyExt;
-use serde_json::Value;
 use tarn_catalog::{Catalog, TableName};
 use tarn_lake::backend_tests;
 use tarn_lake::test_util::{Backend, TestLake};
 use tarn_query::{QueryConfig, QueryEngine};
-use tower::ServiceExt;
 
 fn batch(ids: &[i64], kind: &str) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
@@ -36,7 +31,7 @@ async fn run(engine: &QueryEngine, sql: &str) -> String {
     pretty_format_batches(&batches).unwrap().to_string()
 }
 
-backend_tests!(sees_new_commits_without_restart, catalog_is_visible_in_sql, streams_large_results);
+backend_tests!(sees_new_commits_without_restart, catalog_is_visible_in_sql);
 
 async fn sees_new_commits_without_restart(backend: Backend) {
     let lake = TestLake::new(backend);
@@ -103,48 +98,4 @@ async fn catalog_is_visible_in_sql(backend: Backend) {
     let cells: Vec<&str> = kind_row.split('|').map(str::trim).collect();
     assert_eq!(cells.get(1..4), Some(&["kind", "Utf8View", "YES"][..]), "{described}");
     assert!(run(&engine, "SELECT count(*) AS n FROM tarn.web.clicks").await.contains("| 0 |"));
-}
-
-async fn streams_large_results(backend: Backend) {
-    let lake = TestLake::new(backend);
-    let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
-    let engine = Arc::new(
-        QueryEngine::new(catalog, QueryConfig { batch_size: 1000, ..QueryConfig::default() })
-            .unwrap(),
-    );
-    let router = tarn_query::router(engine);
-    for (accept, check) in
-        [("application/json", 0usize), ("text/csv", 1), ("application/x-ndjson", 2)]
-    {
-        let request = Request::builder()
-            .method("POST")
-            .uri("/v1/sql")
-            .header("content-type", "text/plain")
-            .header("accept", accept)
-            .body(Body::from("SELECT value FROM generate_series(1, 50000)"))
-            .unwrap();
-        let response = router.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut body = response.into_body();
-        let (mut frames, mut bytes) = (0, Vec::new());
-        while let Some(frame) = body.frame().await {
-            frames += 1;
-            bytes.extend_from_slice(frame.unwrap().data_ref().unwrap());
-        }
-        assert!(frames > 10, "{accept}: the result arrives in many chunks, got {frames}");
-        match check {
-            0 => {
-                let value: Value = serde_json::from_slice(&bytes).unwrap();
-                let rows = value["rows"].as_array().unwrap();
-                assert_eq!(rows.len(), 50_000);
-                assert_eq!(rows[49_999][0], 50_000);
-            }
-            1 => {
-                let text = String::from_utf8(bytes).unwrap();
-                assert_eq!(text.lines().count(), 50_001);
-                assert!(text.starts_with("value\n1\n2\n"));
-            }
-            _ => assert_eq!(String::from_utf8(bytes).unwrap().lines().count(), 50_000),
-        }
-    }
 }

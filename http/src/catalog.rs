@@ -8,28 +8,30 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{get, post, put};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tarn_catalog::{Catalog, CrawlFrom, CrawlOptions, DefineStatus, TableName, TableSpec};
 
-use crate::crawler::{CrawlFrom, CrawlOptions};
-use crate::{ApiError, Catalog, DefineStatus, TableName, TableSpec};
+use crate::auth::{Need, Routes};
+use crate::ApiError;
 
-/// The catalog API router.
-pub fn router(catalog: Arc<Catalog>) -> Router {
-    Router::new()
-        .route("/v1/namespaces", get(list_namespaces))
-        .route("/v1/tables", get(list_tables))
-        .route("/v1/tables/{table}", get(get_table).put(put_table).delete(delete_table))
-        .route("/v1/tables/{table}/history", get(history))
-        .route("/v1/crawl", post(crawl))
-        .with_state(catalog)
+/// The catalog routes: reading needs the `query` scope, changing `admin`.
+pub(crate) fn routes(routes: Routes<Arc<Catalog>>) -> Routes<Arc<Catalog>> {
+    routes
+        .route("/v1/namespaces", Need::Query, get(list_namespaces))
+        .route("/v1/tables", Need::Query, get(list_tables))
+        .route("/v1/tables/{table}", Need::Query, get(get_table))
+        .route("/v1/tables/{table}", Need::Admin, put(put_table).delete(delete_table))
+        .route("/v1/tables/{table}/history", Need::Query, get(history))
+        .route("/v1/crawl", Need::Admin, post(crawl))
 }
 
 /// `GET /v1/namespaces`: every namespace with its number of tables (`default` always).
 async fn list_namespaces(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>, ApiError> {
-    let mut counts = std::collections::BTreeMap::from([(crate::DEFAULT_NAMESPACE.to_string(), 0)]);
+    let mut counts =
+        std::collections::BTreeMap::from([(tarn_catalog::DEFAULT_NAMESPACE.to_string(), 0)]);
     for name in catalog.names().await? {
         *counts.entry(name.namespace().to_string()).or_insert(0) += 1;
     }
@@ -76,7 +78,7 @@ async fn put_table(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let name = TableName::parse(&table)?;
-    let body = body?;
+    let body = body.map_err(ApiError::from_body)?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the definition is not valid JSON (line {}, column {}): {e}",
@@ -106,7 +108,7 @@ async fn history(
     Path(table): Path<String>,
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params?;
+    let Query(params) = params.map_err(ApiError::from_query)?;
     let name = TableName::parse(&table)?;
     let (_, table) = catalog.open(&name).await?;
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
@@ -125,7 +127,7 @@ async fn delete_table(
     Path(table): Path<String>,
     params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Query(params) = params?;
+    let Query(params) = params.map_err(ApiError::from_query)?;
     let name = TableName::parse(&table)?;
     catalog.delete(&name, params.purge).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -147,13 +149,13 @@ struct CrawlRequest {
 }
 
 /// `POST /v1/crawl`: registers the Delta tables and Parquet / CSV / NDJSON prefixes under a
-/// location as external tables (see [`crate::crawler`]); answers what it found, per table
+/// location as external tables (see `tarn_catalog::crawler`); answers what it found, per table
 /// `created`, `updated` (with the changes) or `unchanged`.
 async fn crawl(
     State(catalog): State<Arc<Catalog>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body?;
+    let body = body.map_err(ApiError::from_body)?;
     let request: CrawlRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the crawl request is not valid (line {}, column {}): {e}; send \

@@ -5,21 +5,21 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use datafusion::execution::SendableRecordBatchStream;
+use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
-use tarn_catalog::{ApiError, ErrorCode};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tarn_lake::ErrorKind;
+use tarn_query::queries::{QueryManager, QueryRequest};
+use tarn_query::{Error, OutputFormat, QueryEngine};
 use tokio::time::Instant;
 
-use crate::format::Trailer;
-use crate::queries::{QueryManager, QueryRequest};
-use crate::{BatchEncoder, Error, OutputFormat, QueryEngine};
+use crate::auth::{Need, Routes};
+use crate::stream::{stream_body, Limits};
+use crate::ApiError;
 
 /// Largest SQL text accepted.
 const MAX_SQL_BYTES: usize = 1024 * 1024;
@@ -28,30 +28,24 @@ const MAX_SQL_BYTES: usize = 1024 * 1024;
 /// [`crate::QueryConfig::max_tracked_queries`] queries, and in the lake). Athena's bound.
 const MAX_ASYNC_SQL_BYTES: usize = 256 * 1024;
 
-/// Encoded chunks buffered between the query and a slow client; the query pauses when full.
-const STREAM_BUFFER_CHUNKS: usize = 2;
-
-/// Header of a cut answer: `true`.
-pub const TRUNCATED_HEADER: &str = "tarn-truncated";
 /// Header of a page of async results: where the next page starts.
 pub const NEXT_PAGE_HEADER: &str = "tarn-next-page-token";
 
+/// What the query handlers share.
 #[derive(Clone)]
-struct QueryState {
-    engine: Arc<QueryEngine>,
-    queries: Arc<QueryManager>,
+pub(crate) struct SqlState {
+    pub engine: Arc<QueryEngine>,
+    pub queries: Arc<QueryManager>,
 }
 
-/// The query router; starts the async query service (and its result sweeper).
-pub fn router(engine: Arc<QueryEngine>) -> Router {
-    let queries = QueryManager::start(engine.clone());
-    Router::new()
-        .route("/v1/sql", post(sql))
-        .route("/v1/queries", post(submit))
-        .route("/v1/queries/{id}", get(status).delete(cancel))
-        .route("/v1/queries/{id}/results", get(results))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_SQL_BYTES))
-        .with_state(QueryState { engine, queries })
+/// The SQL routes: all of them need the `query` scope.
+pub(crate) fn routes(routes: Routes<SqlState>) -> Routes<SqlState> {
+    let limit = DefaultBodyLimit::max(MAX_SQL_BYTES);
+    routes
+        .route("/v1/sql", Need::Query, post(sql).layer(limit))
+        .route("/v1/queries", Need::Query, post(submit).layer(limit))
+        .route("/v1/queries/{id}", Need::Query, get(status).delete(cancel))
+        .route("/v1/queries/{id}/results", Need::Query, get(results))
 }
 
 #[derive(Deserialize)]
@@ -105,7 +99,7 @@ fn output_format(headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     OutputFormat::from_accept(accept).ok_or_else(|| {
         ApiError::new(
-            ErrorCode::NotAcceptable,
+            ErrorKind::NotAcceptable,
             format!(
                 "cannot answer in '{}'; supported: {}",
                 accept.unwrap_or(""),
@@ -116,12 +110,12 @@ fn output_format(headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
 }
 
 async fn sql(
-    State(state): State<QueryState>,
+    State(state): State<SqlState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let format = output_format(&headers)?;
-    let sql = sql_text(&headers, &body?)?;
+    let sql = sql_text(&headers, &body.map_err(ApiError::from_body)?)?;
     let engine = &state.engine;
     let limit = engine.config().timeout;
     // The time limit counts from admission: waiting in the queue is bounded by the queue.
@@ -166,14 +160,14 @@ fn answer(format: OutputFormat, body: Body, headers: &[(&'static str, String)]) 
 
 /// `POST /v1/queries`: 202 with the new query's status.
 async fn submit(
-    State(state): State<QueryState>,
+    State(state): State<SqlState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = query_request(&headers, &body?)?;
+    let request = query_request(&headers, &body.map_err(ApiError::from_body)?)?;
     if request.sql.len() > MAX_ASYNC_SQL_BYTES {
         return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
+            ErrorKind::TooLarge,
             format!(
                 "the SQL text of an async query may have at most {MAX_ASYNC_SQL_BYTES} bytes; this one has {}",
                 request.sql.len()
@@ -190,14 +184,14 @@ async fn submit(
 }
 
 async fn status(
-    State(state): State<QueryState>,
+    State(state): State<SqlState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.queries.status(&id).await?).into_response())
 }
 
 async fn cancel(
-    State(state): State<QueryState>,
+    State(state): State<SqlState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.queries.cancel(&id).await?).into_response())
@@ -214,12 +208,12 @@ struct PageParams {
 /// format `Accept` asks for. JSON pages hold at most the row cap and name the next page in
 /// the document; every format names it in the `Tarn-Next-Page-Token` header.
 async fn results(
-    State(state): State<QueryState>,
+    State(state): State<SqlState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     params: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params?;
+    let Query(params) = params.map_err(ApiError::from_query)?;
     let format = output_format(&headers)?;
     let offset = match params.page_token.as_deref() {
         None | Some("") => 0,
@@ -267,127 +261,4 @@ fn parse_page_token(token: &str) -> Result<u64, ApiError> {
             "page_token '{token}' is not one this server gave out (use next_page_token of the previous page)"
         ))
     })
-}
-
-/// What bounds a streamed answer.
-struct Limits {
-    /// Rows after which the answer is cut (and says so).
-    max_rows: Option<u64>,
-    /// When the query's time is up, and its limit (for the message).
-    deadline: Option<(Instant, std::time::Duration)>,
-    /// The next page's token, for the JSON trailer.
-    next_page: Option<String>,
-}
-
-/// Streams the encoded result with bounded buffering. An error after the answer started
-/// (including the time limit) aborts the body, so the client sees a failed transfer rather
-/// than a silently short result. The execution slot (`permit`) is held until the end, or until
-/// the time limit, also while a client that stopped reading keeps the buffer full.
-fn stream_body(
-    stream: SendableRecordBatchStream,
-    first: Option<arrow::array::RecordBatch>,
-    encoder: Box<dyn BatchEncoder>,
-    limits: Limits,
-    permit: Option<OwnedSemaphorePermit>,
-) -> Body {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER_CHUNKS);
-    let deadline = limits.deadline;
-    let on_timeout = tx.clone();
-    let produce = produce(stream, first, encoder, limits.max_rows, limits.next_page, tx);
-    tokio::spawn(async move {
-        let Some((deadline, limit)) = deadline else {
-            produce.await;
-            drop(permit);
-            return;
-        };
-        let finished = tokio::time::timeout_at(deadline, produce).await.is_ok();
-        // The query (dropped with `produce`) and its slot are released now; after a timeout
-        // the error follows the buffered chunks when (if) the client reads on.
-        drop(permit);
-        if !finished {
-            let message = Error::Timeout(limit).to_string();
-            tracing::warn!("{message}");
-            let _ = on_timeout.send(Err(std::io::Error::other(message))).await;
-        }
-    });
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
-}
-
-/// Encodes the result into `tx`: the first batch (already pulled), then the rest of the
-/// stream, cut at `max_rows` (and saying so), then the end.
-async fn produce(
-    mut stream: SendableRecordBatchStream,
-    first: Option<arrow::array::RecordBatch>,
-    mut encoder: Box<dyn BatchEncoder>,
-    max_rows: Option<u64>,
-    next_page: Option<String>,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
-    let schema = stream.schema();
-    let mut pending = first.map(Ok);
-    let mut chunk = encoder.begin(&schema);
-    let mut sent_rows = 0u64;
-    let mut trailer = Trailer { truncated: false, next_page_token: next_page };
-    let fail = |message: String| std::io::Error::other(message);
-    loop {
-        let bytes = match chunk {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(error = %e, "encoding a query result failed");
-                let _ = tx.send(Err(fail(e.to_string()))).await;
-                return;
-            }
-        };
-        if !bytes.is_empty() && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-            return; // the client went away; dropping the stream cancels the query
-        }
-        let next = match pending.take() {
-            Some(batch) => Some(batch),
-            None => stream.next().await,
-        };
-        chunk = match next {
-            Some(Ok(mut batch)) => {
-                if let Some(cap) = max_rows {
-                    let room = cap - sent_rows;
-                    if batch.num_rows() as u64 > room {
-                        batch = batch.slice(0, room as usize);
-                        trailer.truncated = true;
-                    }
-                }
-                sent_rows += batch.num_rows() as u64;
-                let encoded = encoder.batch(&batch);
-                if trailer.truncated {
-                    // Cut: this batch, then the end.
-                    match encoded {
-                        Ok(mut bytes) => match encoder.finish(&trailer) {
-                            Ok(end) => {
-                                bytes.extend(end);
-                                let _ = tx.send(Ok(Bytes::from(bytes))).await;
-                                return;
-                            }
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    encoded
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "query failed while streaming its result");
-                let _ = tx.send(Err(fail(e.to_string()))).await;
-                return;
-            }
-            None => {
-                let last = encoder.finish(&trailer).map(Bytes::from).map_err(|e| {
-                    tracing::warn!(error = %e, "encoding a query result failed");
-                    fail(e.to_string())
-                });
-                let _ = tx.send(last).await;
-                return;
-            }
-        };
-    }
 }

@@ -1,75 +1,18 @@
-//! The ingest service and router without a socket, on a temp dir and on S3: durable
-//! acknowledgement, commits, replay after a crash, idempotency, refusals.
-
-use std::sync::Arc;
+//! Ingest over HTTP, on a temp dir and on S3: durable acknowledgement, commits, replay after a
+//! crash, idempotency, refusals.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tarn_catalog::{Catalog, TableName};
-use tarn_ingest::{Format, IngestConfig, IngestOptions, Ingestor};
+use tarn_catalog::TableName;
+use tarn_ingest::{Format, IngestConfig, IngestOptions};
 use tarn_lake::backend_tests;
-use tarn_lake::test_util::{Backend, TestLake};
+use tarn_lake::test_util::Backend;
 use tower::ServiceExt;
 
-struct Fixture {
-    lake: TestLake,
-    wal_dir: tempfile::TempDir,
-    catalog: Arc<Catalog>,
-    ingestor: Arc<Ingestor>,
-    router: axum::Router,
-}
-
-fn config(wal_dir: &std::path::Path) -> IngestConfig {
-    let mut config = IngestConfig::default();
-    config.wal.dir = wal_dir.to_path_buf();
-    config
-}
-
-impl Fixture {
-    async fn new(backend: Backend, configure: impl FnOnce(&mut IngestConfig)) -> Fixture {
-        let lake = TestLake::new(backend);
-        let wal_dir = tempfile::tempdir().unwrap();
-        let mut config = config(wal_dir.path());
-        configure(&mut config);
-        let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
-        let ingestor = Ingestor::start(catalog.clone(), config).await.unwrap();
-        let router = tarn_ingest::router(ingestor.clone());
-        Fixture { lake, wal_dir, catalog, ingestor, router }
-    }
-
-    /// Starts a new ingestor (a new process) on the same lake and WAL directory.
-    async fn restart(&mut self, configure: impl FnOnce(&mut IngestConfig)) {
-        let mut config = config(self.wal_dir.path());
-        configure(&mut config);
-        self.catalog = Arc::new(Catalog::new(Arc::new(self.lake.open().await)));
-        self.ingestor = Ingestor::start(self.catalog.clone(), config).await.unwrap();
-        self.router = tarn_ingest::router(self.ingestor.clone());
-    }
-
-    async fn rows(&self, table: &str) -> u64 {
-        let (_, table) = self.catalog.open(&TableName::parse(table).unwrap()).await.unwrap();
-        table.stats().rows.unwrap()
-    }
-}
-
-async fn post(
-    router: &axum::Router,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder().method("POST").uri(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
-}
+use crate::support::{post, Fixture};
 
 const NDJSON: [(&str, &str); 1] = [("content-type", "application/x-ndjson")];
 
@@ -112,6 +55,8 @@ async fn contract_rows_survive_a_crash_once(backend: Backend) {
     assert_eq!(f.rows("leads").await, 0);
 
     f.restart(|c| c.flush.max_age_ms = 60_000).await;
+
+    f.replayed().await;
     // The replayed row's key is taken although it is not committed yet.
     let (_, receipt) = post(
         &f.router,
@@ -127,6 +72,7 @@ async fn contract_rows_survive_a_crash_once(backend: Backend) {
 
     // Another restart replays nothing twice.
     f.restart(|_| {}).await;
+    f.replayed().await;
     f.ingestor.shutdown().await;
     assert_eq!(f.rows("leads").await, 1);
     assert_eq!(f.rows("leads_rejected").await, 1);
@@ -202,6 +148,8 @@ async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
     f.ingestor.shutdown_now().await;
 
     f.restart(never).await;
+
+    f.replayed().await;
     let options = IngestOptions { wait_for_commit: true, ..Default::default() };
     let body = Bytes::from_static(b"{\"n\": 6}");
     f.ingestor.ingest(&table, body, Format::Json, options).await.unwrap();
@@ -210,6 +158,7 @@ async fn replays_exactly_what_the_lake_lacks(backend: Backend) {
 
     // Once more: nothing is replayed twice.
     f.restart(never).await;
+    f.replayed().await;
     assert_eq!(f.rows("events").await, 6);
     f.ingestor.shutdown().await;
     assert_eq!(f.rows("events").await, 6);
@@ -235,6 +184,8 @@ async fn idempotency_key_survives_restart(backend: Backend) {
     f.ingestor.shutdown().await;
 
     f.restart(|_| {}).await;
+
+    f.replayed().await;
     let (status, after) = post(&f.router, "/v1/ingest/orders?wait=commit", &headers, body).await;
     assert_eq!(status, StatusCode::OK, "{after}");
     assert_eq!(after["replayed"], true);

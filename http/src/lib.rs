@@ -1,0 +1,122 @@
+//! Tarn's HTTP API.
+//!
+//! `tarn-http` is the edge of Tarn: it owns everything HTTP and no domain logic. It assembles
+//! the routes of ingest (`/v1/ingest`, uploads), SQL (`/v1/sql`, `/v1/queries`) and the catalog
+//! (`/v1/tables`, `/v1/namespaces`, `/v1/crawl`) over the domain crates' services; turns their
+//! errors into answers through one table ([`error::status_of`]: an error's
+//! [`tarn_lake::ErrorKind`] decides its status); checks API keys with the scope each route
+//! declares where it is defined ([`auth`]); and adds CORS for browser forms, body limits,
+//! request ids and tracing. `GET /healthz` says the process runs; `GET /readyz` says whether it
+//! is ready for traffic (503 with the reasons while it is not, e.g. while the write-ahead log
+//! is replayed into storage that is down).
+//!
+//! ```no_run
+//! # async fn demo(services: tarn_http::Services) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, tarn_http::router(&services)).await
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod auth;
+mod catalog;
+pub mod error;
+mod health;
+mod ingest;
+mod query;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tarn_catalog::auth::KeyRing;
+use tarn_catalog::Catalog;
+use tarn_ingest::{Ingestor, Loader};
+use tarn_query::queries::QueryManager;
+use tarn_query::QueryEngine;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+
+pub use auth::{Need, Routes};
+pub use error::ApiError;
+pub use health::Readiness;
+pub use query::NEXT_PAGE_HEADER;
+
+/// The services the HTTP API serves.
+#[derive(Clone)]
+pub struct Services {
+    /// The catalog (and through it, the lake).
+    pub catalog: Arc<Catalog>,
+    /// Ingest of requests and forms.
+    pub ingestor: Arc<Ingestor>,
+    /// Loads of uploaded files.
+    pub loader: Arc<Loader>,
+    /// The query engine.
+    pub engine: Arc<QueryEngine>,
+    /// Async queries.
+    pub queries: Arc<QueryManager>,
+    /// The API keys (none: open).
+    pub keys: Arc<KeyRing>,
+    /// What `/readyz` reports.
+    pub readiness: Readiness,
+}
+
+/// The complete HTTP API over `services`.
+pub fn router(services: &Services) -> Router {
+    let keys = &services.keys;
+    let ingest = ingest::IngestState {
+        ingestor: services.ingestor.clone(),
+        loader: services.loader.clone(),
+    };
+    let sql =
+        query::SqlState { engine: services.engine.clone(), queries: services.queries.clone() };
+    Router::new()
+        .merge(health::routes(Routes::new(keys.clone())).with_state(services.readiness.clone()))
+        .merge(ingest::routes(Routes::new(keys.clone()), &ingest).with_state(ingest))
+        .merge(query::routes(Routes::new(keys.clone())).with_state(sql))
+        .merge(catalog::routes(Routes::new(keys.clone())).with_state(services.catalog.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(keys.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        // Answers of 5xx are logged where they arise (bugs as errors,
+                        // back-pressure as warnings); the access-level trace stays at debug.
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+                        .make_span_with(|request: &Request<_>| {
+                            let id = request
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-");
+                            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id)
+                        }),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+}
+
+/// Unrouted paths: 404, to callers whose key has the `admin` scope.
+async fn not_found(State(keys): State<Arc<KeyRing>>, request: Request) -> Response {
+    if let Err(e) = auth::check(&keys, Need::Admin, None, &request) {
+        return e.into_response();
+    }
+    let message = format!("no route for {}", request.uri().path());
+    ApiError::new(tarn_lake::ErrorKind::NotFound, message).into_response()
+}
+
+/// Routed paths asked with a method they do not take: 405.
+async fn method_not_allowed(State(keys): State<Arc<KeyRing>>, request: Request) -> Response {
+    if let Err(e) = auth::check(&keys, Need::Admin, None, &request) {
+        return e.into_response();
+    }
+    let message = format!("{} does not take this method", request.uri().path());
+    error::error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &message, None)
+}

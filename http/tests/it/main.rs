@@ -1,0 +1,7 @@
+//! The HTTP API without a socket (`tower::ServiceExt::oneshot`), over a real lake: a temp dir
+//! and the S3 test server.
+
+mod catalog;
+mod ingest;
+mod query;
+mod support;

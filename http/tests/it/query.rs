@@ -1,0 +1,54 @@
+//! SQL over HTTP: results stream in every format.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tarn_lake::backend_tests;
+use tarn_lake::test_util::Backend;
+use tarn_query::QueryConfig;
+use tower::ServiceExt;
+
+use crate::support::Fixture;
+
+backend_tests!(streams_large_results);
+
+async fn streams_large_results(backend: Backend) {
+    let query = QueryConfig { batch_size: 1000, ..QueryConfig::default() };
+    let f = Fixture::with_query(backend, |_| {}, query).await;
+    let router = f.router.clone();
+    for (accept, check) in
+        [("application/json", 0usize), ("text/csv", 1), ("application/x-ndjson", 2)]
+    {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/sql")
+            .header("content-type", "text/plain")
+            .header("accept", accept)
+            .body(Body::from("SELECT value FROM generate_series(1, 50000)"))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let (mut frames, mut bytes) = (0, Vec::new());
+        while let Some(frame) = body.frame().await {
+            frames += 1;
+            bytes.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        }
+        assert!(frames > 10, "{accept}: the result arrives in many chunks, got {frames}");
+        match check {
+            0 => {
+                let value: Value = serde_json::from_slice(&bytes).unwrap();
+                let rows = value["rows"].as_array().unwrap();
+                assert_eq!(rows.len(), 50_000);
+                assert_eq!(rows[49_999][0], 50_000);
+            }
+            1 => {
+                let text = String::from_utf8(bytes).unwrap();
+                assert_eq!(text.lines().count(), 50_001);
+                assert!(text.starts_with("value\n1\n2\n"));
+            }
+            _ => assert_eq!(String::from_utf8(bytes).unwrap().lines().count(), 50_000),
+        }
+    }
+}

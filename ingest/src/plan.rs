@@ -1,0 +1,345 @@
+//! What ingest knows about each table, and tables created on first write.
+//!
+//! A [`TablePlan`] is made once per revision of a table's definition: the Delta schema, the
+//! compiled contract, the companion tables. [`Tables`] keeps the plans, creates unknown tables
+//! when auto-create is on, and holds the unique-key indexes; requests
+//! ([`crate::Ingestor`]) and file loads ([`crate::Loader`]) share one, so both see the same
+//! keys.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Schema, SchemaRef};
+use tarn_catalog::{companion, Catalog, ColumnType, Contract, TableDefinition, TableName};
+use tarn_lake::{Classify, ErrorKind};
+
+use crate::buffer::FlushConfig;
+use crate::nodes::Nodes;
+use crate::snapshot::Snapshots;
+use crate::unique::UniqueKeys;
+use crate::{contract, Error, Result};
+
+/// What ingest knows about one table, for one revision of its definition.
+pub struct TablePlan {
+    /// The table.
+    pub name: TableName,
+    /// Its definition.
+    pub definition: Arc<TableDefinition>,
+    /// The Delta table's schema (what undeclared tables decode against).
+    pub schema: SchemaRef,
+    /// The compiled contract, for declared tables.
+    pub contract: Option<Contract>,
+    /// Declared `json` columns.
+    pub json_columns: Vec<String>,
+    /// `<table>_rejected`, for declared tables.
+    pub rejected: Option<TableName>,
+    /// `<table>_raw`, with `raw_backup`.
+    pub raw: Option<TableName>,
+}
+
+impl TablePlan {
+    /// The declared type of `column`, if declared.
+    pub fn column_type(&self, column: &str) -> Option<ColumnType> {
+        self.definition.spec.columns.iter().find(|c| c.name == column).map(|c| c.data_type)
+    }
+
+    /// The table's own flush thresholds over `defaults`, when its definition sets any.
+    pub fn flush(&self, defaults: &FlushConfig) -> Option<FlushConfig> {
+        let flush = &self.definition.spec.flush;
+        (flush != &Default::default()).then(|| FlushConfig {
+            max_age_ms: flush.max_age_ms.unwrap_or(defaults.max_age_ms),
+            max_rows: flush.max_rows.unwrap_or(defaults.max_rows),
+            max_bytes: flush.max_bytes.unwrap_or(defaults.max_bytes),
+        })
+    }
+
+    /// The declared unique key's columns (positions in the table's schema), if any.
+    pub fn unique_key(&self) -> Option<&[usize]> {
+        self.contract.as_ref().map(|c| c.unique_key.as_slice()).filter(|k| !k.is_empty())
+    }
+}
+
+/// How far a declared `unique_key` is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UniqueKeyScope {
+    /// Within the lake: this process's index is the only one, so ingest into a table with a
+    /// unique key is refused while another Tarn process ingests into the same lake.
+    #[default]
+    Lake,
+    /// Within this process only: each process sharing the lake keeps its own index, so the
+    /// same key sent to two processes lands twice. For deployments that route each key to one
+    /// process (or accept that).
+    Node,
+}
+
+/// Settings of [`Tables`].
+#[derive(Debug, Clone)]
+pub struct TablesConfig {
+    /// Create unknown tables on first write, with a schema inferred from that write.
+    pub auto_create: bool,
+    /// Most keys the unique-key index of one table holds.
+    pub unique_key_max: usize,
+    /// How far unique keys are enforced.
+    pub unique_key_scope: UniqueKeyScope,
+    /// Where the plans of tables written to are kept on local disk (beside the write-ahead
+    /// log), so that ingest goes on after a restart while storage is unreachable; `None`:
+    /// not kept.
+    pub snapshots: Option<PathBuf>,
+}
+
+impl Default for TablesConfig {
+    fn default() -> Self {
+        TablesConfig {
+            auto_create: true,
+            unique_key_max: 20_000_000,
+            unique_key_scope: UniqueKeyScope::Lake,
+            snapshots: None,
+        }
+    }
+}
+
+/// How long a look at the other live processes is trusted.
+const PEERS_CHECKED_FOR: Duration = Duration::from_secs(5);
+
+/// Ingest's view of the catalog's tables, shared by requests and file loads.
+pub struct Tables {
+    catalog: Arc<Catalog>,
+    config: TablesConfig,
+    plans: Mutex<HashMap<TableName, Arc<TablePlan>>>,
+    /// Serialises auto-creates of one table within this process.
+    create_locks: Mutex<HashMap<TableName, Arc<tokio::sync::Mutex<()>>>>,
+    unique: UniqueKeys,
+    /// The live processes of the lake, when this one announces itself.
+    nodes: Option<Arc<Nodes>>,
+    /// When the other live processes were last looked at, and what was found.
+    peers: Mutex<Option<(Instant, Vec<String>)>>,
+    /// Plans kept on local disk.
+    snapshots: Option<Snapshots>,
+}
+
+impl Tables {
+    /// Tables of `catalog`; `nodes` is this process's entry among the lake's live processes
+    /// (needed to tell whether unique keys can be enforced; `None` for a process that is
+    /// certainly alone).
+    pub fn new(catalog: Arc<Catalog>, config: TablesConfig, nodes: Option<Arc<Nodes>>) -> Self {
+        Tables {
+            unique: UniqueKeys::new(config.unique_key_max),
+            snapshots: config.snapshots.clone().map(Snapshots::new),
+            catalog,
+            config,
+            plans: Mutex::new(HashMap::new()),
+            create_locks: Mutex::new(HashMap::new()),
+            nodes,
+            peers: Mutex::new(None),
+        }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &TablesConfig {
+        &self.config
+    }
+
+    /// The unique-key indexes.
+    pub fn unique_keys(&self) -> &UniqueKeys {
+        &self.unique
+    }
+
+    /// The plan of `name` for the current revision of its definition. Crawled tables are
+    /// refused: Tarn reads them, never writes them.
+    ///
+    /// While storage is unreachable, the plan last used (in memory, or kept on local disk
+    /// before a restart) stands in, so records go on into the write-ahead log.
+    pub async fn plan(&self, name: &TableName) -> Result<Arc<TablePlan>> {
+        let definition = match self.catalog.definition(name).await {
+            Ok(definition) => definition,
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                return self.offline_plan(name).ok_or(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(external) = &definition.external {
+            return Err(Error::Forbidden(format!(
+                "table '{name}' is an external {} table over {} registered by the crawler; \
+                 Tarn only reads it",
+                external.format, external.url
+            )));
+        }
+        if let Some(plan) = self.plans.lock().expect("plans").get(name) {
+            if plan.definition.revision == definition.revision
+                && plan.definition.created_at == definition.created_at
+            {
+                return Ok(plan.clone());
+            }
+        }
+        let schema = match self.catalog.table_as_known(name).await {
+            Ok(table) => table.schema()?,
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                return self.offline_plan(name).ok_or(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let plan = Arc::new(make_plan(name, definition, schema)?);
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.save(name, &plan.definition, &plan.schema);
+        }
+        self.keep(name, plan.clone());
+        Ok(plan)
+    }
+
+    /// The plan to use while storage is unreachable: the one in memory, or the one kept on
+    /// local disk.
+    fn offline_plan(&self, name: &TableName) -> Option<Arc<TablePlan>> {
+        if let Some(plan) = self.plans.lock().expect("plans").get(name) {
+            return Some(plan.clone());
+        }
+        let (definition, schema) = self.snapshots.as_ref()?.load(name)?;
+        let plan = Arc::new(make_plan(name, Arc::new(definition), schema).ok()?);
+        tracing::info!(table = %name, "storage is unreachable: using the table's definition kept on local disk");
+        self.keep(name, plan.clone());
+        Some(plan)
+    }
+
+    fn keep(&self, name: &TableName, plan: Arc<TablePlan>) {
+        let mut plans = self.plans.lock().expect("plans");
+        if plans.len() >= 4096 {
+            plans.clear();
+        }
+        plans.insert(name.clone(), plan);
+    }
+
+    /// The plan of `name` for a write: refused for tables Tarn keeps for another one
+    /// (`_rejected`, `_raw`). An unknown table is created with the schema `infer` gives (awaited
+    /// only then) when auto-create is on; the flag says whether this call created it.
+    pub async fn plan_for_write(
+        &self,
+        name: &TableName,
+        infer: impl std::future::Future<Output = Result<Schema>>,
+    ) -> Result<(Arc<TablePlan>, bool)> {
+        let (plan, created) = match self.plan(name).await {
+            Ok(plan) => (plan, false),
+            Err(Error::Catalog(tarn_catalog::Error::TableNotFound { .. }))
+                if self.config.auto_create =>
+            {
+                self.create(name, &infer.await?).await?
+            }
+            Err(Error::Catalog(tarn_catalog::Error::TableNotFound { .. })) => {
+                return Err(Error::TableNotFound { name: name.to_string() })
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(owner) = &plan.definition.owner {
+            return Err(Error::Forbidden(format!(
+                "table '{name}' is kept by Tarn for '{owner}'; only Tarn writes to it"
+            )));
+        }
+        Ok((plan, created))
+    }
+
+    /// Creates `name` with `schema` (first write to an unknown table) and returns its plan;
+    /// `false` when another request or server created it first.
+    async fn create(&self, name: &TableName, schema: &Schema) -> Result<(Arc<TablePlan>, bool)> {
+        // Requests racing to create the same table queue here; the first creates it.
+        let lock = {
+            let mut locks = self.create_locks.lock().expect("create locks");
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            locks.entry(name.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let created = match self.catalog.create(name, schema, &[], "auto").await {
+            Ok(_) => true,
+            // Another request or server created it a moment ago: use theirs.
+            Err(tarn_catalog::Error::TableExists { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((self.plan(name).await?, created))
+    }
+
+    /// Keeps the rows of `valid` whose unique key is new (in the table and in this batch) and
+    /// adds their keys to the index; answers the rows to append, how many were duplicates,
+    /// and the keys added (to give back with [`UniqueKeys::forget`] if the write fails).
+    pub async fn admit(
+        &self,
+        plan: &TablePlan,
+        valid: Vec<RecordBatch>,
+    ) -> Result<(Vec<RecordBatch>, usize, Vec<u128>)> {
+        let (Some(key), Some(contract)) = (plan.unique_key(), plan.contract.as_ref()) else {
+            return Ok((valid, 0, Vec::new()));
+        };
+        if valid.iter().all(|b| b.num_rows() == 0) {
+            return Ok((valid, 0, Vec::new()));
+        }
+        self.check_unique_scope(&plan.name).await?;
+        let table = self.catalog.table_as_known(&plan.name).await?;
+        let batch = contract::concat(&contract.table_schema, &valid);
+        let admission =
+            self.unique.admit(&plan.name, plan.definition.created_at, &table, &batch, key).await?;
+        let kept = if admission.duplicates == 0 {
+            batch
+        } else {
+            filter_record_batch(&batch, &admission.keep).map_err(tarn_lake::Error::from)?
+        };
+        Ok((vec![kept], admission.duplicates, admission.added))
+    }
+
+    /// Refuses unique-key ingest while other processes ingest into the lake, unless unique
+    /// keys are enforced per process by choice ([`UniqueKeyScope::Node`]).
+    async fn check_unique_scope(&self, name: &TableName) -> Result<()> {
+        let Some(nodes) =
+            self.nodes.as_ref().filter(|_| self.config.unique_key_scope == UniqueKeyScope::Lake)
+        else {
+            return Ok(());
+        };
+        let known = self
+            .peers
+            .lock()
+            .expect("peers")
+            .clone()
+            .filter(|(at, _)| at.elapsed() < PEERS_CHECKED_FOR);
+        let peers = match known {
+            Some((_, peers)) => peers,
+            None => {
+                let peers = nodes.others_alive().await?;
+                *self.peers.lock().expect("peers") = Some((Instant::now(), peers.clone()));
+                peers
+            }
+        };
+        if peers.is_empty() {
+            return Ok(());
+        }
+        Err(Error::UniqueKeyScope { table: name.to_string(), others: peers })
+    }
+}
+
+/// The plan of `name` for `definition` over a Delta table of `schema`.
+fn make_plan(
+    name: &TableName,
+    definition: Arc<TableDefinition>,
+    schema: SchemaRef,
+) -> Result<TablePlan> {
+    let spec = &definition.spec;
+    let contract = if spec.is_declared() { Some(Contract::compile(spec)?) } else { None };
+    Ok(TablePlan {
+        name: name.clone(),
+        schema,
+        json_columns: spec
+            .columns
+            .iter()
+            .filter(|c| c.data_type == ColumnType::Json)
+            .map(|c| c.name.clone())
+            .collect(),
+        rejected: if contract.is_some() { Some(companion::rejected_name(name)?) } else { None },
+        raw: if spec.raw_backup { Some(companion::raw_name(name)?) } else { None },
+        contract,
+        definition: definition.clone(),
+    })
+}

@@ -1,0 +1,263 @@
+//! Running statements over the wire: the simple and the extended protocol, within the
+//! engine's admission, time limit and row cap.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use futures::{Sink, StreamExt};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::catalog::LiveCatalog;
+use super::errors::{pg_error, user_error};
+use super::hooks::{check_read_only, runs_query};
+use crate::{timetravel, Error, QueryEngine};
+
+/// Tarn's query service over the wire: DataFusion on the lake, read-only, within the
+/// engine's limits.
+pub(super) struct TarnService {
+    pub engine: Arc<QueryEngine>,
+    pub ctx: Arc<SessionContext>,
+    pub tables: Arc<LiveCatalog>,
+    pub hooks: Vec<Arc<dyn QueryHook>>,
+    /// datafusion-postgres's service, for the extended protocol (parse, bind, describe).
+    pub inner: DfSessionService,
+    pub parser: Arc<TarnParser>,
+    pub sql_parser: PostgresCompatibilityParser,
+}
+
+/// A query's execution slot and its deadline. The statements of one simple-query message
+/// share one slot: pgwire sends their rows only after all of them are planned, so a slot per
+/// statement would let a message of more statements than slots wait for itself.
+#[derive(Clone)]
+struct Slot {
+    permit: Arc<OwnedSemaphorePermit>,
+    deadline: Instant,
+    limit: Duration,
+    /// Rows one answer may hold before it fails with `54000`, for answers pgwire collects in
+    /// memory before sending (an extended-protocol Execute without a row limit).
+    max_rows: Option<usize>,
+}
+
+impl TarnService {
+    /// Waits for an execution slot (or fails at once when the queue is full); the time limit
+    /// counts from admission, as over HTTP.
+    async fn slot(&self) -> PgWireResult<Slot> {
+        let ticket = self.engine.admission().enter().map_err(pg_error)?;
+        let permit = Arc::new(ticket.admit().await);
+        let limit = self.engine.config().timeout;
+        Ok(Slot { permit, deadline: Instant::now() + limit, limit, max_rows: None })
+    }
+
+    /// Runs `work` within the slot's deadline; a query's rows stream within it too, and the
+    /// slot is held until the last row.
+    async fn within(
+        slot: Slot,
+        work: impl Future<Output = PgWireResult<Response>>,
+    ) -> PgWireResult<Response> {
+        let response = tokio::time::timeout_at(slot.deadline, work)
+            .await
+            .map_err(|_| pg_error(Error::Timeout(slot.limit)))??;
+        Ok(match response {
+            Response::Query(query) => Response::Query(limit_rows(query, slot)),
+            other => other,
+        })
+    }
+
+    /// Plans one statement with the pg session, checks it is a read and starts it.
+    async fn run<C>(&self, client: &C, statement: Statement) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ?Sized,
+    {
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| pg_error(e.into()))?;
+        check_read_only(&plan)?;
+        let frame = self.ctx.execute_logical_plan(plan).await.map_err(|e| pg_error(e.into()))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        Ok(Response::Query(encode_dataframe(frame, &Format::UnifiedText, Some(options)).await?))
+    }
+}
+
+/// The rows of `query`, cut with `57014` at the slot's deadline (and with `54000` past the
+/// slot's row cap); the slot is freed after the last row (or when the client stops reading
+/// and the response is dropped).
+fn limit_rows(query: QueryResponse, slot: Slot) -> QueryResponse {
+    let tag = query.command_tag().to_string();
+    let schema = query.row_schema();
+    let Slot { permit, deadline, limit, max_rows } = slot;
+    let state = Some((query.data_rows, permit, 0usize));
+    let rows = futures::stream::unfold(state, move |state| async move {
+        let (mut rows, permit, sent) = state?;
+        match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(_)) if max_rows.is_some_and(|cap| sent >= cap) => {
+                let message = format!(
+                    "the answer has more than {sent} rows, the most one Execute without a row limit may hold; fetch it in pages (e.g. JDBC setFetchSize) or add a LIMIT"
+                );
+                Some((Err(user_error("ERROR", "54000", message)), None))
+            }
+            Ok(Some(row)) => Some((row, Some((rows, permit, sent + 1)))),
+            Ok(None) => None,
+            Err(_) => Some((Err(pg_error(Error::Timeout(limit))), None)),
+        }
+    });
+    let mut limited = QueryResponse::new(schema, rows);
+    limited.set_command_tag(&tag);
+    limited
+}
+
+#[async_trait]
+impl SimpleQueryHandler for TarnService {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let sql = timetravel::rewrite(query).map_err(|e| pg_error(Error::BadQuery(e)))?;
+        let statements =
+            self.sql_parser.parse(&sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        let mut shared: Option<Slot> = None;
+        'statements: for statement in statements {
+            // Refused statements are refused before they wait for a slot.
+            if let Some(answer) =
+                self.hooks[0].handle_simple_query(&statement, &self.ctx, client).await
+            {
+                responses.push(answer?);
+                continue;
+            }
+            if !runs_query(&statement) {
+                for hook in &self.hooks[1..] {
+                    if let Some(answer) =
+                        hook.handle_simple_query(&statement, &self.ctx, client).await
+                    {
+                        responses.push(answer?);
+                        continue 'statements;
+                    }
+                }
+            }
+            self.tables.refresh().await.map_err(pg_error)?;
+            let slot = match &shared {
+                Some(slot) => slot.clone(),
+                None => shared.insert(self.slot().await?).clone(),
+            };
+            let response = Self::within(slot, async {
+                for hook in &self.hooks[1..] {
+                    if let Some(answer) =
+                        hook.handle_simple_query(&statement, &self.ctx, &mut *client).await
+                    {
+                        return answer;
+                    }
+                }
+                self.run(&*client, statement.clone()).await
+            })
+            .await?;
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for TarnService {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = TarnParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let runs =
+            matches!(&portal.statement.statement.1, Some((statement, _)) if runs_query(statement));
+        if !runs {
+            return ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await;
+        }
+        let mut slot = self.slot().await?;
+        if max_rows == 0 {
+            // pgwire holds such an answer in memory before it sends a row.
+            slot.max_rows = Some(self.engine.config().max_result_rows);
+        }
+        Self::within(slot, ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows))
+            .await
+    }
+}
+
+/// datafusion-postgres's parser, after time travel is rewritten and the table list
+/// refreshed; the plans it makes are checked to be reads.
+pub(super) struct TarnParser {
+    pub inner: Arc<Parser>,
+    pub tables: Arc<LiveCatalog>,
+}
+
+#[async_trait]
+impl QueryParser for TarnParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let sql = timetravel::rewrite(sql).map_err(|e| pg_error(Error::BadQuery(e)))?;
+        self.tables.refresh().await.map_err(pg_error)?;
+        let parsed = self.inner.parse_sql(client, &sql, types).await?;
+        if let Some((_, Some((_, plan)))) = &parsed {
+            check_read_only(plan)?;
+        }
+        Ok(parsed)
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(statement, format)
+    }
+}
