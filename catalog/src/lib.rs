@@ -14,7 +14,7 @@
 //! The crate also holds the pieces every HTTP-facing crate shares: the one map from errors to
 //! HTTP statuses ([`ApiError`]) and the catalog API router (`GET /v1/tables`, ...).
 //!
-//! The [`crawler`] registers data already in storage (Delta tables written by other tools,
+//! The crawler ([`crawl`]) registers data already in storage (Delta tables written by other tools,
 //! prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external tables,
 //! which Tarn reads in place and never writes.
 //!
@@ -42,7 +42,7 @@ pub mod auth;
 mod catalog;
 pub mod companion;
 mod contract;
-pub mod crawler;
+pub mod crawl;
 mod definition;
 mod error;
 mod name;
@@ -53,7 +53,7 @@ mod types;
 pub use api::{ApiError, ErrorCode};
 pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
 pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contract, COMMENT_KEY};
-pub use crawler::{CrawlFrom, CrawlOptions, CrawlReport, CrawledTable};
+pub use crawl::{CrawlFrom, CrawlLocation, CrawlOptions, CrawlReport, CrawledTable, Crawler};
 pub use definition::{ColumnInfo, ExternalColumn, ExternalFormat, ExternalSource, TableDefinition};
 pub use error::{Error, Result};
 pub use name::{TableName, DEFAULT_NAMESPACE};

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::crawler::{CrawlFrom, CrawlOptions};
+use crate::crawl::{CrawlFrom, CrawlOptions, Crawler};
 use crate::{ApiError, Catalog, DefineStatus, TableName, TableSpec};
 
 /// The catalog API router.
@@ -147,7 +147,7 @@ struct CrawlRequest {
 }
 
 /// `POST /v1/crawl`: registers the Delta tables and Parquet / CSV / NDJSON prefixes under a
-/// location as external tables (see [`crate::crawler`]); answers what it found, per table
+/// location as external tables (see [`crate::crawl`]); answers what it found, per table
 /// `created`, `updated` (with the changes) or `unchanged`.
 async fn crawl(
     State(catalog): State<Arc<Catalog>>,
@@ -162,7 +162,8 @@ async fn crawl(
             e.column()
         ))
     })?;
-    let url = catalog.crawl_location(&request.location, CrawlFrom::Api)?;
+    let crawler = Crawler::new(&catalog);
+    let location = crawler.location(&request.location, CrawlFrom::Api)?;
     let mut options = CrawlOptions::default();
     if let Some(namespace) = request.namespace {
         options.namespace = namespace.trim().to_ascii_lowercase();
@@ -170,6 +171,6 @@ async fn crawl(
     if let Some(prefix) = request.table_prefix {
         options.table_prefix = prefix.trim().to_ascii_lowercase();
     }
-    let report = catalog.crawl(&url, &options).await?;
+    let report = crawler.crawl(&location, &options).await?;
     Ok(Json(serde_json::to_value(report).map_err(ApiError::internal)?))
 }

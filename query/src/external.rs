@@ -43,7 +43,7 @@ impl ExternalFiles {
     /// The table provider of an external table of files.
     pub(crate) fn open(catalog: &Catalog, source: &ExternalSource) -> Result<Self> {
         let (schema, partitions) =
-            tarn_catalog::crawler::listing_schema(source).map_err(external)?;
+            tarn_catalog::crawl::listing_schema(source).map_err(external)?;
         let url = url::Url::parse(&source.url).map_err(|e| DataFusionError::External(e.into()))?;
         let store = catalog.lake().store_for_url(&url).map_err(external)?;
         let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
