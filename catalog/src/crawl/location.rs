@@ -48,7 +48,6 @@ pub enum CrawlFrom {
 #[derive(Debug, Clone)]
 pub struct CrawlLocation {
     url: Url,
-    from: CrawlFrom,
     /// For local directories crawled over the API: the lake's real directory, which nothing
     /// read may leave.
     confined_to: Option<PathBuf>,
@@ -58,11 +57,6 @@ impl CrawlLocation {
     /// The location's URL (ends with `/`).
     pub fn url(&self) -> &Url {
         &self.url
-    }
-
-    /// Who asked.
-    pub fn from(&self) -> CrawlFrom {
-        self.from
     }
 
     /// The real directory that every file read must be inside, if any.
@@ -117,7 +111,7 @@ pub(crate) fn locate(
         }
         _ => None,
     };
-    Ok(CrawlLocation { url: parsed.url(), from, confined_to })
+    Ok(CrawlLocation { url: parsed.url(), confined_to })
 }
 
 /// Checks again, when the crawl starts, that a confined location is still inside its lake
