@@ -33,11 +33,14 @@ pub(crate) enum FoundKind {
         /// The extension of the files read (`.parquet`, `.csv`, ...).
         extension: String,
         /// The files, each with its `key=value` partition segments, outermost first.
-        files: Vec<(ObjectMeta, Vec<(String, String)>)>,
+        files: Vec<PartitionedFile>,
         /// What to know about files left out.
         notes: Vec<String>,
     },
 }
+
+/// A data file with its `key=value` partition segments, outermost first.
+pub(crate) type PartitionedFile = (ObjectMeta, Vec<(String, String)>);
 
 /// A place that looked like a table but is not one: its root, and why.
 pub(crate) type Refused = (Vec<String>, String);
@@ -99,9 +102,8 @@ pub(crate) fn discover(objects: Vec<ObjectMeta>, prefix: &Path) -> (Vec<Found>, 
         files.push((segments, meta));
     }
     // Tables by root, then by extension.
-    type Grouped =
-        BTreeMap<Vec<String>, BTreeMap<&'static str, Vec<(ObjectMeta, Vec<(String, String)>)>>>;
-    let mut grouped: Grouped = BTreeMap::new();
+    let mut grouped: BTreeMap<Vec<String>, BTreeMap<&'static str, Vec<PartitionedFile>>> =
+        BTreeMap::new();
     let mut ignored: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for (segments, meta) in files {
         let Some((file_name, directories)) = segments.split_last() else { continue };
@@ -135,7 +137,7 @@ pub(crate) fn discover(objects: Vec<ObjectMeta>, prefix: &Path) -> (Vec<Found>, 
 
 /// The table of one root's data files: the most common extension, one partition layout.
 fn files_table(
-    mut by_extension: BTreeMap<&'static str, Vec<(ObjectMeta, Vec<(String, String)>)>>,
+    mut by_extension: BTreeMap<&'static str, Vec<PartitionedFile>>,
     ignored: Option<usize>,
 ) -> Result<FoundKind, String> {
     let extension = by_extension

@@ -21,7 +21,7 @@ use object_store::{ObjectMeta, ObjectStore};
 use tarn_lake::Lake;
 use url::Url;
 
-use super::discover::{format_of, FoundKind};
+use super::discover::{format_of, FoundKind, PartitionedFile};
 use crate::{ExternalColumn, ExternalFormat, ExternalSource};
 
 /// What the crawler learned about one table.
@@ -83,7 +83,7 @@ async fn infer_files(
     url: &Url,
     store: &Arc<dyn ObjectStore>,
     extension: String,
-    files: Vec<(ObjectMeta, Vec<(String, String)>)>,
+    files: Vec<PartitionedFile>,
     mut notes: Vec<String>,
 ) -> tarn_lake::Result<Inferred> {
     let crawled_at = Utc::now();
