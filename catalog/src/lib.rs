@@ -14,9 +14,9 @@
 //! The crate also holds the pieces every HTTP-facing crate shares: the one map from errors to
 //! HTTP statuses ([`ApiError`]) and the catalog API router (`GET /v1/tables`, ...).
 //!
-//! The crawler ([`crawl`]) registers data already in storage (Delta tables written by other tools,
-//! prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external tables,
-//! which Tarn reads in place and never writes.
+//! The crawler ([`crawl`]) registers data already in storage (Delta tables written by other
+//! tools, prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external
+//! tables, which Tarn reads in place and never writes.
 //!
 //! It never moves data: ingest appends, query reads.
 //!
