@@ -258,14 +258,15 @@ async fn local_copy(
 /// `tarn crawl LOCATION`: registers the tables found under a directory or S3 prefix and
 /// prints one aligned line per table (and the places skipped, with why).
 pub async fn crawl(args: &CrawlArgs) -> anyhow::Result<()> {
-    use tarn_catalog::{CrawlFrom, CrawlOptions};
+    use tarn_catalog::{CrawlFrom, CrawlOptions, Crawler};
     let catalog = catalog(&args.lake).await?;
-    let url = catalog.crawl_location(&args.location, CrawlFrom::CommandLine)?;
+    let crawler = Crawler::new(&catalog);
+    let location = crawler.location(&args.location, CrawlFrom::CommandLine)?;
     let options = CrawlOptions {
         namespace: args.namespace.trim().to_ascii_lowercase(),
         table_prefix: args.table_prefix.trim().to_ascii_lowercase(),
     };
-    let report = catalog.crawl(&url, &options).await?;
+    let report = crawler.crawl(&location, &options).await?;
     print!("{}", crawl_summary(&report));
     Ok(())
 }

@@ -14,9 +14,9 @@
 //! It also holds the API keys and their scopes ([`auth`]), which every frontend checks the
 //! same way (the HTTP API per route, the Postgres endpoint at login).
 //!
-//! The [`crawler`] registers data already in storage (Delta tables written by other tools,
-//! prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external tables,
-//! which Tarn reads in place and never writes.
+//! The crawler ([`crawl`]) registers data already in storage (Delta tables written by other
+//! tools, prefixes of Parquet / CSV / NDJSON files with Hive-style partitions) as external
+//! tables, which Tarn reads in place and never writes.
 //!
 //! It never moves data: ingest appends, query reads.
 //!
@@ -41,7 +41,7 @@ pub mod auth;
 mod catalog;
 pub mod companion;
 mod contract;
-pub mod crawler;
+pub mod crawl;
 mod definition;
 mod error;
 mod name;
@@ -50,7 +50,7 @@ mod types;
 
 pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
 pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contract, COMMENT_KEY};
-pub use crawler::{CrawlFrom, CrawlOptions, CrawlReport, CrawledTable};
+pub use crawl::{CrawlFrom, CrawlLocation, CrawlOptions, CrawlReport, CrawledTable, Crawler};
 pub use definition::{ColumnInfo, ExternalColumn, ExternalFormat, ExternalSource, TableDefinition};
 pub use error::{Error, Result};
 pub use name::{TableName, DEFAULT_NAMESPACE};

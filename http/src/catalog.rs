@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tarn_catalog::{Catalog, CrawlFrom, CrawlOptions, DefineStatus, TableName, TableSpec};
+use tarn_catalog::{Catalog, CrawlFrom, CrawlOptions, Crawler, DefineStatus, TableName, TableSpec};
 
 use crate::auth::{Need, Routes};
 use crate::ApiError;
@@ -149,7 +149,7 @@ struct CrawlRequest {
 }
 
 /// `POST /v1/crawl`: registers the Delta tables and Parquet / CSV / NDJSON prefixes under a
-/// location as external tables (see `tarn_catalog::crawler`); answers what it found, per table
+/// location as external tables (see `tarn_catalog::crawl`); answers what it found, per table
 /// `created`, `updated` (with the changes) or `unchanged`.
 async fn crawl(
     State(catalog): State<Arc<Catalog>>,
@@ -164,7 +164,8 @@ async fn crawl(
             e.column()
         ))
     })?;
-    let url = catalog.crawl_location(&request.location, CrawlFrom::Api)?;
+    let crawler = Crawler::new(&catalog);
+    let location = crawler.location(&request.location, CrawlFrom::Api)?;
     let mut options = CrawlOptions::default();
     if let Some(namespace) = request.namespace {
         options.namespace = namespace.trim().to_ascii_lowercase();
@@ -172,6 +173,6 @@ async fn crawl(
     if let Some(prefix) = request.table_prefix {
         options.table_prefix = prefix.trim().to_ascii_lowercase();
     }
-    let report = catalog.crawl(&url, &options).await?;
+    let report = crawler.crawl(&location, &options).await?;
     Ok(Json(serde_json::to_value(report).map_err(ApiError::internal)?))
 }

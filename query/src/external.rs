@@ -40,7 +40,7 @@ pub(crate) struct ExternalFiles {
 impl ExternalFiles {
     /// The table provider of an external table of files.
     pub(crate) fn open(catalog: &Catalog, source: &ExternalSource) -> Result<Self> {
-        let (schema, partitions) = tarn_catalog::crawler::listing_schema(source).map_err(carry)?;
+        let (schema, partitions) = tarn_catalog::crawl::listing_schema(source).map_err(carry)?;
         let url = url::Url::parse(&source.url).map_err(|e| {
             carry(tarn_catalog::Error::InvalidDefinition {
                 reason: format!("the external URL '{}' is not valid: {e}", source.url),
