@@ -11,4 +11,5 @@ mod outage;
 mod pg;
 mod queries;
 mod readme;
+mod slt;
 mod support;
