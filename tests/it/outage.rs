@@ -69,6 +69,8 @@ async fn s3_outage_backpressure_then_drain() {
     let during_outage = acked.len() - 20;
     assert!(during_outage >= 50, "kept acknowledging during the outage: {during_outage}");
 
+    // The outage goes on for a while with the WAL full (the flusher's failing retries and
+    // the 503s are what is under test), then storage comes back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.heal();
     // The backlog drains by itself; ingest accepts again.
