@@ -28,6 +28,7 @@ async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    // The aligned table is the command's output under test (not a query result to compare).
     assert_eq!(
         stdout,
         "+------+--------+\n| city | visits |\n+------+--------+\n| Lima | 5      |\n| Oslo | 3      |\n+------+--------+\n(2 rows)\n"

@@ -65,6 +65,7 @@ async fn sigkill_loses_and_duplicates_nothing(backend: Backend) {
                             .await;
                         match sent {
                             Ok(r) if r.status().is_success() => acked.lock().unwrap().extend(ids),
+                            // A client backing off, as Retry-After asks.
                             Ok(r) if r.status() == 503 => {
                                 tokio::time::sleep(Duration::from_millis(50)).await
                             }
@@ -75,6 +76,7 @@ async fn sigkill_loses_and_duplicates_nothing(backend: Backend) {
                 })
             })
             .collect();
+        // The kill point is under test: a random moment while the clients send.
         tokio::time::sleep(Duration::from_millis(300 + rng.next(1200))).await;
         server.kill().await;
         for c in clients {

@@ -12,4 +12,5 @@ mod pg;
 mod queries;
 mod readme;
 mod restart;
+mod slt;
 mod support;

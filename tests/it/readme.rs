@@ -41,13 +41,17 @@ async fn run_block(block: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let output = tokio::process::Command::new("bash")
+    // The block polls where it waits for a commit; a poll that never ends fails here.
+    let run = tokio::process::Command::new("bash")
         .arg("-euo")
         .arg("pipefail")
         .arg("-c")
         .arg(&script)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
         .await
+        .unwrap_or_else(|_| panic!("the README block did not finish within 120 s:\n{block}"))
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));

@@ -124,6 +124,23 @@ impl TestServer {
         assert_eq!(status, 200, "{sql}: {body}");
         body["rows"].as_array().unwrap().clone()
     }
+
+    /// Polls `sql` until it answers `expected` (for records acknowledged with 202, which
+    /// commit within the flush interval); panics with the last answer after 30 s.
+    pub async fn eventually(&self, sql: &str, expected: Vec<Value>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let rows = self.rows(sql).await;
+            if rows == expected {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{sql}\n got {rows:?}\nwant {expected:?} (waited 30 s)"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// A `tarn serve` child process, for tests that kill it.

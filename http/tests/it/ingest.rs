@@ -108,7 +108,7 @@ async fn acknowledges_then_commits(backend: Backend) {
     let version = receipt["version"].as_u64().unwrap();
     let (_, table) = f.catalog.open(&TableName::parse("web.clicks").unwrap()).await.unwrap();
     assert!(table.version() >= version);
-    assert_eq!(table.stats().rows, Some(4), "the commit holds both requests");
+    assert_eq!(table.stats().rows, Some(4), "both requests are committed");
 
     // Every commit records this node's txn: the WAL sequence it reached.
     let history = table.history(10).await.unwrap();
