@@ -149,6 +149,12 @@ pub fn check_statement(statement: &DfStatement) -> Result<()> {
     match statement {
         DfStatement::Statement(statement) => match verdict(statement) {
             Verdict::Refuse(why) | Verdict::Unsupported(why) => Err(Error::ReadOnly(why)),
+            Verdict::Allow | Verdict::Answer(_) if changes_a_session(statement) => {
+                Err(Error::ReadOnly(format!(
+                    "{} statements are not allowed: a request has no session to change",
+                    statement_kind(statement)
+                )))
+            }
             Verdict::Allow | Verdict::Answer(_) => Ok(()),
         },
         DfStatement::Explain(explain) => check_statement(&explain.statement),
@@ -160,6 +166,23 @@ pub fn check_statement(statement: &DfStatement) -> Result<()> {
             Err(Error::ReadOnly("the server's settings cannot be changed (RESET)".into()))
         }
     }
+}
+
+/// Statements that change a session (settings, transactions, cursors): the Postgres endpoint
+/// answers them per connection; a request over HTTP has no session.
+fn changes_a_session(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Set(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+    )
 }
 
 /// Refuses plans that are not reads: DDL, DML and statements (`SET`, transactions).
@@ -200,6 +223,8 @@ mod tests {
             ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY statements"),
             ("SET datafusion.execution.batch_size = 1", "cannot be changed"),
             ("SELECT * INTO t2 FROM t", "write"),
+            ("SET TIME ZONE '+01:00'", "SET statements are not allowed"),
+            ("BEGIN", "no session"),
         ] {
             match judge(sql) {
                 Err(Error::ReadOnly(why)) => assert!(why.contains(words), "{sql}: {why}"),
