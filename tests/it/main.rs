@@ -14,3 +14,4 @@ mod readme;
 mod restart;
 mod slt;
 mod support;
+mod unique_scope;
