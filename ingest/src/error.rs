@@ -90,16 +90,19 @@ impl From<Error> for ApiError {
             }
             Error::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
             Error::TableNotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
-            Error::Wal(WalError::Full { .. }) | Error::Wal(WalError::Closed) => {
-                ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER)
-            }
+            Error::Wal(WalError::Full { .. })
+            | Error::Wal(WalError::Failing { .. })
+            | Error::Wal(WalError::Closed) => ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER),
             Error::Wal(WalError::Io { .. }) => {
                 tracing::error!(error = %e, "the write-ahead log cannot be written");
                 ApiError::unavailable(e.to_string(), WAL_RETRY_AFTER)
             }
-            Error::Wal(WalError::Corrupt(_)) | Error::Wal(WalError::Locked(_)) => {
-                ApiError::internal(e)
+            Error::Wal(WalError::TooLarge(_)) => {
+                ApiError::new(ErrorCode::PayloadTooLarge, e.to_string())
             }
+            Error::Wal(WalError::Corrupt(_))
+            | Error::Wal(WalError::Locked(_))
+            | Error::Wal(WalError::NodeId { .. }) => ApiError::internal(e),
             Error::Catalog(e) => e.into(),
             Error::Lake(e) => e.into(),
         }
