@@ -190,6 +190,8 @@ fn is_transient(e: &Error) -> bool {
             tarn_lake::is_transient_store_error(e)
         }
         Error::Scan(_) => true,
+        // The spool (under the WAL directory) or the log itself: a full disk, retried later.
+        Error::Wal(e) => tarn_lake::Classify::kind(e).is_retryable(),
         _ => false,
     }
 }
@@ -212,7 +214,11 @@ async fn load(
     tokio::fs::create_dir_all(&spool).await.map_err(|e| spool_error(&spool, e))?;
     let local = spool.join(format!("drop-{}", uuid::Uuid::new_v4().simple()));
     let result = async {
-        ingestor.catalog().lake().download(&meta.location, &local).await?;
+        // Writing the copy fails on a full WAL disk: a spool error, retried later.
+        ingestor.catalog().lake().download(&meta.location, &local).await.map_err(|e| match e {
+            tarn_lake::Error::Io { source, .. } => spool_error(&local, source),
+            e => e.into(),
+        })?;
         let load_id = crate::load_id_for(&format!(
             "{}|{}|{}",
             meta.location,
