@@ -236,3 +236,23 @@ fn a_bad_node_id_stops_the_start() {
     let text = node_id(dir.path()).unwrap_err().to_string();
     assert!(text.contains("cannot be read"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_frame_cannot_hold_is_refused_not_written_corrupt() {
+    // The key's length is a u16 in the frame: a longer key used to be cut to its low 16 bits,
+    // leaving a frame with a good CRC that does not decode (a sealed segment holding it
+    // stopped the next start).
+    use tarn_lake::{Classify, ErrorKind};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Collect::default());
+    let wal = Wal::open(config(dir.path()), sink.clone()).unwrap().wal;
+    let long = "k".repeat(70_000);
+    let error = wal.append(record("a", "x", Some(&long))).await.unwrap_err();
+    assert!(matches!(error, WalError::TooLarge(_)), "{error:?}");
+    assert_eq!(error.kind(), ErrorKind::TooLarge);
+    assert!(error.to_string().contains("Idempotency-Key is 70000 bytes long"), "{error}");
+    assert_eq!(wal.append(record("a", "y", Some("short"))).await.unwrap(), 1);
+    drop(wal);
+    let Recovered { records, .. } = Wal::open(config(dir.path()), sink).unwrap();
+    assert_eq!(records.iter().map(value_of).collect::<Vec<_>>(), ["y"]);
+}
