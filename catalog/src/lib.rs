@@ -48,7 +48,7 @@ mod name;
 pub mod spec;
 mod types;
 
-pub use catalog::{Catalog, DefineStatus, Defined, TableInfo};
+pub use catalog::{Catalog, DefineStatus, Defined, TableInfo, DEFINITION_TTL};
 pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contract, COMMENT_KEY};
 pub use crawl::{CrawlFrom, CrawlLocation, CrawlOptions, CrawlReport, CrawledTable, Crawler};
 pub use definition::{ColumnInfo, ExternalColumn, ExternalFormat, ExternalSource, TableDefinition};

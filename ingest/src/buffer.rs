@@ -308,8 +308,7 @@ impl Flusher {
         let keys = self.keys.clone();
         let name = table.clone();
         let released = tokio::task::spawn_blocking(move || {
-            let moved = wal.committed(&name, last_seq);
-            keys.persist(&moved)
+            wal.committed(&name, last_seq, |moved| keys.persist(moved))
         })
         .await;
         if let Ok(Err(e)) | Err(e) = released.map_err(std::io::Error::other) {

@@ -210,7 +210,15 @@ async fn load(
     // Copy to local disk first: Parquet needs to seek, and loads read at disk speed.
     let local = loader.spool_file("drop").await?;
     let result = async {
-        loader.tables().catalog().lake().download(&meta.location, &local).await?;
+        // Writing the copy fails on a full local disk: a spool error, retried later.
+        loader.tables().catalog().lake().download(&meta.location, &local).await.map_err(
+            |e| match e {
+                tarn_lake::Error::Io { source, .. } => {
+                    Error::Spool { dir: local.display().to_string(), source }
+                }
+                e => e.into(),
+            },
+        )?;
         let load_id = load_id_for(&format!(
             "{}|{}|{}",
             meta.location,

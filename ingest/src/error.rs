@@ -145,18 +145,3 @@ impl Classify for Error {
         }
     }
 }
-
-impl Classify for WalError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            WalError::Full { .. } | WalError::Closed | WalError::Io { .. } => {
-                ErrorKind::Unavailable
-            }
-            WalError::Corrupt(_) | WalError::Locked(_) => ErrorKind::Internal,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        (self.kind() == ErrorKind::Unavailable).then_some(WAL_RETRY_AFTER)
-    }
-}

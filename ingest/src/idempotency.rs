@@ -4,10 +4,15 @@
 //! key is written into the request's WAL record, and when that record's segment is deleted
 //! the key moves to `keys.log` in the WAL directory (one JSON line each), which is read back,
 //! and compacted, on start.
+//!
+//! This module builds on the log ([`crate::wal`]: [`KeyRecord`], [`Counts`]); the log never
+//! uses it. A full disk never costs a key: the log deletes a segment only after its keys are
+//! in `keys.log`, a failed append to `keys.log` is cut back off (so the next one starts on a
+//! line of its own), and a compaction that cannot be written leaves the old file in place.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::wal::Counts;
+pub use crate::wal::KeyRecord;
 
 /// What the first request with a key was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,22 +28,6 @@ pub struct KeyAnswer {
     /// Its WAL sequence number.
     pub seq: u64,
     /// How many records it accepted, rejected, and left out as duplicates.
-    pub counts: Counts,
-    /// When it was received (ms since the epoch).
-    pub received_ms: i64,
-}
-
-/// A key as persisted in `keys.log`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeyRecord {
-    /// Qualified table name.
-    pub table: String,
-    /// The `Idempotency-Key`.
-    pub key: String,
-    /// The first request's sequence number.
-    pub seq: u64,
-    /// Its answer (Tarn 0.1 wrote `accepted` alone at the top level, which reads the same).
-    #[serde(flatten)]
     pub counts: Counts,
     /// When it was received (ms since the epoch).
     pub received_ms: i64,
@@ -100,32 +90,27 @@ impl KeyStore {
     /// Loads `keys.log` from `dir` (dropping expired keys and rewriting the file without
     /// them) plus the keys still in WAL records.
     pub fn open(
-        dir: &std::path::Path,
+        dir: &Path,
         ttl: Duration,
         from_wal: impl IntoIterator<Item = KeyRecord>,
     ) -> std::io::Result<Self> {
         let path = dir.join("keys.log");
         let cutoff = now_ms() - ttl.as_millis() as i64;
-        let mut kept: Vec<KeyRecord> = match std::fs::read_to_string(&path) {
+        // A line torn by a crash mid-append is skipped.
+        let mut kept: Vec<KeyRecord> = match std::fs::read(&path) {
             Ok(text) => text
-                .lines()
-                .filter_map(|line| serde_json::from_str::<KeyRecord>(line).ok())
+                .split(|b| *b == b'\n')
+                .filter_map(|line| serde_json::from_slice::<KeyRecord>(line).ok())
                 .filter(|r| r.received_ms >= cutoff)
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        // Rewrite without the expired keys (write aside, then rename over).
-        let aside = dir.join("keys.log.new");
-        {
-            let mut file = std::fs::File::create(&aside)?;
-            for record in &kept {
-                serde_json::to_writer(&mut file, record)?;
-                file.write_all(b"\n")?;
-            }
-            file.sync_all()?;
+        // Rewrite without the expired keys (write aside, then rename over). Not being able to
+        // (a full disk) costs nothing but space: the old file stays.
+        if let Err(e) = compact(dir, &path, &kept) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot compact keys.log; keeping it as it is");
         }
-        std::fs::rename(&aside, &path)?;
         kept.extend(from_wal.into_iter().filter(|r| r.received_ms >= cutoff));
         let slots = kept
             .into_iter()
@@ -155,19 +140,37 @@ impl KeyStore {
         Begin::Proceed(KeyGuard { store: self, id, sender: Some(sender) })
     }
 
-    /// Keeps `records` (keys whose WAL segment is being deleted) in `keys.log`.
+    /// Keeps `records` (keys whose WAL segment is being deleted) in `keys.log`, durably. On
+    /// failure (a full disk) the file is cut back to where it was, so that no partial line
+    /// is left for the next append to run into.
     pub fn persist(&self, records: &[KeyRecord]) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         let mut out = Vec::new();
         for record in records {
             serde_json::to_writer(&mut out, record)?;
             out.push(b'\n');
         }
-        file.write_all(&out)?;
-        file.sync_data()
+        let mut file =
+            std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path)?;
+        let before = file.metadata()?.len();
+        if before > 0 {
+            // After a crash mid-append, start on a line of its own.
+            let mut last = [0u8];
+            file.seek(SeekFrom::End(-1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                out.insert(0, b'\n');
+            }
+        }
+        let written = file.write_all(&out).and_then(|()| file.sync_data());
+        if written.is_err() {
+            if let Err(e) = file.set_len(before).and_then(|()| file.sync_data()) {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot cut a failed append off keys.log; the partial line is skipped when the file is read");
+            }
+        }
+        written
     }
 
     /// Forgets keys older than the retention (called now and then).
@@ -178,6 +181,26 @@ impl KeyStore {
             .expect("key store")
             .retain(|_, slot| !matches!(slot, Slot::Done(a) if a.received_ms < cutoff));
     }
+}
+
+/// Writes `records` over `path` (aside, synced, renamed over).
+fn compact(dir: &Path, path: &Path, records: &[KeyRecord]) -> std::io::Result<()> {
+    let aside = dir.join("keys.log.new");
+    let written = (|| {
+        let mut out = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut out, record)?;
+            out.push(b'\n');
+        }
+        let mut file = std::fs::File::create(&aside)?;
+        file.write_all(&out)?;
+        file.sync_all()?;
+        std::fs::rename(&aside, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -224,5 +247,57 @@ mod tests {
         );
         let text = std::fs::read_to_string(dir.path().join("keys.log")).unwrap();
         assert_eq!(text.lines().count(), 1, "compacted on open");
+    }
+
+    fn key(key: &str) -> KeyRecord {
+        KeyRecord {
+            table: "default.t".into(),
+            key: key.into(),
+            seq: 1,
+            counts: Counts { accepted: 1, ..Counts::default() },
+            received_ms: now_ms(),
+        }
+    }
+
+    #[test]
+    fn keys_survive_a_full_disk() {
+        let disk = crate::wal::tests::tmpfs::Tmpfs::mount(256);
+        let ttl = Duration::from_secs(3600);
+        let store = KeyStore::open(disk.path(), ttl, []).unwrap();
+        store.persist(&[key("k1")]).unwrap();
+        let filler = disk.fill();
+        // More than the page keys.log has left: the append fails, and is cut back off.
+        let many: Vec<KeyRecord> = (0..100).map(|i| key(&format!("lost-{i}"))).collect();
+        let error = store.persist(&many).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
+        // A restart on the full disk works (keys.log cannot be compacted, and stays).
+        drop(store);
+        let store = KeyStore::open(disk.path(), ttl, []).unwrap();
+        assert!(matches!(store.begin("default.t", "k1"), Begin::Seen(_)));
+        disk.free(&filler);
+        store.persist(&[key("k2")]).unwrap();
+        let reopened = KeyStore::open(disk.path(), ttl, []).unwrap();
+        for k in ["k1", "k2"] {
+            assert!(matches!(reopened.begin("default.t", k), Begin::Seen(_)), "{k} is kept");
+        }
+        let text = std::fs::read_to_string(disk.path().join("keys.log")).unwrap();
+        assert_eq!(text.lines().count(), 2, "no partial line is left: {text}");
+    }
+
+    #[test]
+    fn an_append_after_a_torn_line_starts_on_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(3600);
+        let store = KeyStore::open(dir.path(), ttl, []).unwrap();
+        store.persist(&[key("k1")]).unwrap();
+        // A crash in the middle of an append.
+        let mut file =
+            std::fs::OpenOptions::new().append(true).open(dir.path().join("keys.log")).unwrap();
+        file.write_all(br#"{"table":"default.t","ke"#).unwrap();
+        store.persist(&[key("k2")]).unwrap();
+        let reopened = KeyStore::open(dir.path(), ttl, []).unwrap();
+        for k in ["k1", "k2"] {
+            assert!(matches!(reopened.begin("default.t", k), Begin::Seen(_)), "{k} is kept");
+        }
     }
 }

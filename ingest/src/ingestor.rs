@@ -57,7 +57,7 @@ impl Ingestor {
         let io = |source| {
             Error::Wal(crate::wal::WalError::Io { dir: dir.display().to_string(), source })
         };
-        let node_id = node_id(&dir).map_err(io)?;
+        let node_id = crate::wal::node_id(&dir)?;
         let wal_keys: Vec<KeyRecord> = records.iter().filter_map(WalRecord::key_record).collect();
         let ttl = Duration::from_secs(config.idempotency_ttl_secs);
         let keys = Arc::new(KeyStore::open(&dir, ttl, wal_keys).map_err(io)?);
@@ -364,21 +364,4 @@ fn parts(
         parts.push(WalPart::new(table.clone(), vec![batch])?);
     }
     Ok(parts)
-}
-
-/// This node's id, kept in the WAL directory so that it survives restarts: it names the Delta
-/// `txn` application ids of this node's commits.
-pub fn node_id(dir: &std::path::Path) -> std::io::Result<String> {
-    let path = dir.join("node-id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
-        Ok(_) | Err(_) => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let aside = dir.join("node-id.new");
-            std::fs::write(&aside, &id)?;
-            std::fs::File::open(&aside)?.sync_all()?;
-            std::fs::rename(&aside, &path)?;
-            Ok(id)
-        }
-    }
 }

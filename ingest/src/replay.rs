@@ -186,8 +186,7 @@ impl Ingestor {
     /// Tells the log that `table`'s records up to `seq` are in the lake, keeping the
     /// idempotency keys of the segments that go.
     pub(crate) fn release(&self, table: &TableName, seq: u64) {
-        let moved = self.wal.committed(table, seq);
-        if let Err(e) = self.keys.persist(&moved) {
+        if let Err(e) = self.wal.committed(table, seq, |moved| self.keys.persist(moved)) {
             tracing::error!(error = %e, "cannot keep idempotency keys of a deleted WAL segment");
         }
     }

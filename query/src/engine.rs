@@ -290,7 +290,7 @@ impl QueryEngine {
         let table = timetravel::split_name(reference.table()).map_err(Error::BadQuery)?.0;
         let name = TableName::new(namespace, table)
             .map_err(|_| Error::TableNotFound(reference.to_string()))?;
-        match self.catalog.get(&name).await {
+        match self.catalog.definition(&name).await {
             Ok(_) => Ok(()),
             Err(tarn_catalog::Error::TableNotFound { .. }) => {
                 Err(Error::TableNotFound(name.to_string()))

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
 use chrono::Utc;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tarn_lake::LakeTable;
 
 use super::store::{legacy_path, table_prefix};
 use super::Catalog;
-use crate::{
-    companion, type_name, Contract, Error, Result, TableDefinition, TableName, TableSpec,
-};
+use crate::{companion, type_name, Contract, Error, Result, TableDefinition, TableName, TableSpec};
 
 impl Catalog {
     fn new_definition(name: &TableName, created_by: &str, spec: TableSpec) -> TableDefinition {
@@ -337,4 +337,3 @@ fn check_partitions(name: &TableName, table: &LakeTable, wanted: &[String]) -> R
     }
     Ok(())
 }
-

@@ -9,7 +9,8 @@ use super::store::external_url;
 use super::Catalog;
 use crate::contract::COMMENT_KEY;
 use crate::{
-    type_name, ColumnInfo, ExternalFormat, ExternalSource, Result, TableDefinition, TableName,
+    type_name, ColumnInfo, Error, ExternalFormat, ExternalSource, Result, TableDefinition,
+    TableName,
 };
 
 /// A table as the catalog API shows it: definition, columns and statistics.

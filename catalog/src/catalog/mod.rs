@@ -35,16 +35,10 @@ use store::{read_document, TABLES_PREFIX};
 /// The catalog of one lake.
 pub struct Catalog {
     lake: Arc<Lake>,
-    /// Loaded tables by name; bounded by [`MAX_CACHED_TABLES`].
+    /// Loaded tables by name; bounded (see `cache`).
     tables: Mutex<std::collections::HashMap<TableName, LakeTable>>,
-    /// Definitions by name; bounded by [`MAX_CACHED_DEFINITIONS`].
+    /// Definitions by name; bounded (see `cache`).
     definitions: Mutex<DefinitionCache>,
-}
-
-impl std::fmt::Debug for Catalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("lake", &self.lake).finish_non_exhaustive()
-    }
 }
 
 impl std::fmt::Debug for Catalog {

@@ -126,7 +126,10 @@ fn parse_document_path(location: &str) -> Option<(TableName, u64)> {
     }
 }
 
-pub(super) async fn read_document(store: &dyn ObjectStore, path: &Path) -> Result<Option<TableDefinition>> {
+pub(super) async fn read_document(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<Option<TableDefinition>> {
     let bytes = match store.get(path).await {
         Ok(result) => result.bytes().await?,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -152,4 +155,3 @@ mod tests {
         assert_eq!(parse_document_path("_tarn/catalog/tables/web/clicks/notes.txt"), None);
     }
 }
-

@@ -82,7 +82,7 @@ async fn over_the_api_links_that_leave_the_lake_are_not_followed() {
     assert!(skipped.iter().all(|(_, why)| why.contains("tarn crawl")), "{skipped:?}");
     let text = serde_json::to_string(&report).unwrap();
     assert!(!text.contains("secret") && !text.contains("password"), "{text}");
-    assert!(t.catalog.get(&TableName::parse("leak").unwrap()).await.is_err());
+    assert!(t.catalog.definition(&TableName::parse("leak").unwrap()).await.is_err());
 
     // The command line reads what its user can, links included.
     let report = t.crawl(t.lake.join("imports").to_str().unwrap(), CrawlFrom::CommandLine).await;

@@ -44,11 +44,11 @@ async fn create_list_describe_delete(backend: Backend) {
 
     // A second catalog on the same lake (another server) sees the same entries.
     let other = Catalog::new(Arc::new(test.open().await));
-    assert_eq!(other.get(&clicks).await.unwrap().created_by, "auto");
+    assert_eq!(other.definition(&clicks).await.unwrap().created_by, "auto");
 
     // Delete without purge keeps the data; with purge removes it.
     catalog.delete(&leads, false).await.unwrap();
-    assert!(matches!(catalog.get(&leads).await, Err(Error::TableNotFound { .. })));
+    assert!(matches!(catalog.definition(&leads).await, Err(Error::TableNotFound { .. })));
     assert!(catalog.lake().table_exists("default/leads").await.unwrap());
     catalog.delete(&clicks, true).await.unwrap();
     assert!(!catalog.lake().table_exists("web/clicks").await.unwrap());
@@ -71,5 +71,5 @@ async fn concurrent_create_registers_once(backend: Backend) {
     let winners: Vec<String> =
         [ra, rb].into_iter().filter_map(|r| r.ok()).map(|(d, _)| d.created_by).collect();
     assert_eq!(winners.len(), 1, "exactly one create wins");
-    assert_eq!(a.get(&name).await.unwrap().created_by, winners[0]);
+    assert_eq!(a.definition(&name).await.unwrap().created_by, winners[0]);
 }
