@@ -104,9 +104,7 @@ pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
 /// `tarn load FILE... --table T`: loads files into a table with its contract, showing progress,
 /// and prints a summary per file and in total.
 pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
-    use tarn_ingest::{
-        FileFormat, FileLoad, LoadConfig, LoadProgress, Loader, Nodes, Source, Tables, TablesConfig,
-    };
+    use tarn_ingest::{LoadConfig, Loader, Nodes, Tables, TablesConfig};
     let catalog = Arc::new(catalog(&args.lake).await?);
     let explicit = args.config != std::path::Path::new("tarn.toml");
     let file_config = crate::config::FileConfig::read(&args.config, explicit)?;
@@ -122,6 +120,19 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
     let spool = tempfile::tempdir()?;
     let config = LoadConfig { spool_dir: spool.path().join("spool"), max_upload_bytes: u64::MAX };
     let loader = Loader::new(tables, config);
+    let loaded = load_files(args, &catalog, &loader, &name).await;
+    nodes.leave().await;
+    loaded
+}
+
+/// Loads each file of `args` into `name`, printing a summary per file and in total.
+async fn load_files(
+    args: &LoadArgs,
+    catalog: &Catalog,
+    loader: &tarn_ingest::Loader,
+    name: &TableName,
+) -> anyhow::Result<()> {
+    use tarn_ingest::{FileFormat, FileLoad, LoadProgress, Source};
     let forced = match &args.format {
         Some(f) => Some(FileFormat::parse(f).ok_or_else(|| {
             anyhow::anyhow!("--format {f} is not one of csv, ndjson, json, parquet")
@@ -134,7 +145,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
         let format = forced.or_else(|| FileFormat::from_name(file)).ok_or_else(|| {
             anyhow::anyhow!("cannot tell the format of {file}: name it .csv, .ndjson, .json or .parquet, or pass --format")
         })?;
-        let (local, identity, _download) = local_copy(&catalog, file).await?;
+        let (local, identity, _download) = local_copy(catalog, file).await?;
         let size = std::fs::metadata(&local)?.len();
         let progress = Arc::new(LoadProgress::default());
         let bar = (!args.quiet).then(|| progress_bar(file, size));
@@ -207,7 +218,6 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             (rows + rejected + duplicates) as f64 / seconds.max(1e-9)
         );
     }
-    nodes.leave().await;
     Ok(())
 }
 
