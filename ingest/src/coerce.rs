@@ -32,6 +32,8 @@ use arrow::datatypes::DataType;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use tarn_catalog::ColumnType;
 
+use crate::decode::nesting::{self, TooDeep};
+
 /// A value that could not be coerced: its row and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadValue {
@@ -74,7 +76,11 @@ fn cast_checked(array: &ArrayRef, to: ColumnType) -> (ArrayRef, Vec<BadValue>) {
                 .filter(|&i| array.is_valid(i) && cast.is_null(i))
                 .map(|row| BadValue {
                     row,
-                    reason: format!("the {} value does not fit {to}", array.data_type()),
+                    reason: format!(
+                        "the {} value {} does not fit {to}",
+                        array.data_type(),
+                        quote(&shown(array, row))
+                    ),
                 })
                 .collect();
             (cast, bad)
@@ -84,12 +90,21 @@ fn cast_checked(array: &ArrayRef, to: ColumnType) -> (ArrayRef, Vec<BadValue>) {
                 .filter(|&i| array.is_valid(i))
                 .map(|row| BadValue {
                     row,
-                    reason: format!("a {} value cannot become {to}", array.data_type()),
+                    reason: format!(
+                        "the {} value {} cannot become {to}",
+                        array.data_type(),
+                        quote(&shown(array, row))
+                    ),
                 })
                 .collect();
             (arrow::array::new_null_array(&target, array.len()), bad)
         }
     }
+}
+
+/// A typed value as text, for messages.
+fn shown(array: &ArrayRef, row: usize) -> String {
+    arrow::util::display::array_value_to_string(array, row).unwrap_or_else(|_| "?".into())
 }
 
 fn to_json_text(array: &ArrayRef) -> (ArrayRef, Vec<BadValue>) {
@@ -153,11 +168,7 @@ fn from_text(text: &StringArray, to: ColumnType, empty_is_null: bool) -> (ArrayR
             Arc::new(StringArray::from(values)) as ArrayRef
         }
         ColumnType::Json => {
-            build!(arrow::array::StringBuilder::with_capacity(n, n * 16), |s: &str| {
-                serde_json::from_str::<serde::de::IgnoredAny>(s)
-                    .map(|_| s.to_string())
-                    .map_err(|e| format!("{} is not JSON: {e}", quote(s)))
-            })
+            build!(arrow::array::StringBuilder::with_capacity(n, n * 16), parse_json)
         }
         ColumnType::Boolean => build!(BooleanBuilder::with_capacity(n), parse_bool),
         ColumnType::Int32 => build!(Int32Builder::with_capacity(n), |s: &str| s
@@ -208,6 +219,18 @@ pub fn quote(s: &str) -> String {
     } else {
         format!("\"{s}\"")
     }
+}
+
+/// JSON text for a `json` column: any JSON value, nested at most
+/// [`MAX_NESTING`](nesting::MAX_NESTING) levels (what the rest of Tarn, and the engines reading
+/// the table, take without recursing too deep).
+fn parse_json(s: &str) -> Result<String, String> {
+    // serde_json skips an `IgnoredAny` without recursion, so this is safe at any depth.
+    serde_json::from_str::<serde::de::IgnoredAny>(s)
+        .map_err(|e| format!("{} is not JSON: {e}", quote(s)))?;
+    nesting::check(s.as_bytes())
+        .map_err(|_| format!("{} is not JSON Tarn keeps: {}", quote(s), TooDeep::reason()))?;
+    Ok(s.to_string())
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -390,11 +413,23 @@ mod tests {
     }
 
     #[test]
+    fn json_values_nested_too_deep_are_bad() {
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(200_000), "]".repeat(200_000));
+        let (array, bad) = coerce(&text(&[Some(&ok), Some(&deep)]), ColumnType::Json, false);
+        assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), vec![1]);
+        assert!(bad[0].reason.starts_with("\"{\"a\": [[[["), "{}", bad[0].reason);
+        assert!(bad[0].reason.contains("nested deeper than 64 levels"), "{}", bad[0].reason);
+        assert!(array.is_valid(0) && array.is_null(1));
+    }
+
+    #[test]
     fn typed_sources_are_cast_and_overflow_reported() {
         let wide: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(i64::MAX), None]));
         let (array, bad) = coerce(&wide, ColumnType::Int32, false);
         assert_eq!(array.data_type(), &DataType::Int32);
         assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), vec![1]);
+        assert!(bad[0].reason.contains("\"9223372036854775807\""), "{}", bad[0].reason);
         let (json, bad) = coerce(&wide, ColumnType::Json, false);
         assert!(bad.is_empty());
         assert_eq!(json.as_string::<i32>().value(0), "1");

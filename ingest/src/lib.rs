@@ -46,7 +46,6 @@
 pub mod buffer;
 mod coerce;
 pub mod contract;
-mod csv;
 mod decode;
 pub mod dropzone;
 mod error;
@@ -61,7 +60,10 @@ pub mod wal;
 
 pub use buffer::FlushConfig;
 pub use coerce::{coerce, BadValue};
-pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Lenient};
+use decode::csv;
+pub use decode::{
+    decode, decode_lenient, infer_schema, DecodeError, Format, Lenient, MAX_NESTING,
+};
 pub use error::{Error, Result};
 pub use ingestor::{
     CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Ingestor, Source, TablePlan,

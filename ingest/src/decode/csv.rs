@@ -1,4 +1,4 @@
-//! CSV with a header row, read with arrow-csv.
+//! CSV bodies and files with a header row, read with arrow-csv.
 //!
 //! Cells are read as text and coerced to the table's types by [`crate::coerce`], so that a bad
 //! cell rejects its row (declared tables) or names its line and column (other tables), instead
@@ -11,7 +11,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::csv::reader::Format as CsvFormat;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::decode::DecodeError;
+use super::error::{library_message, DecodeError};
 
 /// Rows per batch read from CSV.
 pub const CSV_BATCH_ROWS: usize = 8192;
@@ -21,7 +21,7 @@ pub fn infer(reader: impl Read, sample: usize) -> Result<Schema, DecodeError> {
     let (schema, _) = CsvFormat::default()
         .with_header(true)
         .infer_schema(reader, Some(sample))
-        .map_err(|e| DecodeError { line: None, column: None, message: csv_message(&e) })?;
+        .map_err(|e| DecodeError { line: None, column: None, message: library_message(&e) })?;
     Ok(schema)
 }
 
@@ -70,10 +70,10 @@ pub fn text_batches<R: Read>(
         .with_header(true)
         .with_batch_size(CSV_BATCH_ROWS)
         .build(reader)
-        .map_err(|e| DecodeError { line: None, column: None, message: csv_message(&e) })?;
+        .map_err(|e| DecodeError { line: None, column: None, message: library_message(&e) })?;
     Ok(reader.map(|batch| {
         batch.map_err(|e| {
-            let message = csv_message(&e);
+            let message = library_message(&e);
             let line = message
                 .split("line ")
                 .nth(1)
@@ -183,15 +183,6 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> String {
         }
     }
     serde_json::Value::Object(object).to_string()
-}
-
-fn csv_message(e: &arrow::error::ArrowError) -> String {
-    match e {
-        arrow::error::ArrowError::CsvError(m) | arrow::error::ArrowError::ParseError(m) => {
-            m.clone()
-        }
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

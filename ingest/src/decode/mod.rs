@@ -1,0 +1,59 @@
+//! Request bodies to Arrow batches: JSON, NDJSON and CSV, with errors that say where.
+//!
+//! | file | what |
+//! |---|---|
+//! | `format.rs` | [`Format`]: how a body is framed, from its `Content-Type` |
+//! | `nesting.rs` | the nesting limit every JSON reader is protected by |
+//! | `json.rs` | JSON and NDJSON with arrow-json: strict ([`decode`]) and lenient ([`decode_lenient`]) |
+//! | `infer.rs` | schemas of tables created on first write ([`infer_schema`]) |
+//! | `csv.rs` | CSV with arrow-csv: header, text batches, strict decoding |
+//! | `error.rs` | [`DecodeError`]: what is wrong, at which line and column |
+//!
+//! Files depend one way: `json`, `infer` and `csv` use `error`, `format` and `nesting`, never
+//! each other's callers; this file only dispatches by format.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+
+pub(crate) mod csv;
+mod error;
+mod format;
+mod infer;
+mod json;
+pub(crate) mod nesting;
+#[cfg(test)]
+mod tests;
+
+pub use error::DecodeError;
+pub use format::Format;
+pub use json::{decode_lenient, Lenient};
+pub use nesting::MAX_NESTING;
+
+/// Decodes `body` into batches with exactly `schema`.
+///
+/// Fields not in the schema, values that cannot be converted to the column's type and missing
+/// values of non-nullable columns are errors; numbers and booleans are accepted for string
+/// columns, and strings holding numbers for numeric columns. JSON nested deeper than
+/// [`MAX_NESTING`] levels is refused before it is decoded.
+pub fn decode(
+    body: &[u8],
+    format: Format,
+    schema: SchemaRef,
+) -> Result<Vec<RecordBatch>, DecodeError> {
+    match format {
+        Format::Csv => csv::decode_strict(body, &schema),
+        Format::Json | Format::Ndjson => json::decode(body, format, schema),
+    }
+}
+
+/// Infers a table schema from the records of `body`, for tables created on first write.
+///
+/// JSON: integers become `int64`, other numbers `float64`, nested objects structs, arrays
+/// lists; columns that are null in every record become strings. CSV: see
+/// [`csv::storable`]. Every column is nullable.
+pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> {
+    match format {
+        Format::Csv => Ok(csv::storable(&csv::infer(body, 1000)?)),
+        Format::Json | Format::Ndjson => infer::infer_schema(body, format),
+    }
+}

@@ -1,0 +1,137 @@
+//! Decoding examples, and the regression tests of what the property tests found.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::util::pretty::pretty_format_batches;
+
+use super::*;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, true),
+    ]))
+}
+
+fn table(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+#[test]
+fn object_array_and_ndjson_decode_alike() {
+    let one =
+        decode(br#"{"id": 1, "name": "a", "price": 2.5}"#, Format::Json, schema()).unwrap();
+    let array = decode(
+        b"[\n {\"id\": 1, \"name\": \"a\", \"price\": 2.5},\n {\"id\": \"2\", \"name\": 7}\n]",
+        Format::Json,
+        schema(),
+    )
+    .unwrap();
+    let ndjson = decode(
+        b"{\"id\": 1, \"name\": \"a\", \"price\": 2.5}\r\n\n{\"id\": 2, \"name\": \"7\"}\n",
+        Format::Ndjson,
+        schema(),
+    )
+    .unwrap();
+    assert_eq!(table(&one).lines().count(), 5);
+    assert_eq!(table(&array), table(&ndjson));
+    assert!(table(&array).contains("| 2  | 7    |       |"), "{}", table(&array));
+}
+
+#[test]
+fn type_error_names_line_and_field() {
+    let body = b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3, \"price\": \"cheap\"}\n";
+    let err = decode(body, Format::Ndjson, schema()).unwrap_err();
+    assert_eq!(err.line, Some(3));
+    let text = err.to_string();
+    assert!(text.starts_with("line 3: "), "{text}");
+    assert!(text.contains("price"), "{text}");
+    assert!(text.contains("cheap"), "{text}");
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let body = b"{\"id\": 1}\n{\"id\" 2}\n";
+    let err = decode(body, Format::Ndjson, schema()).unwrap_err();
+    assert_eq!((err.line, err.column), (Some(2), Some(7)), "{err}");
+    assert!(err.to_string().contains("malformed JSON"), "{err}");
+
+    let err = decode(b"[{\"id\": 1},\n {\"id\": 2]", Format::Json, schema()).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+}
+
+#[test]
+fn array_element_error_names_its_line() {
+    let body = b"[\n{\"id\": 1},\n{\"id\": 2},\n{\"id\": 3, \"price\": [1]}\n]";
+    let err = decode(body, Format::Json, schema()).unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+}
+
+#[test]
+fn unknown_field_and_missing_required_are_errors() {
+    let err = decode(b"{\"id\": 1, \"colour\": \"red\"}", Format::Json, schema()).unwrap_err();
+    assert!(err.to_string().contains("colour"), "{err}");
+    let err = decode(b"{\"id\": 1}\n{\"name\": \"x\"}", Format::Ndjson, schema()).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+}
+
+#[test]
+fn empty_bodies_are_refused() {
+    for body in [&b""[..], b"  \n", b"[]"] {
+        let err = decode(body, Format::Json, schema()).unwrap_err();
+        assert!(err.to_string().contains("no records"), "{err}");
+    }
+}
+
+#[test]
+fn inference() {
+    let body = b"{\"a\": 1, \"b\": 1.5, \"c\": \"x\", \"d\": null, \"e\": {\"f\": true}, \"g\": [1]}\n{\"a\": 2}";
+    let schema = infer_schema(body, Format::Ndjson).unwrap();
+    let types: Vec<String> =
+        schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    assert_eq!(types[0], "a:Int64");
+    assert_eq!(types[1], "b:Float64");
+    assert_eq!(types[2], "c:Utf8");
+    assert_eq!(types[3], "d:Utf8");
+    assert!(types[4].starts_with("e:Struct"), "{types:?}");
+    assert!(types[5].starts_with("g:List"), "{types:?}");
+    let err = infer_schema(b"{\"a\": 1}\n42\n", Format::Ndjson).unwrap_err();
+    assert_eq!(err.to_string(), "line 2: expected a JSON object, got a number");
+}
+
+/// Runs `f` on a thread with the stack of a tokio worker (2 MiB), where the server decodes.
+fn on_worker_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .expect("the decoder did not overflow the stack")
+}
+
+/// 200,000 `[` then 200,000 `]`: arrow-json printed the value it could not take into its
+/// error message, recursing once per level, and overflowed the stack (the server aborted).
+/// The same with objects under a column the table has.
+#[test]
+fn deep_nesting_is_refused_where_it_starts() {
+    let arrays = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let objects = format!("{}1{}", "{\"name\":".repeat(200_000), "}".repeat(200_000));
+    for (body, column) in [(arrays, MAX_NESTING + 1), (objects, 8 * MAX_NESTING + 1)] {
+        let errors = on_worker_stack(move || {
+            let body = body.as_bytes();
+            [
+                decode(body, Format::Json, schema()).unwrap_err(),
+                decode(body, Format::Ndjson, schema()).unwrap_err(),
+                decode_lenient(body, Format::Json, schema(), &["name".into()]).unwrap_err(),
+                infer_schema(body, Format::Json).unwrap_err(),
+            ]
+        });
+        for err in errors {
+            let expected = format!("line 1, column {column}: nested deeper than 64 levels");
+            assert!(err.to_string().starts_with(&expected), "{err}");
+        }
+    }
+}
