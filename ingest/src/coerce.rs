@@ -202,7 +202,7 @@ fn from_text(text: &StringArray, to: ColumnType, empty_is_null: bool) -> (ArrayR
                 if trimmed.is_valid(row) && cast.is_null(row) {
                     bad.push(BadValue {
                         row,
-                        reason: format!("{} is not a {to}", quote(trimmed.value(row))),
+                        reason: format!("{} is not a {to}", quote(text.value(row))),
                     });
                 }
             }
@@ -410,6 +410,87 @@ mod tests {
 
         let (array, bad) = coerce(&text(&[Some("")]), ColumnType::String, true);
         assert!(bad.is_empty() && array.is_null(0));
+    }
+
+    /// Every column type, decimals of any valid precision and scale.
+    fn column_type() -> impl proptest::strategy::Strategy<Value = ColumnType> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(ColumnType::String),
+            Just(ColumnType::Boolean),
+            Just(ColumnType::Int32),
+            Just(ColumnType::Int64),
+            Just(ColumnType::Float64),
+            (1u8..=38)
+                .prop_flat_map(|p| (Just(p), 0..=p as i8))
+                .prop_map(|(precision, scale)| ColumnType::Decimal { precision, scale }),
+            Just(ColumnType::Date),
+            Just(ColumnType::Timestamp),
+            Just(ColumnType::Json),
+        ]
+    }
+
+    /// Text people type, and text nobody should.
+    fn value_text() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        use proptest::prelude::*;
+        proptest::option::of(prop_oneof![
+            "\\PC{0,50}",
+            "[ ]?[-+]?[0-9]{0,40}([.][0-9]{0,40})?([eE][-+]?[0-9]{1,4})?[ ]?",
+            "[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?)?(Z|[+-][0-9]{2}:?[0-9]{2}| UTC)?",
+            "(true|false|t|f|yes|no|y|n|on|off|1|0|TRUE|Maybe)",
+            "[\\[\\]{}\":,0-9a-z ]{0,30}",
+        ])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_coerce_names_every_rejected_value(
+            to in column_type(),
+            values in proptest::collection::vec(value_text(), 0..16),
+            empty_is_null in proptest::prelude::any::<bool>(),
+        ) {
+            let input = text(&values.iter().map(Option::as_deref).collect::<Vec<_>>());
+            let (array, bad) = coerce(&input, to, empty_is_null);
+            proptest::prop_assert_eq!(array.len(), values.len());
+            proptest::prop_assert_eq!(array.data_type(), &to.arrow());
+            let mut rows = std::collections::BTreeSet::new();
+            for b in &bad {
+                let value = values[b.row].as_deref();
+                proptest::prop_assert!(value.is_some(), "a missing value is not bad: {:?}", b);
+                proptest::prop_assert!(b.reason.contains(&quote(value.unwrap())), "{:?} for {:?}", b, value);
+                proptest::prop_assert!(array.is_null(b.row));
+                proptest::prop_assert!(rows.insert(b.row), "row {} reported twice", b.row);
+            }
+            for (row, value) in values.iter().enumerate() {
+                let missing = match value.as_deref() {
+                    None => true,
+                    Some(s) if empty_is_null => s.is_empty() || (to != ColumnType::String && s.trim().is_empty()),
+                    Some(_) => false,
+                };
+                // Every value is kept, reported bad, or missing because it was left out.
+                proptest::prop_assert_eq!(array.is_null(row), missing || rows.contains(&row), "row {} {:?}", row, value);
+            }
+        }
+
+        #[test]
+        fn prop_typed_values_that_do_not_fit_are_named(
+            values in proptest::collection::vec(proptest::option::of(proptest::prelude::any::<i64>()), 0..16),
+            to in column_type(),
+        ) {
+            let input: ArrayRef = Arc::new(Int64Array::from(values.clone()));
+            let (array, bad) = coerce(&input, to, false);
+            proptest::prop_assert_eq!(array.len(), values.len());
+            for b in &bad {
+                let value = values[b.row].expect("a missing value is not bad");
+                proptest::prop_assert!(b.reason.contains(&format!("\"{value}\"")), "{:?}", b);
+            }
+            if to == ColumnType::Int32 {
+                let out_of_range: Vec<usize> = (0..values.len())
+                    .filter(|&i| values[i].is_some_and(|v| i32::try_from(v).is_err()))
+                    .collect();
+                proptest::prop_assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), out_of_range);
+            }
+        }
     }
 
     #[test]

@@ -61,9 +61,7 @@ pub mod wal;
 pub use buffer::FlushConfig;
 pub use coerce::{coerce, BadValue};
 use decode::csv;
-pub use decode::{
-    decode, decode_lenient, infer_schema, DecodeError, Format, Lenient, MAX_NESTING,
-};
+pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Lenient, MAX_NESTING};
 pub use error::{Error, Result};
 pub use ingestor::{
     CorsGrant, IngestConfig, IngestOptions, IngestReceipt, Ingestor, Source, TablePlan,

@@ -380,7 +380,7 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 fn infer_file_schema(path: &Path, format: FileFormat) -> Result<arrow::datatypes::Schema> {
     let file = File::open(path).map_err(|e| io(path, e))?;
     Ok(match format {
-        FileFormat::Csv => crate::csv::storable(&crate::csv::infer(file, 1000)?),
+        FileFormat::Csv => crate::csv::infer_table(file)?,
         FileFormat::Ndjson => {
             let mut sample = Vec::new();
             for line in BufReader::new(file).lines().take(1000) {

@@ -33,11 +33,12 @@ impl DecodeError {
         }
     }
 
-    /// A serde_json syntax error in a record that starts on `first_line` of the body.
+    /// A serde_json syntax error in a record that starts on `first_line` of the body. (At the
+    /// end of a body that ends with a line break serde_json says column 0: that is column 1.)
     pub(crate) fn syntax(e: serde_json::Error, first_line: usize) -> Self {
         DecodeError {
             line: Some(first_line + e.line().max(1) - 1),
-            column: Some(e.column()),
+            column: Some(e.column().max(1)),
             message: format!("malformed JSON: {}", strip_position(&e.to_string())),
         }
     }
@@ -90,6 +91,12 @@ mod tests {
         assert_eq!(
             DecodeError::syntax(e, 10).to_string(),
             "line 11, column 5: malformed JSON: expected `:`"
+        );
+        // Found by prop_json_decoders_never_panic_and_errors_say_where: "column 0".
+        let e = serde_json::from_str::<serde_json::Value>("[\n").unwrap_err();
+        assert_eq!(
+            DecodeError::syntax(e, 1).to_string(),
+            "line 2, column 1: malformed JSON: EOF while parsing a list"
         );
         let long = arrow::error::ArrowError::JsonError("é".repeat(1000));
         assert_eq!(library_message(&long).chars().count(), MAX_MESSAGE_CHARS + 1);

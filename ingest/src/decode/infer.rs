@@ -7,7 +7,8 @@ use arrow::json::reader::infer_json_schema_from_iterator;
 
 use super::error::{library_message, DecodeError};
 use super::format::Format;
-use super::json::records;
+use super::json::{self, records};
+use super::names;
 
 /// Infers a table schema from the records of a JSON or NDJSON `body`.
 ///
@@ -29,42 +30,54 @@ pub(super) fn infer_schema(body: &[u8], format: Format) -> Result<Schema, Decode
         values.push(value);
     }
     if values.is_empty() {
-        return Err(DecodeError::at(None, "the body holds no records"));
+        return Err(DecodeError::at(Some(1), "the body holds no records"));
     }
-    let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
-        .map_err(|e| DecodeError::at(None, library_message(&e)))?;
-    check_names(schema.fields(), "")?;
-    Ok(Schema::new(schema.fields().iter().map(|f| Arc::new(storable(f))).collect::<Fields>()))
+    let schema = infer_json_schema_from_iterator(values.iter().map(Ok)).map_err(|e| {
+        // The first record the types of the ones before it conflict with.
+        let line = first_failing(&values, |prefix| {
+            infer_json_schema_from_iterator(prefix.iter().map(Ok)).is_err()
+        })
+        .map(|i| records[i].line);
+        DecodeError::at(line, library_message(&e))
+    })?;
+    names::check(schema.fields()).map_err(|mut e| {
+        // The first record with that field.
+        e.line = first_failing(&values, |prefix| {
+            infer_json_schema_from_iterator(prefix.iter().map(Ok))
+                .is_ok_and(|s| names::check_names(s.fields()).is_err())
+        })
+        .map_or(e.line, |i| Some(records[i].line));
+        e
+    })?;
+    let schema =
+        Schema::new(schema.fields().iter().map(|f| Arc::new(storable(f))).collect::<Fields>());
+    // arrow-json makes a field that is an array in one record and a scalar in another a list,
+    // which the scalar then does not decode as. Refuse such a body here (the error names the
+    // record), before a table is created for it.
+    json::decode(body, format, Arc::new(schema.clone()))?;
+    Ok(schema)
 }
 
-/// Characters Spark and Hive refuse in Parquet column names (Delta without column mapping).
-const FORBIDDEN_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
-
-/// Refuses field names other engines could not read back.
-fn check_names(fields: &Fields, parent: &str) -> Result<(), DecodeError> {
-    for field in fields {
-        let path = format!("{parent}{}", field.name());
-        if field.name().is_empty() || field.name().contains(FORBIDDEN_IN_NAMES) {
-            return Err(DecodeError::at(
-                None,
-                format!(
-                    "field '{path}' cannot be a column name: names must be non-empty and free of \
-                     spaces and any of , ; {{ }} ( ) = tab newline"
-                ),
-            ));
+/// The index of the first value whose prefix `values[..=i]` `fails`, when all of them fail
+/// (once a prefix fails, longer ones do too): a binary search, for errors that name a line.
+fn first_failing(
+    values: &[serde_json::Value],
+    fails: impl Fn(&[serde_json::Value]) -> bool,
+) -> Option<usize> {
+    if !fails(values) {
+        return None;
+    }
+    // The shortest failing prefix has between `short` and `long` values.
+    let (mut short, mut long) = (1, values.len());
+    while short < long {
+        let mid = (short + long) / 2;
+        if fails(&values[..mid]) {
+            long = mid;
+        } else {
+            short = mid + 1;
         }
-        check_nested(field.data_type(), &path)?;
     }
-    Ok(())
-}
-
-/// [`check_names`] for the fields inside a struct or a list (of lists) of structs.
-fn check_nested(data_type: &DataType, path: &str) -> Result<(), DecodeError> {
-    match data_type {
-        DataType::Struct(children) => check_names(children, &format!("{path}.")),
-        DataType::List(item) => check_nested(item.data_type(), &format!("{path}[]")),
-        _ => Ok(()),
-    }
+    Some(short - 1)
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {

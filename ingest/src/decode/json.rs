@@ -7,6 +7,8 @@
 //! Every body is first checked for its [nesting](super::nesting): nothing deeper than
 //! [`MAX_NESTING`](super::nesting::MAX_NESTING) levels reaches a decoder that recurses.
 
+use std::collections::BTreeMap;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -41,7 +43,7 @@ enum Layout<'a> {
 fn layout(body: &[u8], format: Format) -> Result<Layout<'_>, DecodeError> {
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
-        return Err(DecodeError::at(None, "the body holds no records"));
+        return Err(DecodeError::at(Some(1), "the body holds no records"));
     };
     nesting::check(body).map_err(|at| DecodeError::too_deep(at, 1))?;
     if format == Format::Json && body[first] == b'[' {
@@ -49,7 +51,7 @@ fn layout(body: &[u8], format: Format) -> Result<Layout<'_>, DecodeError> {
             serde_json::from_slice(body).map_err(|e| DecodeError::syntax(e, 1))?;
         let records = with_lines(body, elements.into_iter().map(Ok))?;
         if records.is_empty() {
-            return Err(DecodeError::at(None, "the array holds no records"));
+            return Err(DecodeError::at(Some(1), "the array holds no records"));
         }
         return Ok(Layout::Array(records));
     }
@@ -146,7 +148,7 @@ pub(super) fn decode(
     };
     match result {
         Ok(batches) if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 => {
-            Err(DecodeError::at(None, "the body holds no records"))
+            Err(DecodeError::at(Some(1), "the body holds no records"))
         }
         Ok(batches) => Ok(batches),
         Err(error) => Err(locate(body, format, &schema, &error)),
@@ -202,7 +204,7 @@ pub fn decode_lenient<'a>(
 ) -> Result<Lenient<'a>, DecodeError> {
     let records = records(body, format)?;
     if records.is_empty() {
-        return Err(DecodeError::at(None, "the body holds no records"));
+        return Err(DecodeError::at(Some(1), "the body holds no records"));
     }
     // `json` columns: hand arrow-json the value's text as a JSON string.
     let rewritten: Vec<Vec<u8>>;
@@ -238,19 +240,48 @@ pub fn decode_lenient<'a>(
     Ok(Lenient { batches, rows, refused, records: records.iter().map(|r| r.bytes).collect() })
 }
 
-/// Rewrites a JSON object so the fields in `names` hold their value's JSON text as a string.
-/// (The body's nesting was checked, so building values does not recurse deeply.)
+/// Rewrites a JSON object so the fields in `names` hold their value's JSON text as a string:
+/// the text as it was sent (numbers keep every digit; serde_json's default number parsing is
+/// not exact), without the spaces and line breaks between tokens.
 fn stringify_fields(record: &[u8], names: &[String]) -> Option<Vec<u8>> {
-    let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(record).ok()?;
-    for name in names {
-        if let Some(value) = object.get_mut(name) {
-            if !value.is_null() {
-                *value = serde_json::Value::String(value.to_string());
-            }
+    let object: BTreeMap<String, &RawValue> = serde_json::from_slice(record).ok()?;
+    let mut out = Vec::with_capacity(record.len() + 16);
+    out.push(b'{');
+    for (i, (key, value)) in object.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        let text = value.get();
+        if names.contains(key) && text != "null" {
+            serde_json::to_writer(&mut out, &compact(text)).ok()?;
+        } else {
+            out.extend_from_slice(text.as_bytes());
         }
     }
-    serde_json::to_vec(&object).ok()
+    out.push(b'}');
+    Some(out)
+}
+
+/// JSON text without whitespace between tokens (strings kept as they are).
+fn compact(text: &str) -> String {
+    let (mut in_string, mut escaped) = (false, false);
+    text.chars()
+        .filter(|&c| {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_string = false,
+                    _ => {}
+                }
+                return true;
+            }
+            in_string = c == '"';
+            !matches!(c, ' ' | '\t' | '\n' | '\r')
+        })
+        .collect()
 }
 
 /// Turns arrow-json's complaint about one record into (rule, field, reason).

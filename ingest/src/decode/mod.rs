@@ -6,6 +6,7 @@
 //! | `nesting.rs` | the nesting limit every JSON reader is protected by |
 //! | `json.rs` | JSON and NDJSON with arrow-json: strict ([`decode`]) and lenient ([`decode_lenient`]) |
 //! | `infer.rs` | schemas of tables created on first write ([`infer_schema`]) |
+//! | `names.rs` | the column names such tables may have |
 //! | `csv.rs` | CSV with arrow-csv: header, text batches, strict decoding |
 //! | `error.rs` | [`DecodeError`]: what is wrong, at which line and column |
 //!
@@ -20,7 +21,10 @@ mod error;
 mod format;
 mod infer;
 mod json;
+mod names;
 pub(crate) mod nesting;
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
 
@@ -50,10 +54,11 @@ pub fn decode(
 ///
 /// JSON: integers become `int64`, other numbers `float64`, nested objects structs, arrays
 /// lists; columns that are null in every record become strings. CSV: see
-/// [`csv::storable`]. Every column is nullable.
+/// [`csv::storable`]. Every column is nullable. Names other engines could not read back (empty,
+/// with spaces, differing only in case) are refused, and so are records without fields.
 pub fn infer_schema(body: &[u8], format: Format) -> Result<Schema, DecodeError> {
     match format {
-        Format::Csv => Ok(csv::storable(&csv::infer(body, 1000)?)),
+        Format::Csv => csv::infer_table(body),
         Format::Json | Format::Ndjson => infer::infer_schema(body, format),
     }
 }

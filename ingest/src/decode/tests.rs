@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::pretty::pretty_format_batches;
 
@@ -22,8 +22,7 @@ fn table(batches: &[RecordBatch]) -> String {
 
 #[test]
 fn object_array_and_ndjson_decode_alike() {
-    let one =
-        decode(br#"{"id": 1, "name": "a", "price": 2.5}"#, Format::Json, schema()).unwrap();
+    let one = decode(br#"{"id": 1, "name": "a", "price": 2.5}"#, Format::Json, schema()).unwrap();
     let array = decode(
         b"[\n {\"id\": 1, \"name\": \"a\", \"price\": 2.5},\n {\"id\": \"2\", \"name\": 7}\n]",
         Format::Json,
@@ -134,4 +133,53 @@ fn deep_nesting_is_refused_where_it_starts() {
             assert!(err.to_string().starts_with(&expected), "{err}");
         }
     }
+}
+
+/// `json` columns keep the value's text as sent: it went through serde_json's `Value`, whose
+/// default number parsing is not exact (-1.7802483248678254e199 came back ...252e199).
+#[test]
+fn json_columns_keep_numbers_as_sent() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("doc", DataType::Utf8, true),
+    ]));
+    let body = b"{\"id\": 1, \"doc\": {\"x\": -1.7802483248678254e199, \"s\": \"a \\\" b\"}}\n{\"doc\": null}";
+    let lenient = decode_lenient(body, Format::Ndjson, schema, &["doc".into()]).unwrap();
+    let docs =
+        lenient.batches[0].column(1).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert_eq!(docs.value(0), r#"{"x":-1.7802483248678254e199,"s":"a \" b"}"#);
+    assert!(docs.is_null(1));
+}
+
+/// Found by `prop_inferred_schema_takes_its_body`: a field that is an array in one record and a
+/// scalar in another was inferred as a list; the table was created, then the very body that
+/// made it was refused.
+#[test]
+fn inference_refuses_what_its_schema_cannot_decode() {
+    let body = b"{\"point\": []}\n{\"point\": false}";
+    let err = infer_schema(body, Format::Ndjson).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(err.to_string().contains("point"), "{err}");
+}
+
+/// Found by probing a running server: records without fields (`{}`) and a CSV body without a
+/// header made a new table with no columns, which Delta refuses (500); a CSV header could name
+/// columns "" or "a b", which JSON inference refuses.
+#[test]
+fn inferred_tables_have_columns_other_engines_read() {
+    for (body, format) in
+        [(&b"{}"[..], Format::Json), (b"[{}, {}]", Format::Json), (b"", Format::Csv)]
+    {
+        let err = infer_schema(body, format).unwrap_err();
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+    for header in ["a b,c\n1,2\n", ",c\n1,2\n", "A,a\n1,2\n"] {
+        let err = infer_schema(header.as_bytes(), Format::Csv).unwrap_err();
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+    let err = infer_schema(b"{\"id\": 1}\n{\"ID\": 2}", Format::Ndjson).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2: fields 'id' and 'ID' differ only in case; column names are compared without case"
+    );
 }
