@@ -394,6 +394,7 @@ fn infer_file_schema(path: &Path, format: FileFormat) -> Result<arrow::datatypes
             crate::infer_schema(&body, Format::Json)?
         }
         FileFormat::Parquet => {
+            crate::decode::check_parquet_footer(&file).map_err(|e| parquet_error(path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| parquet_error(path, e))?;
             let fields: Vec<arrow::datatypes::Field> = builder
@@ -566,6 +567,7 @@ fn read_chunks(
         FileFormat::Parquet => {
             let file = File::open(path).map_err(|e| io(path, e))?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            crate::decode::check_parquet_footer(&file).map_err(|e| parquet_error(path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| parquet_error(path, e))?;
             let total = builder.metadata().file_metadata().num_rows().max(1) as u64;

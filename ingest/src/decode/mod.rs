@@ -8,6 +8,7 @@
 //! | `infer.rs` | schemas of tables created on first write ([`infer_schema`]) |
 //! | `names.rs` | the column names such tables may have |
 //! | `csv.rs` | CSV with arrow-csv: header, text batches, strict decoding |
+//! | `parquet.rs` | Parquet footers whose schema nests too deep for the parquet reader |
 //! | `error.rs` | [`DecodeError`]: what is wrong, at which line and column |
 //!
 //! Files depend one way: `json`, `infer` and `csv` use `error`, `format` and `nesting`, never
@@ -23,6 +24,7 @@ mod infer;
 mod json;
 mod names;
 pub(crate) mod nesting;
+mod parquet;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
@@ -32,6 +34,7 @@ pub use error::DecodeError;
 pub use format::Format;
 pub use json::{decode_lenient, Lenient};
 pub use nesting::MAX_NESTING;
+pub use parquet::check_footer as check_parquet_footer;
 
 /// Decodes `body` into batches with exactly `schema`.
 ///

@@ -183,3 +183,29 @@ fn inferred_tables_have_columns_other_engines_read() {
         "line 2: fields 'id' and 'ID' differ only in case; column names are compared without case"
     );
 }
+
+/// CSV quoting is a state machine in csv-core, not recursion: quotes by the hundred thousand,
+/// unterminated or not, are a clean answer on a worker's stack.
+#[test]
+fn csv_quoting_does_not_recurse() {
+    let bodies = [
+        format!("a,b\n{}", "\"".repeat(400_001)),
+        format!("a,b\n\"{}", "x\n,".repeat(200_000)),
+        format!("a,b\n{}\n", "\"\"".repeat(200_000)),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Utf8, true),
+        Field::new("b", DataType::Int64, true),
+    ]));
+    let results = on_worker_stack(move || {
+        bodies
+            .iter()
+            .map(|body| decode(body.as_bytes(), Format::Csv, schema.clone()))
+            .collect::<Vec<_>>()
+    });
+    for result in results {
+        if let Err(e) = result {
+            assert!(e.line.is_some(), "{e}");
+        }
+    }
+}
