@@ -10,8 +10,12 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// A table's qualified name: `namespace.table`.
 ///
 /// Names are case-insensitive like unquoted SQL identifiers and stored in lower case; each part
-/// starts with a letter or `_`, continues with letters, digits or `_`, and is at most 128
+/// starts with a letter, continues with ASCII letters, digits or `_`, and is at most 128
 /// characters long, so it is a valid SQL identifier and a valid path segment everywhere.
+///
+/// Names beginning with `_` are the lake's own: `_delta_log` (a Delta table's log), `_tarn`
+/// (the catalog, query results, the drop zone) and whatever Tarn adds beside them. Tables Tarn
+/// makes for a table (`<table>_rejected`, `<table>_raw`) take a suffix, never a prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {
     namespace: String,
@@ -54,12 +58,18 @@ impl TableName {
     }
 }
 
+/// Why a name part breaks the rules, said after "the namespace" / "the table name".
 fn validate_part(part: &str) -> std::result::Result<(), String> {
     let mut chars = part.chars();
     match chars.next() {
         None => return Err("is empty".into()),
-        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
-            return Err(format!("must start with a letter or '_', not '{c}'"))
+        Some('_') => {
+            return Err("begins with '_': names beginning with '_' are reserved for the lake's \
+                        own files (_delta_log, _tarn)"
+                .into())
+        }
+        Some(c) if !c.is_ascii_alphabetic() => {
+            return Err(format!("must start with a letter, not '{c}'"))
         }
         _ => {}
     }
@@ -95,7 +105,7 @@ mod tests {
     #[test]
     fn bad_names_say_why() {
         let e = TableName::parse("1abc").unwrap_err().to_string();
-        assert!(e.contains("must start with a letter"), "{e}");
+        assert!(e.contains("must start with a letter, not '1'"), "{e}");
         let e = TableName::parse("a-b").unwrap_err().to_string();
         assert!(e.contains("not '-'"), "{e}");
         let e = TableName::parse("a.b.c").unwrap_err().to_string();
@@ -103,5 +113,59 @@ mod tests {
         assert!(TableName::parse("").is_err());
         assert!(TableName::parse("../etc").is_err());
         assert!(TableName::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn names_beginning_with_underscore_are_the_lakes() {
+        for name in ["_delta_log", "_tarn", "default._delta_log", "_tarn.catalog", "web._x"] {
+            let e = TableName::parse(name).unwrap_err().to_string();
+            assert!(e.contains("reserved for the lake's own files (_delta_log, _tarn)"), "{e}");
+        }
+        let e = TableName::parse("_tarn.events").unwrap_err().to_string();
+        assert!(e.contains("the namespace begins with '_'"), "{e}");
+        // Companion tables take a suffix, and '_' inside a name is fine.
+        assert_eq!(TableName::parse("leads_rejected").unwrap().name(), "leads_rejected");
+        assert_eq!(TableName::parse("web_2026.raw__x").unwrap().path(), "web_2026/raw__x");
+    }
+
+    /// What every accepted name part is: a lower-case SQL identifier and a plain path segment.
+    fn is_plain_identifier(part: &str) -> bool {
+        part.len() <= 128
+            && part.starts_with(|c: char| c.is_ascii_lowercase())
+            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_table_names_are_identifiers_and_round_trip(
+            text in "\\PC{0,40}|[ ._a-zA-Z0-9/\\\\-]{0,140}|_?[a-zA-Z_.][a-zA-Z0-9_]{0,20}(\\._?[a-zA-Z.][a-zA-Z0-9_]{0,20})?"
+        ) {
+            if let Ok(name) = TableName::parse(&text) {
+                for part in [name.namespace(), name.name()] {
+                    proptest::prop_assert!(is_plain_identifier(part), "{part:?} from {text:?}");
+                    proptest::prop_assert!(!part.starts_with('_') && part != "..");
+                }
+                proptest::prop_assert_eq!(TableName::parse(&name.to_string()).unwrap(), name.clone());
+                proptest::prop_assert_eq!(
+                    name.path(),
+                    format!("{}/{}", name.namespace(), name.name())
+                );
+            }
+        }
+
+        #[test]
+        fn prop_identifiers_are_accepted(
+            namespace in proptest::option::of("[a-zA-Z][a-zA-Z0-9_]{0,127}"),
+            table in "[a-zA-Z][a-zA-Z0-9_]{0,127}",
+        ) {
+            let text = match &namespace {
+                Some(ns) => format!("{ns}.{table}"),
+                None => table.clone(),
+            };
+            let name = TableName::parse(&text).unwrap();
+            proptest::prop_assert_eq!(name.name(), table.to_ascii_lowercase());
+            let expected = namespace.map_or(DEFAULT_NAMESPACE.to_string(), |n| n.to_ascii_lowercase());
+            proptest::prop_assert_eq!(name.namespace(), expected);
+        }
     }
 }

@@ -32,6 +32,8 @@ use arrow::datatypes::DataType;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use tarn_catalog::ColumnType;
 
+use crate::decode::nesting::{self, TooDeep};
+
 /// A value that could not be coerced: its row and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadValue {
@@ -74,7 +76,11 @@ fn cast_checked(array: &ArrayRef, to: ColumnType) -> (ArrayRef, Vec<BadValue>) {
                 .filter(|&i| array.is_valid(i) && cast.is_null(i))
                 .map(|row| BadValue {
                     row,
-                    reason: format!("the {} value does not fit {to}", array.data_type()),
+                    reason: format!(
+                        "the {} value {} does not fit {to}",
+                        array.data_type(),
+                        quote(&shown(array, row))
+                    ),
                 })
                 .collect();
             (cast, bad)
@@ -84,12 +90,21 @@ fn cast_checked(array: &ArrayRef, to: ColumnType) -> (ArrayRef, Vec<BadValue>) {
                 .filter(|&i| array.is_valid(i))
                 .map(|row| BadValue {
                     row,
-                    reason: format!("a {} value cannot become {to}", array.data_type()),
+                    reason: format!(
+                        "the {} value {} cannot become {to}",
+                        array.data_type(),
+                        quote(&shown(array, row))
+                    ),
                 })
                 .collect();
             (arrow::array::new_null_array(&target, array.len()), bad)
         }
     }
+}
+
+/// A typed value as text, for messages.
+fn shown(array: &ArrayRef, row: usize) -> String {
+    arrow::util::display::array_value_to_string(array, row).unwrap_or_else(|_| "?".into())
 }
 
 fn to_json_text(array: &ArrayRef) -> (ArrayRef, Vec<BadValue>) {
@@ -153,11 +168,7 @@ fn from_text(text: &StringArray, to: ColumnType, empty_is_null: bool) -> (ArrayR
             Arc::new(StringArray::from(values)) as ArrayRef
         }
         ColumnType::Json => {
-            build!(arrow::array::StringBuilder::with_capacity(n, n * 16), |s: &str| {
-                serde_json::from_str::<serde::de::IgnoredAny>(s)
-                    .map(|_| s.to_string())
-                    .map_err(|e| format!("{} is not JSON: {e}", quote(s)))
-            })
+            build!(arrow::array::StringBuilder::with_capacity(n, n * 16), parse_json)
         }
         ColumnType::Boolean => build!(BooleanBuilder::with_capacity(n), parse_bool),
         ColumnType::Int32 => build!(Int32Builder::with_capacity(n), |s: &str| s
@@ -191,7 +202,7 @@ fn from_text(text: &StringArray, to: ColumnType, empty_is_null: bool) -> (ArrayR
                 if trimmed.is_valid(row) && cast.is_null(row) {
                     bad.push(BadValue {
                         row,
-                        reason: format!("{} is not a {to}", quote(trimmed.value(row))),
+                        reason: format!("{} is not a {to}", quote(text.value(row))),
                     });
                 }
             }
@@ -208,6 +219,18 @@ pub fn quote(s: &str) -> String {
     } else {
         format!("\"{s}\"")
     }
+}
+
+/// JSON text for a `json` column: any JSON value, nested at most
+/// [`MAX_NESTING`](nesting::MAX_NESTING) levels (what the rest of Tarn, and the engines reading
+/// the table, take without recursing too deep).
+fn parse_json(s: &str) -> Result<String, String> {
+    // serde_json skips an `IgnoredAny` without recursion, so this is safe at any depth.
+    serde_json::from_str::<serde::de::IgnoredAny>(s)
+        .map_err(|e| format!("{} is not JSON: {e}", quote(s)))?;
+    nesting::check(s.as_bytes())
+        .map_err(|_| format!("{} is not JSON Tarn keeps: {}", quote(s), TooDeep::reason()))?;
+    Ok(s.to_string())
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -389,12 +412,105 @@ mod tests {
         assert!(bad.is_empty() && array.is_null(0));
     }
 
+    /// Every column type, decimals of any valid precision and scale.
+    fn column_type() -> impl proptest::strategy::Strategy<Value = ColumnType> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(ColumnType::String),
+            Just(ColumnType::Boolean),
+            Just(ColumnType::Int32),
+            Just(ColumnType::Int64),
+            Just(ColumnType::Float64),
+            (1u8..=38)
+                .prop_flat_map(|p| (Just(p), 0..=p as i8))
+                .prop_map(|(precision, scale)| ColumnType::Decimal { precision, scale }),
+            Just(ColumnType::Date),
+            Just(ColumnType::Timestamp),
+            Just(ColumnType::Json),
+        ]
+    }
+
+    /// Text people type, and text nobody should.
+    fn value_text() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        use proptest::prelude::*;
+        proptest::option::of(prop_oneof![
+            "\\PC{0,50}",
+            "[ ]?[-+]?[0-9]{0,40}([.][0-9]{0,40})?([eE][-+]?[0-9]{1,4})?[ ]?",
+            "[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?)?(Z|[+-][0-9]{2}:?[0-9]{2}| UTC)?",
+            "(true|false|t|f|yes|no|y|n|on|off|1|0|TRUE|Maybe)",
+            "[\\[\\]{}\":,0-9a-z ]{0,30}",
+        ])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_coerce_names_every_rejected_value(
+            to in column_type(),
+            values in proptest::collection::vec(value_text(), 0..16),
+            empty_is_null in proptest::prelude::any::<bool>(),
+        ) {
+            let input = text(&values.iter().map(Option::as_deref).collect::<Vec<_>>());
+            let (array, bad) = coerce(&input, to, empty_is_null);
+            proptest::prop_assert_eq!(array.len(), values.len());
+            proptest::prop_assert_eq!(array.data_type(), &to.arrow());
+            let mut rows = std::collections::BTreeSet::new();
+            for b in &bad {
+                let value = values[b.row].as_deref();
+                proptest::prop_assert!(value.is_some(), "a missing value is not bad: {:?}", b);
+                proptest::prop_assert!(b.reason.contains(&quote(value.unwrap())), "{:?} for {:?}", b, value);
+                proptest::prop_assert!(array.is_null(b.row));
+                proptest::prop_assert!(rows.insert(b.row), "row {} reported twice", b.row);
+            }
+            for (row, value) in values.iter().enumerate() {
+                let missing = match value.as_deref() {
+                    None => true,
+                    Some(s) if empty_is_null => s.is_empty() || (to != ColumnType::String && s.trim().is_empty()),
+                    Some(_) => false,
+                };
+                // Every value is kept, reported bad, or missing because it was left out.
+                proptest::prop_assert_eq!(array.is_null(row), missing || rows.contains(&row), "row {} {:?}", row, value);
+            }
+        }
+
+        #[test]
+        fn prop_typed_values_that_do_not_fit_are_named(
+            values in proptest::collection::vec(proptest::option::of(proptest::prelude::any::<i64>()), 0..16),
+            to in column_type(),
+        ) {
+            let input: ArrayRef = Arc::new(Int64Array::from(values.clone()));
+            let (array, bad) = coerce(&input, to, false);
+            proptest::prop_assert_eq!(array.len(), values.len());
+            for b in &bad {
+                let value = values[b.row].expect("a missing value is not bad");
+                proptest::prop_assert!(b.reason.contains(&format!("\"{value}\"")), "{:?}", b);
+            }
+            if to == ColumnType::Int32 {
+                let out_of_range: Vec<usize> = (0..values.len())
+                    .filter(|&i| values[i].is_some_and(|v| i32::try_from(v).is_err()))
+                    .collect();
+                proptest::prop_assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), out_of_range);
+            }
+        }
+    }
+
+    #[test]
+    fn json_values_nested_too_deep_are_bad() {
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(200_000), "]".repeat(200_000));
+        let (array, bad) = coerce(&text(&[Some(&ok), Some(&deep)]), ColumnType::Json, false);
+        assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), vec![1]);
+        assert!(bad[0].reason.starts_with("\"{\"a\": [[[["), "{}", bad[0].reason);
+        assert!(bad[0].reason.contains("nested deeper than 64 levels"), "{}", bad[0].reason);
+        assert!(array.is_valid(0) && array.is_null(1));
+    }
+
     #[test]
     fn typed_sources_are_cast_and_overflow_reported() {
         let wide: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(i64::MAX), None]));
         let (array, bad) = coerce(&wide, ColumnType::Int32, false);
         assert_eq!(array.data_type(), &DataType::Int32);
         assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), vec![1]);
+        assert!(bad[0].reason.contains("\"9223372036854775807\""), "{}", bad[0].reason);
         let (json, bad) = coerce(&wide, ColumnType::Json, false);
         assert!(bad.is_empty());
         assert_eq!(json.as_string::<i32>().value(0), "1");

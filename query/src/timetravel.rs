@@ -18,7 +18,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 /// Which state of a table a query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +31,9 @@ pub enum AsOf {
 
 /// Splits a table name as the catalog sees it into the name and, for time-travel names
 /// (`events@v3`, `events@2026-11-25T10:00:00Z`), what it asks for. Table names never contain
-/// `@`.
+/// `@` (and what follows the last `@` never does either).
 pub fn split_name(name: &str) -> Result<(&str, Option<AsOf>), String> {
-    let Some((table, suffix)) = name.split_once('@') else {
+    let Some((table, suffix)) = name.rsplit_once('@') else {
         return Ok((name, None));
     };
     if let Some(digits) = suffix.strip_prefix('v') {
@@ -70,25 +70,31 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 
 /// Rewrites `<table> VERSION AS OF <n>` and `<table> TIMESTAMP AS OF '<ts>'` into time-travel
 /// names (see the module documentation). SQL without `AS OF` is returned as it is; errors
-/// (a bad version or timestamp) say where.
+/// (a bad version or timestamp) say where. Only the clauses change: the rest of the text is
+/// copied byte for byte.
+///
+/// The tokenizer and this scan are loops, not recursion, so nesting (`((((...))))`) costs
+/// nothing here; the SQL parser that runs next refuses what is nested too deep.
 pub fn rewrite(sql: &str) -> Result<String, String> {
     if !sql.to_ascii_uppercase().contains("OF") {
         return Ok(sql.to_string());
     }
     let dialect = GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).with_unescape(false).tokenize() else {
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).with_unescape(false).tokenize_with_location()
+    else {
         // Let the parser report the problem.
         return Ok(sql.to_string());
     };
     let significant: Vec<usize> = tokens
         .iter()
         .enumerate()
-        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
         .map(|(i, _)| i)
         .collect();
-    let keyword = |i: usize, k: Keyword| matches!(&tokens[i], Token::Word(w) if w.keyword == k && w.quote_style.is_none());
-    // (index of the table name's last part, first and last token index to drop, replacement)
-    let mut edits: Vec<(usize, usize, usize, String)> = Vec::new();
+    let keyword = |i: usize, k: Keyword| matches!(&tokens[i].token, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
+    // (index of the table name's last part, last token index to replace, replacement)
+    let starts = byte_offsets(sql, &tokens);
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
     let mut s = 1;
     while s + 3 < significant.len() {
         let [name, kind, as_, of] =
@@ -96,7 +102,7 @@ pub fn rewrite(sql: &str) -> Result<String, String> {
         let travel = (keyword(kind, Keyword::VERSION) || keyword(kind, Keyword::TIMESTAMP))
             && keyword(as_, Keyword::AS)
             && keyword(of, Keyword::OF);
-        let Token::Word(table) = &tokens[name] else {
+        let Token::Word(table) = &tokens[name].token else {
             s += 1;
             continue;
         };
@@ -106,7 +112,7 @@ pub fn rewrite(sql: &str) -> Result<String, String> {
         }
         let mut value_at = s + 3;
         let suffix = if keyword(kind, Keyword::VERSION) {
-            match &tokens[significant[value_at]] {
+            match &tokens[significant[value_at]].token {
                 Token::Number(n, _) => match n.parse::<u64>() {
                     Ok(v) => format!("v{v}"),
                     Err(_) => {
@@ -123,7 +129,7 @@ pub fn rewrite(sql: &str) -> Result<String, String> {
             {
                 value_at += 1;
             }
-            match &tokens[significant[value_at]] {
+            match &tokens[significant[value_at]].token {
                 Token::SingleQuotedString(text) => match parse_timestamp(text) {
                     Some(at) => at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
                     None => {
@@ -140,32 +146,58 @@ pub fn rewrite(sql: &str) -> Result<String, String> {
             }
         };
         // Keep the table's name for column references (`events.id`) unless an alias follows.
-        let next = significant.get(value_at + 1).map(|&i| &tokens[i]);
+        let next = significant.get(value_at + 1).map(|&i| &tokens[i].token);
         let has_alias = matches!(next, Some(Token::Word(w)) if w.keyword == Keyword::AS || w.keyword == Keyword::NoKeyword || w.quote_style.is_some());
-        let mut replacement = quote(&format!("{}@{suffix}", table.value));
+        let mut replacement = quote(&format!("{}@{suffix}", word_name(table)));
         if !has_alias {
             replacement.push_str(" AS ");
-            replacement.push_str(&tokens[name].to_string());
+            replacement.push_str(&sql[starts[name]..starts[name + 1]]);
         }
-        edits.push((name, kind, significant[value_at], replacement));
+        edits.push((name, significant[value_at], replacement));
         s = value_at + 2;
     }
     if edits.is_empty() {
         return Ok(sql.to_string());
     }
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut i = 0;
-    for (name, _kind, last, replacement) in edits {
-        for token in &tokens[i..name] {
-            out.push_str(&token.to_string());
-        }
+    let mut copied = 0;
+    for (name, last, replacement) in edits {
+        out.push_str(&sql[copied..starts[name]]);
         out.push_str(&replacement);
-        i = last + 1;
+        copied = starts[last + 1];
     }
-    for token in &tokens[i..] {
-        out.push_str(&token.to_string());
-    }
+    out.push_str(&sql[copied..]);
     Ok(out)
+}
+
+/// The name a word stands for. The tokenizer runs without unescaping (so that the text can be
+/// copied back as written), which leaves a quoted identifier's doubled quotes doubled.
+fn word_name(word: &Word) -> String {
+    match word.quote_style {
+        Some(q) => word.value.replace(&format!("{q}{q}"), &q.to_string()),
+        None => word.value.clone(),
+    }
+}
+
+/// The byte offset in `sql` where each token starts, and `sql.len()` after the last one.
+/// (Tokens cover the text without gaps; their spans count lines and characters.)
+fn byte_offsets(sql: &str, tokens: &[TokenWithSpan]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(tokens.len() + 1);
+    let mut chars = sql.char_indices().peekable();
+    let (mut line, mut column) = (1u64, 1u64);
+    for token in tokens {
+        let at = (token.span.start.line, token.span.start.column);
+        while (line, column) < at {
+            match chars.next() {
+                Some((_, '\n')) => (line, column) = (line + 1, 1),
+                Some(_) => column += 1,
+                None => break,
+            }
+        }
+        starts.push(chars.peek().map_or(sql.len(), |&(i, _)| i));
+    }
+    starts.push(sql.len());
+    starts
 }
 
 fn quote(identifier: &str) -> String {
@@ -215,5 +247,189 @@ mod tests {
         let (_, at) = split_name("events@2026-11-25T10:00:00Z").unwrap();
         assert_eq!(at, Some(AsOf::Time(parse_timestamp("2026-11-25 10:00:00").unwrap())));
         assert!(split_name("events@soon").is_err());
+        // What follows the last '@' is what is asked for.
+        assert_eq!(split_name("a@b@v2").unwrap(), ("a@b", Some(AsOf::Version(2))));
+    }
+
+    #[test]
+    fn quoted_names_keep_their_quotes_once() {
+        // The tokenizer does not unescape: a doubled quote inside a quoted name was doubled
+        // again in the rewritten name, which then named another table.
+        let sql = r#"SELECT 1 FROM "we""ird" VERSION AS OF 1"#;
+        let out = rewrite(sql).unwrap();
+        assert_eq!(out, r#"SELECT 1 FROM "we""ird@v1" AS "we""ird""#);
+        assert_eq!(table_of(&out).0, r#"we"ird@v1"#);
+        let out = rewrite("SELECT 1 FROM `a``b` VERSION AS OF 2 x").unwrap();
+        assert_eq!(table_of(&out), ("a`b@v2".to_string(), Some("x".to_string())));
+    }
+
+    #[test]
+    fn text_around_the_clause_is_copied_as_written() {
+        let sql = "SELECT  E'\\n', $$ as of $$ /* é */ FROM\n\tt VERSION AS OF 3 -- x\n";
+        assert_eq!(
+            rewrite(sql).unwrap(),
+            "SELECT  E'\\n', $$ as of $$ /* é */ FROM\n\t\"t@v3\" AS t -- x\n"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_rewrite() {
+        // A tokio worker's stack; the SQL parser that runs next refuses the nesting.
+        let sql = format!(
+            "SELECT {}1{} FROM t VERSION AS OF 1",
+            "(".repeat(200_000),
+            ")".repeat(200_000)
+        );
+        let out = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || rewrite(&sql).map(|s| s.len()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(out.unwrap(), 400_000 + "SELECT 1 FROM \"t@v1\" AS t".len());
+    }
+
+    /// The table a rewritten query reads (its last name part, as the parser sees it) and its
+    /// alias.
+    fn table_of(sql: &str) -> (String, Option<String>) {
+        use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
+        use datafusion::sql::sqlparser::parser::Parser;
+        let statements = Parser::parse_sql(&GenericDialect {}, sql).unwrap();
+        let Statement::Query(query) = &statements[0] else { panic!("{sql}") };
+        let SetExpr::Select(select) = query.body.as_ref() else { panic!("{sql}") };
+        let TableFactor::Table { name, alias, .. } = &select.from[0].relation else {
+            panic!("{sql}")
+        };
+        let last = name.0.last().and_then(|p| p.as_ident()).expect("a name").value.clone();
+        (last, alias.as_ref().map(|a| a.name.value.clone()))
+    }
+
+    /// An identifier as written in SQL, and the name it stands for.
+    fn identifier() -> impl proptest::strategy::Strategy<Value = (String, String)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "t_[a-zA-Z0-9_]{0,12}".prop_map(|n| (n.clone(), n)),
+            "[^\\x00]{1,16}".prop_map(|n| (format!("\"{}\"", n.replace('"', "\"\"")), n)),
+            "[^\\x00]{1,16}".prop_map(|n| (format!("`{}`", n.replace('`', "``")), n)),
+        ]
+    }
+
+    /// A moment, and how it may be written after `TIMESTAMP AS OF`.
+    fn moment() -> impl proptest::strategy::Strategy<Value = (DateTime<Utc>, String)> {
+        use proptest::prelude::*;
+        (0i64..4_102_444_800, 0u32..1_000_000, 0usize..4).prop_map(|(secs, micros, form)| {
+            let at = DateTime::from_timestamp(secs, micros * 1000).unwrap();
+            match form {
+                0 => (at, format!("'{}'", at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))),
+                1 => (at, at.format("'%Y-%m-%d %H:%M:%S%.6f'").to_string()),
+                2 => {
+                    let at = DateTime::from_timestamp(secs - secs % 86_400, 0).unwrap();
+                    (at, at.format("'%Y-%m-%d'").to_string())
+                }
+                _ => (at, format!("TIMESTAMP '{}'", at.to_rfc3339())),
+            }
+        })
+    }
+
+    /// SQL-ish tokens: keywords of the clause, literals that mention it, comments, oddities.
+    const TOKENS: &[&str] = &[
+        "SELECT",
+        "*",
+        "FROM",
+        "t",
+        "e",
+        "AS",
+        "as",
+        "OF",
+        "of",
+        "VERSION",
+        "TIMESTAMP",
+        "3",
+        "1.5e3",
+        "'x'",
+        "'AS OF'",
+        "'it''s'",
+        "\"q\"\"x\"",
+        "`b`",
+        "(",
+        ")",
+        ",",
+        ".",
+        ";",
+        "--AS OF\n",
+        "/* VERSION AS OF 1 */",
+        "$$AS OF$$",
+        "\n",
+        "\t",
+        "é",
+        "@",
+        "JOIN",
+    ];
+
+    /// Whether the words (comments and layout aside) hold `VERSION|TIMESTAMP AS OF`.
+    fn has_clause(words: &[&str]) -> bool {
+        let significant: Vec<String> = words
+            .iter()
+            .filter(|w| !(w.starts_with("--") || w.starts_with("/*") || w.trim().is_empty()))
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        significant
+            .windows(3)
+            .any(|w| (w[0] == "VERSION" || w[0] == "TIMESTAMP") && w[1] == "AS" && w[2] == "OF")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_rewrite_leaves_text_without_the_clause_alone(text in "\\PC{0,200}") {
+            let result = rewrite(&text);
+            if !text.to_ascii_uppercase().contains("OF") {
+                proptest::prop_assert_eq!(result, Ok(text));
+            }
+        }
+
+        #[test]
+        fn prop_rewrite_of_sqlish_text(words in proptest::collection::vec(proptest::sample::select(TOKENS), 0..40)) {
+            let text = words.join(" ");
+            match rewrite(&text) {
+                Ok(out) if !has_clause(&words) => proptest::prop_assert_eq!(out, text),
+                Ok(out) => proptest::prop_assert!(!out.is_empty()),
+                Err(e) => proptest::prop_assert!(e.contains("AS OF"), "{e}"),
+            }
+        }
+
+        #[test]
+        fn prop_rewritten_names_split_back(
+            namespace in proptest::option::of(identifier()),
+            (written, table) in identifier(),
+            version in proptest::option::of(proptest::num::u64::ANY),
+            (at, literal) in moment(),
+            alias in proptest::option::of("a_[a-z0-9]{0,6}"),
+            tail in proptest::sample::select(vec!["", " WHERE x = 'AS OF'", " -- as of", "\n;"]),
+        ) {
+            let prefix = match &namespace {
+                Some((ns, _)) => format!("SELECT 'VERSION AS OF 1', x FROM {ns}.{written}"),
+                None => format!("SELECT 'VERSION AS OF 1', x FROM {written}"),
+            };
+            let clause = match version {
+                Some(v) => format!(" VERSION AS OF {v}"),
+                None => format!(" TIMESTAMP AS OF {literal}"),
+            };
+            let suffix = format!("{}{tail}", alias.as_ref().map_or(String::new(), |a| format!(" {a}")));
+            let sql = format!("{prefix}{clause}{suffix}");
+            let out = rewrite(&sql).unwrap();
+            proptest::prop_assert!(out.starts_with(&prefix[..prefix.len() - written.len()]), "{out}");
+            proptest::prop_assert!(out.ends_with(&suffix), "{out}");
+            let (name, parsed_alias) = table_of(&out);
+            let (split, as_of) = split_name(&name).unwrap();
+            proptest::prop_assert_eq!(split, table.as_str(), "{}", out);
+            let expected = match version {
+                Some(v) => AsOf::Version(v),
+                None => AsOf::Time(at),
+            };
+            proptest::prop_assert_eq!(as_of, Some(expected));
+            // Without an alias the table keeps its own name for column references.
+            let expected_alias = alias.clone().unwrap_or_else(|| table_of(&format!("SELECT 1 FROM {written}")).0);
+            proptest::prop_assert_eq!(parsed_alias, Some(expected_alias));
+        }
     }
 }

@@ -53,7 +53,7 @@ pub(crate) fn infer_file_schema(
 ) -> Result<arrow::datatypes::Schema> {
     let file = File::open(path).map_err(|e| io(path, e))?;
     Ok(match format {
-        FileFormat::Csv => crate::csv::storable(&crate::csv::infer(file, 1000)?),
+        FileFormat::Csv => crate::csv::infer_table(file)?,
         FileFormat::Ndjson => {
             let mut sample = Vec::new();
             for line in BufReader::new(file).lines().take(1000) {
@@ -67,6 +67,7 @@ pub(crate) fn infer_file_schema(
             crate::infer_schema(&body, Format::Json)?
         }
         FileFormat::Parquet => {
+            crate::decode::check_parquet_footer(&file).map_err(|e| parquet_error(path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| parquet_error(path, e))?;
             let fields: Vec<arrow::datatypes::Field> = builder
@@ -239,6 +240,7 @@ pub(crate) fn read_chunks(
         FileFormat::Parquet => {
             let file = File::open(path).map_err(|e| io(path, e))?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            crate::decode::check_parquet_footer(&file).map_err(|e| parquet_error(path, e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| parquet_error(path, e))?;
             let total = builder.metadata().file_metadata().num_rows().max(1) as u64;

@@ -29,8 +29,8 @@ use tokio::task::AbortHandle;
 
 use crate::engine::Ticket;
 use crate::{Error, QueryEngine, Result};
-use results::{check_id, lake_error, result_path, reuse_key, write_result};
 pub use results::RESULTS_PREFIX;
+use results::{check_id, lake_error, result_path, reuse_key, write_result};
 pub use status::{columns_of, QueryError, QueryRequest, QueryState, QueryStatus, ResultColumn};
 
 struct Tracked {
@@ -316,8 +316,8 @@ impl QueryManager {
         Ok(gone)
     }
 
-    /// Opens a page of a succeeded query's result: rows `offset..offset + max_rows`.
-
+    /// Deletes expired results: of the queries this server tracks, and any other under
+    /// `_tarn/results/` older than the retention (left by a restart or another server).
     async fn sweep(&self) -> Result<()> {
         let now = Utc::now();
         let expired: Vec<String> = {
@@ -364,4 +364,3 @@ impl QueryManager {
         Ok(())
     }
 }
-

@@ -22,6 +22,7 @@ pub const RESULTS_PREFIX: &str = "_tarn/results";
 pub(super) const RESULT_ROW_GROUP_ROWS: usize = 65_536;
 
 impl QueryManager {
+    /// Opens a page of a succeeded query's result: rows `offset..offset + max_rows`.
     pub async fn page(
         &self,
         id: &str,
@@ -111,7 +112,7 @@ impl QueryManager {
         }
     }
 
-    async fn persist(&self, status: &QueryStatus) -> Result<()> {
+    pub(super) async fn persist(&self, status: &QueryStatus) -> Result<()> {
         let path = Path::from(format!("{RESULTS_PREFIX}/{}/query.json", status.id));
         let bytes = serde_json::to_vec_pretty(status).expect("a status serializes");
         self.store.put(&path, PutPayload::from(bytes)).await.map_err(lake_error)?;
@@ -130,10 +131,6 @@ impl QueryManager {
         }
         Ok(())
     }
-
-    /// Deletes expired results: of the queries this server tracks, and any other under
-    /// `_tarn/results/` older than the retention (left by a restart or another server).
-
 }
 
 pub(super) fn lake_error(e: object_store::Error) -> Error {
@@ -223,4 +220,3 @@ mod tests {
         assert!(check_id("").is_err());
     }
 }
-

@@ -146,4 +146,3 @@ pub fn columns_of(schema: &arrow::datatypes::Schema) -> Vec<ResultColumn> {
         })
         .collect()
 }
-
