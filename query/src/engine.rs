@@ -22,6 +22,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use tarn_catalog::{Catalog, TableName};
+use tarn_lake::Classify;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
@@ -203,7 +204,16 @@ impl QueryEngine {
     }
 
     async fn session_recording(&self, reads: Arc<Mutex<Vec<TableRead>>>) -> Result<SessionContext> {
-        let names = self.catalog.names().await?;
+        // While storage is unreachable, queries that read no table still run; those that name
+        // one fail on it with the storage's error.
+        let names = match self.catalog.names().await {
+            Ok(names) => names,
+            Err(e) if e.kind() == tarn_lake::ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "cannot list the lake's tables; planning without them");
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(self.session_over(Arc::new(LakeCatalog::new(
             self.catalog.clone(),
             names,

@@ -88,8 +88,11 @@ async fn unique_keys_and_raw_backup(backend: Backend) {
         "{receipt}"
     );
 
-    // Another server on the same lake reads the keys from the table.
-    let other = TestServer::start_on(server.lake.alias(), |_| {}).await;
+    // Another server on the same lake, each enforcing its own keys, reads them from the table.
+    let other = TestServer::start_on(server.lake.alias(), |c| {
+        c.ingest.unique_key_scope = tarn_ingest::UniqueKeyScope::Node;
+    })
+    .await;
     let (_, receipt) = other
         .ingest(
             "leads",

@@ -26,18 +26,22 @@ async fn post(server: &TestServer, table: &str, body: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-/// Posts to `table` on `server` until the answer's status is `wanted` (servers look at each
-/// other every few seconds), failing after 30 s with the last answer.
-async fn until(server: &TestServer, table: &str, body: &str, wanted: u16) -> Value {
+/// Posts a record with a new e-mail address (`<prefix><n>@example.com`) to `table` on
+/// `server` until the answer's status is `wanted` (a server looks at the others at most every
+/// few seconds, so records sent meanwhile may be taken), failing after 30 s with the last
+/// answer. Answers the last answer and the address it was for.
+async fn until(server: &TestServer, table: &str, prefix: &str, wanted: u16) -> (Value, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, answer) = post(server, table, body).await;
+    for n in 0.. {
+        let email = format!("{prefix}{n}@example.com");
+        let (status, answer) = post(server, table, &format!(r#"{{"email": "{email}"}}"#)).await;
         if status == wanted {
-            return answer;
+            return (answer, email);
         }
         assert!(Instant::now() < deadline, "never {wanted}: last {status} {answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    unreachable!()
 }
 
 async fn unique_keys_are_refused_while_another_server_ingests(backend: Backend) {
@@ -53,14 +57,14 @@ async fn unique_keys_are_refused_while_another_server_ingests(backend: Backend) 
 
     // A second server on the same lake.
     let second = TestServer::start_on(first.lake.alias(), |_| {}).await;
-    let refused = until(&second, "leads", r#"{"email": "b@example.com"}"#, 409).await;
+    let (refused, b) = until(&second, "leads", "b", 409).await;
     let message = refused["error"]["message"].as_str().unwrap();
     assert_eq!(refused["error"]["code"], "conflict");
     assert!(message.contains("table 'default.leads' has a unique key"), "{message}");
     assert!(message.contains("--unique-key-scope=node"), "{message}");
     assert!(message.contains("(serve)"), "names the other process: {message}");
     // The first server sees the second too.
-    until(&first, "leads", r#"{"email": "c@example.com"}"#, 409).await;
+    let (_, c) = until(&first, "leads", "c", 409).await;
     // Tables without a unique key are not concerned.
     let (status, body) = post(&second, "events", r#"{"id": 1}"#).await;
     assert_eq!(status, 202, "{body}");
@@ -77,7 +81,7 @@ async fn unique_keys_are_refused_while_another_server_ingests(backend: Backend) 
     // The others stop: the first is alone again and takes records.
     drop(second);
     drop(third);
-    until(&first, "leads", r#"{"email": "e@example.com"}"#, 202).await;
+    let (_, e) = until(&first, "leads", "e", 202).await;
     let (status, body) =
         first.ingest("leads", "application/json", r#"{"email": "f@example.com"}"#).await;
     assert_eq!(status, 200, "{body}");
@@ -85,8 +89,8 @@ async fn unique_keys_are_refused_while_another_server_ingests(backend: Backend) 
     assert_eq!(status, 200, "{body}");
     let emails: Vec<&str> =
         body["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
-    for email in ["a@example.com", "d@example.com", "e@example.com", "f@example.com"] {
+    for email in ["a@example.com", "d@example.com", e.as_str(), "f@example.com"] {
         assert!(emails.contains(&email), "{email} missing: {emails:?}");
     }
-    assert!(!emails.contains(&"b@example.com") && !emails.contains(&"c@example.com"));
+    assert!(!emails.contains(&b.as_str()) && !emails.contains(&c.as_str()), "{emails:?}");
 }
