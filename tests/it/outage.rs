@@ -8,22 +8,31 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tarn::config::ServeConfig;
 use tarn_lake::test_util::{s3_endpoint, Backend};
 
 use crate::support::{FaultProxy, TestServer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_outage_backpressure_then_drain() {
+/// A server on S3 through a fault-injecting proxy, whose store fails fast (Tarn's own flusher
+/// retries with backoff); `configure` adds to that.
+async fn behind_a_proxy(configure: impl FnOnce(&mut ServeConfig)) -> (FaultProxy, TestServer) {
     let upstream: SocketAddr = s3_endpoint().trim_start_matches("http://").parse().unwrap();
     let proxy = FaultProxy::start(upstream).await;
+    let endpoint = format!("http://{}", proxy.addr);
     let server = TestServer::start_with(Backend::S3, |config| {
-        config
-            .lake_options
-            .storage
-            .insert("AWS_ENDPOINT_URL".into(), format!("http://{}", proxy.addr));
-        // Fail fast inside object_store; Tarn's own flusher retries with backoff.
-        config.lake_options.storage.insert("max_retries".into(), "2".into());
-        config.lake_options.storage.insert("retry_timeout".into(), "2s".into());
+        let storage = &mut config.lake_options.storage;
+        storage.insert("AWS_ENDPOINT_URL".into(), endpoint);
+        storage.insert("max_retries".into(), "2".into());
+        storage.insert("retry_timeout".into(), "2s".into());
+        configure(config);
+    })
+    .await;
+    (proxy, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_backpressure_then_drain() {
+    let (proxy, server) = behind_a_proxy(|config| {
         config.lake_options.storage.insert("timeout".into(), "3s".into());
         config.ingest.wal.max_bytes = 160 * 1024;
         config.ingest.wal.segment_bytes = 16 * 1024;
@@ -98,17 +107,7 @@ async fn s3_outage_backpressure_then_drain() {
 /// cache (2 s): the plan it had serves until storage is back, and the WAL takes the records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_longer_than_the_definition_cache_still_takes_records() {
-    let upstream: SocketAddr = s3_endpoint().trim_start_matches("http://").parse().unwrap();
-    let proxy = FaultProxy::start(upstream).await;
-    let server = TestServer::start_with(Backend::S3, |config| {
-        config
-            .lake_options
-            .storage
-            .insert("AWS_ENDPOINT_URL".into(), format!("http://{}", proxy.addr));
-        config.lake_options.storage.insert("max_retries".into(), "1".into());
-        config.lake_options.storage.insert("retry_timeout".into(), "1s".into());
-    })
-    .await;
+    let (proxy, server) = behind_a_proxy(|_| {}).await;
     let (status, _) = server.ingest("events", "application/json", r#"{"id": 1}"#).await;
     assert_eq!(status, 200);
     proxy.cut();

@@ -141,7 +141,6 @@ pub(super) async fn read_document(
 }
 
 #[cfg(test)]
-
 mod tests {
     use super::*;
 

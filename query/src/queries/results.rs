@@ -105,7 +105,6 @@ impl QueryManager {
     }
 
     /// Stores the status, or logs why it could not (the query goes on either way).
-
     pub(super) async fn persist_best_effort(&self, status: &QueryStatus) {
         if let Err(e) = self.persist(status).await {
             tracing::warn!(query = %status.id, error = %e, "could not store the query's status");
