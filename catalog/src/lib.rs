@@ -7,9 +7,16 @@
 //! every store, local disks included, where conditional updates do not). Schema and
 //! statistics come from each table's Delta log, which stays the source of truth for data.
 //!
-//! A definition may declare a data contract ([`TableSpec`]): typed columns, a unique key,
-//! rules and derived columns as SQL expressions, raw backup, flush thresholds and form
-//! settings. [`Contract`] compiles it with DataFusion; ingest applies it.
+//! Three words, three things:
+//!
+//! * a **definition** ([`TableDefinition`]) is the catalog's entry for a table: its name,
+//!   location, revision, who made it, and for crawled tables where their data is;
+//! * a **spec** ([`TableSpec`]) is what a user declares about a table (the body of
+//!   `PUT /v1/tables/{table}`, a `[[tables]]` entry of `tarn.toml`): typed columns, a unique
+//!   key, rules and derived columns as SQL expressions, raw backup, flush thresholds, form
+//!   settings; every definition holds one (empty for tables with an inferred schema);
+//! * a **contract** ([`Contract`]) is a spec compiled with DataFusion, ready to apply to
+//!   decoded rows; ingest applies it.
 //!
 //! It also holds the API keys and their scopes ([`auth`]), which every frontend checks the
 //! same way (the HTTP API per route, the Postgres endpoint at login).

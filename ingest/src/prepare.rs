@@ -30,10 +30,7 @@ impl Prepared {
 pub fn prepare(plan: &TablePlan, body: &[u8], format: Format) -> Result<Prepared> {
     let Some(contract) = &plan.contract else {
         // An inferred schema: all or nothing.
-        let valid = match format {
-            Format::Csv => crate::csv::decode_strict(body, &plan.schema)?,
-            _ => decode(body, format, plan.schema.clone())?,
-        };
+        let valid = decode(body, format, plan.schema.clone())?;
         return Ok(Prepared { valid, rejected: Vec::new() });
     };
     let mut valid = Vec::new();
