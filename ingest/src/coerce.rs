@@ -190,7 +190,7 @@ fn from_text(text: &StringArray, to: ColumnType, empty_is_null: bool) -> (ArrayR
             cast_with_options(&array, &to.arrow(), &CastOptions::default())
                 .expect("adding the UTC zone to microseconds")
         }
-        ColumnType::Decimal { .. } => {
+        ColumnType::Decimal { scale, .. } => {
             let trimmed: StringArray = values.map(|v| v.map(str::trim)).collect();
             let cast = cast_with_options(
                 &trimmed,
@@ -204,12 +204,37 @@ fn from_text(text: &StringArray, to: ColumnType, empty_is_null: bool) -> (ArrayR
                         row,
                         reason: format!("{} is not a {to}", quote(text.value(row))),
                     });
+                } else if trimmed.is_valid(row) && too_precise(trimmed.value(row), scale) {
+                    // The cast would round it: a value is stored as sent, or refused.
+                    bad.push(BadValue {
+                        row,
+                        reason: format!(
+                            "{} has more than {scale} digits after the point, the most a {to} keeps",
+                            quote(text.value(row))
+                        ),
+                    });
                 }
             }
-            cast
+            let mut refused = vec![false; n];
+            for b in &bad {
+                refused[b.row] = true;
+            }
+            let refused = arrow::array::BooleanArray::from(refused);
+            arrow::compute::nullif(&cast, &refused).expect("same length")
         }
     };
     (array, bad)
+}
+
+/// True when the decimal text `value` has non-zero digits after the point beyond `scale`
+/// (`1.234` for a scale of 2; `1.230` fits). Scientific notation is left to the cast.
+fn too_precise(value: &str, scale: i8) -> bool {
+    if value.contains(['e', 'E']) {
+        return false;
+    }
+    let Some((_, fraction)) = value.split_once('.') else { return false };
+    let digits = fraction.trim_end_matches('0');
+    digits.len() > scale.max(0) as usize && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A value in an error message: quoted, at most 40 characters.
@@ -403,6 +428,16 @@ mod tests {
         );
         assert_eq!(array.data_type(), &DataType::Decimal128(10, 2));
         assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), vec![1]);
+
+        // More digits after the point than the scale keeps: refused, not rounded.
+        let (array, bad) = coerce(
+            &text(&[Some("1.234"), Some("1.230"), Some("7")]),
+            ColumnType::Decimal { precision: 8, scale: 2 },
+            false,
+        );
+        assert_eq!(bad.iter().map(|b| b.row).collect::<Vec<_>>(), vec![0]);
+        assert!(bad[0].reason.contains("more than 2 digits after the point"), "{}", bad[0].reason);
+        assert!(array.is_null(0) && array.is_valid(1) && array.is_valid(2));
 
         let (_, bad) =
             coerce(&text(&[Some("{\"a\": [1]}"), Some("{oops")]), ColumnType::Json, false);
