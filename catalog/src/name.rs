@@ -42,6 +42,24 @@ impl TableName {
         Self::parse(&format!("{namespace}.{name}"))
     }
 
+    /// A name read back from what Tarn stored (a catalog document's path, a write-ahead log
+    /// record): the rules of [`TableName::parse`] but for the leading `_`, which Tarn 0.1
+    /// allowed, so that such tables stay readable. Never for names that come from users.
+    pub fn parse_stored(qualified: &str) -> Result<Self> {
+        let escaped = |part: &str| match part.strip_prefix('_') {
+            Some(rest) => format!("x{rest}"),
+            None => part.to_string(),
+        };
+        let lower = qualified.trim().to_ascii_lowercase();
+        let (namespace, name) = match lower.split_once('.') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (DEFAULT_NAMESPACE.to_string(), lower.clone()),
+        };
+        // The same checks, with a leading '_' read as a letter.
+        Self::new(&escaped(&namespace), &escaped(&name))?;
+        Ok(TableName { namespace, name })
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
@@ -91,6 +109,15 @@ impl fmt::Display for TableName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_names_of_tarn_0_1_read_back() {
+        assert!(TableName::parse("_old").is_err());
+        let old = TableName::parse_stored("web._old").unwrap();
+        assert_eq!(old.to_string(), "web._old");
+        assert!(TableName::parse_stored("web.a-b").is_err());
+        assert!(TableName::parse_stored("web.").is_err());
+    }
 
     #[test]
     fn default_namespace_and_case() {

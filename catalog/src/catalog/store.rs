@@ -115,12 +115,14 @@ fn parse_document_path(location: &str) -> Option<(TableName, u64)> {
     let rest = location.strip_prefix(TABLES_PREFIX)?.strip_prefix('/')?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        [namespace, file] => {
-            Some((TableName::new(namespace, file.strip_suffix(".json")?).ok()?, 0))
-        }
+        [namespace, file] => Some((
+            TableName::parse_stored(&format!("{namespace}.{}", file.strip_suffix(".json")?))
+                .ok()?,
+            0,
+        )),
         [namespace, table, file] => {
             let revision = file.strip_suffix(".json")?.parse().ok()?;
-            Some((TableName::new(namespace, table).ok()?, revision))
+            Some((TableName::parse_stored(&format!("{namespace}.{table}")).ok()?, revision))
         }
         _ => None,
     }

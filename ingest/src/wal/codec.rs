@@ -149,7 +149,7 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(len)?).ok()
     }
     fn table(&mut self) -> Option<TableName> {
-        TableName::parse(self.str()?).ok()
+        TableName::parse_stored(self.str()?).ok()
     }
     fn key(&mut self) -> Option<Option<String>> {
         let key = self.str()?;

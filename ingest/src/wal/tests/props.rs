@@ -19,7 +19,7 @@ use crate::wal::{Counts, WalError, WalPart, WalRecord};
 use crate::Format;
 
 fn table_name() -> impl Strategy<Value = TableName> {
-    ("[a-z_][a-z0-9_]{0,12}", proptest::option::of("[a-z_][a-z0-9_]{0,12}")).prop_map(
+    ("[a-z][a-z0-9_]{0,12}", proptest::option::of("[a-z][a-z0-9_]{0,12}")).prop_map(
         |(name, namespace)| match namespace {
             Some(ns) => TableName::new(&ns, &name).unwrap(),
             None => TableName::parse(&name).unwrap(),
