@@ -38,6 +38,7 @@ pub struct Ingestor {
     pub(crate) pending: Pending,
     stop: watch::Sender<bool>,
     flusher_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    replay_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Ingestor {
@@ -91,10 +92,12 @@ impl Ingestor {
             pending,
             stop,
             flusher_task: Mutex::new(None),
+            replay_task: Mutex::new(None),
         });
         let replaying = ingestor.clone();
         let replay_stop = stopped.clone();
-        tokio::spawn(async move { replaying.replay(replay_stop).await });
+        let replay = tokio::spawn(async move { replaying.replay(replay_stop).await });
+        *ingestor.replay_task.lock().expect("replay task") = Some(replay);
         let drain = Duration::from_millis(ingestor.config.shutdown_timeout_ms);
         let task = tokio::spawn(flusher.run(stopped, drain));
         *ingestor.flusher_task.lock().expect("flusher task") = Some(task);
@@ -303,11 +306,13 @@ impl Ingestor {
     /// Stops at once, like a crash would: nothing buffered is committed, the write-ahead log
     /// is closed, and the next start replays what the lake does not hold.
     pub async fn shutdown_now(&self) {
-        let _ = self.stop.send(true);
-        let task = self.flusher_task.lock().expect("flusher task").take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
+        // Abort, never signal: a signalled flusher would start committing what it buffers.
+        for task in [&self.replay_task, &self.flusher_task] {
+            let task = task.lock().expect("background task").take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
         }
         let wal = self.wal.clone();
         let _ = tokio::task::spawn_blocking(move || wal.close()).await;
