@@ -192,6 +192,9 @@ impl Lenient<'_> {
     }
 }
 
+/// Why a record that is valid JSON still does not make exactly one row.
+const NOT_ONE_OBJECT: &str = "each record must be one JSON object";
+
 /// Decodes the body of a table with a declared contract. Unlike [`super::decode`], a record
 /// that does not fit the schema (a value of the wrong type, an unknown field) is refused on its
 /// own and the others are kept; only a body that is not JSON at all fails as a whole, naming
@@ -219,22 +222,33 @@ pub fn decode_lenient<'a>(
     };
     let mut refused = Vec::new();
     let mut rows: Vec<usize> = (0..chunks.len()).collect();
+    // Fast path: every record decodes, one row each. A line of NDJSON holding two values
+    // decodes to two rows; the slow path refuses it as a syntax error of its line.
     let batches = match run(&schema, chunks.iter().copied()) {
-        Ok(batches) => batches,
-        Err(_) => {
+        Ok(batches) if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == chunks.len() => {
+            batches
+        }
+        _ => {
             rows.clear();
             for (i, chunk) in chunks.iter().enumerate() {
                 check_syntax(&records[i])?;
                 match run(&schema, [*chunk]) {
-                    Ok(_) => rows.push(i),
+                    Ok(one) if one.iter().map(RecordBatch::num_rows).sum::<usize>() == 1 => {
+                        rows.push(i)
+                    }
+                    Ok(_) => return Err(DecodeError::at(Some(records[i].line), NOT_ONE_OBJECT)),
                     Err(e) => {
                         let (rule, field, reason) = classify(&library_message(&e));
                         refused.push((i, rule, field, reason));
                     }
                 }
             }
-            run(&schema, rows.iter().map(|&i| chunks[i]))
-                .map_err(|e| DecodeError::at(None, library_message(&e)))?
+            let batches = run(&schema, rows.iter().map(|&i| chunks[i]))
+                .map_err(|e| DecodeError::at(None, library_message(&e)))?;
+            if batches.iter().map(RecordBatch::num_rows).sum::<usize>() != rows.len() {
+                return Err(DecodeError::at(None, NOT_ONE_OBJECT));
+            }
+            batches
         }
     };
     Ok(Lenient { batches, rows, refused, records: records.iter().map(|r| r.bytes).collect() })

@@ -209,3 +209,17 @@ fn csv_quoting_does_not_recurse() {
         }
     }
 }
+
+/// Found in review: a line of NDJSON holding two objects decoded to two rows, so the lenient
+/// decoder's row-to-record index ran past its end and the request's task panicked.
+#[test]
+fn an_ndjson_line_holds_one_record() {
+    let body = b"{\"id\": 1}\n{\"id\": 2} {\"id\": 3}\n{\"id\": 4}\n";
+    let err = decode_lenient(body, Format::Ndjson, schema(), &[]).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(err.to_string().contains("trailing characters"), "{err}");
+    // A JSON body may hold values one after another; each is one record.
+    let lenient = decode_lenient(b"{\"id\": 1} {\"id\": 2}", Format::Json, schema(), &[]).unwrap();
+    assert_eq!(lenient.rows, vec![0, 1]);
+    assert_eq!(lenient.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+}
