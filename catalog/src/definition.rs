@@ -180,7 +180,7 @@ impl ExternalSource {
 impl TableDefinition {
     /// The table's qualified name.
     pub fn name(&self) -> TableName {
-        TableName::new(&self.namespace, &self.name).expect("stored names were validated")
+        TableName::stored(&self.namespace, &self.name).expect("names are checked when read")
     }
 
     /// True for tables the crawler registered over data Tarn does not own.
@@ -188,8 +188,9 @@ impl TableDefinition {
         self.external.is_some()
     }
 
+    /// The name, checked: definitions read from the lake may have been edited by hand.
     pub(crate) fn parse_name(&self) -> Result<TableName> {
-        TableName::new(&self.namespace, &self.name)
+        TableName::stored(&self.namespace, &self.name)
     }
 }
 

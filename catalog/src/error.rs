@@ -58,8 +58,9 @@ pub enum Error {
         /// True when crawling it is not allowed (rather than impossible).
         forbidden: bool,
     },
-    /// A catalog document could not be parsed: written by something else, or damaged.
-    #[error("catalog document {path} is not valid: {source}")]
+    /// A document Tarn keeps in the lake (a table's definition, an async query's status)
+    /// could not be parsed: written by something else, or damaged.
+    #[error("the stored document {path} is not valid: {source}")]
     Document {
         /// The document's path inside the lake.
         path: String,

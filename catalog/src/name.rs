@@ -42,9 +42,11 @@ impl TableName {
         Self::parse(&format!("{namespace}.{name}"))
     }
 
-    /// A name read back from what Tarn stored (a catalog document's path, a write-ahead log
-    /// record): the rules of [`TableName::parse`] but for the leading `_`, which Tarn 0.1
-    /// allowed, so that such tables stay readable. Never for names that come from users.
+    /// The name of a table that exists already: read back from what Tarn stored (a catalog
+    /// document, a write-ahead log record) or looked up by a query. The rules of
+    /// [`TableName::parse`] but for the leading `_`, which Tarn 0.1 allowed, so that such tables
+    /// stay readable; a lookup still finds only tables the catalog defines. Never for the name
+    /// of a table being created or written to.
     pub fn parse_stored(qualified: &str) -> Result<Self> {
         let escaped = |part: &str| match part.strip_prefix('_') {
             Some(rest) => format!("x{rest}"),
@@ -58,6 +60,11 @@ impl TableName {
         // The same checks, with a leading '_' read as a letter.
         Self::new(&escaped(&namespace), &escaped(&name))?;
         Ok(TableName { namespace, name })
+    }
+
+    /// [`TableName::parse_stored`] from the two parts.
+    pub fn stored(namespace: &str, name: &str) -> Result<Self> {
+        Self::parse_stored(&format!("{namespace}.{name}"))
     }
 
     /// The namespace.

@@ -51,16 +51,16 @@ impl Catalog {
         if newest.is_none() {
             // Tarn 0.1 kept one document per table beside the revision folders.
             let legacy = legacy_path(name);
-            if self.lake.store().head(&legacy).await.is_ok() {
-                newest = Some((0, legacy));
+            match self.lake.store().head(&legacy).await {
+                Ok(_) => newest = Some((0, legacy)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         let (_, path) = newest.ok_or_else(|| Error::TableNotFound { name: name.to_string() })?;
-        let definition = read_document(self.lake.store().as_ref(), &path)
+        read_document(self.lake.store().as_ref(), &path)
             .await?
-            .ok_or_else(|| Error::TableNotFound { name: name.to_string() })?;
-        definition.parse_name()?;
-        Ok(definition)
+            .ok_or_else(|| Error::TableNotFound { name: name.to_string() })
     }
 
     /// Stores `definition` as its revision; fails with [`Error::Conflict`] when that revision
@@ -137,9 +137,14 @@ pub(super) async fn read_document(
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| Error::Document { path: path.to_string(), source })
+    let definition: TableDefinition = serde_json::from_slice(&bytes)
+        .map_err(|source| Error::Document { path: path.to_string(), source })?;
+    // Every definition handed out has a valid name, so `TableDefinition::name` cannot fail.
+    definition.parse_name().map_err(|e| Error::Document {
+        path: path.to_string(),
+        source: serde::de::Error::custom(e.to_string()),
+    })?;
+    Ok(Some(definition))
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //!
 //! A Delta table's schema comes from its log. The schema of a table of files is inferred with
 //! DataFusion's readers (Parquet footers; the first records of CSV, with a header line, and of
-//! NDJSON) and merged over all files ([`merge_widening`]), so a column that only newer files
-//! have shows up. Every column of an external table is nullable: Tarn does not control what is
+//! NDJSON) over all files, so a column that only newer files have shows up: CSV and NDJSON
+//! schemas are merged with [`merge_widening`] (a column typed differently in two files takes
+//! the wider type), Parquet footers with DataFusion's own merge (which refuses a column whose
+//! type differs between files). Every column of an external table is nullable: Tarn does not control what is
 //! written there next. Partition columns are typed from their values ([`partition_type`]).
 
 use std::collections::BTreeSet;

@@ -69,6 +69,8 @@ pub fn table_name_from(directory: &str) -> String {
         name = format!("t_{name}");
     }
     name.truncate(120);
+    // Cutting may leave a '_' at the end again.
+    name.truncate(name.trim_end_matches('_').len());
     name
 }
 
