@@ -28,6 +28,10 @@ pub enum ErrorKind {
     /// No such table, version, query or route.
     #[serde(rename = "not_found")]
     NotFound,
+    /// The resource exists but does not take this operation (an HTTP route asked with a
+    /// method it does not serve).
+    #[serde(rename = "method_not_allowed")]
+    NotAllowed,
     /// The request conflicts with the current state (the table exists, someone else changed
     /// it meanwhile, a file went away during a read).
     #[serde(rename = "conflict")]
@@ -64,11 +68,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables that must cover them all.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadInput,
         ErrorKind::Unauthenticated,
         ErrorKind::Forbidden,
         ErrorKind::NotFound,
+        ErrorKind::NotAllowed,
         ErrorKind::Conflict,
         ErrorKind::TooLarge,
         ErrorKind::UnsupportedFormat,
@@ -88,6 +93,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::NotAllowed => "method_not_allowed",
             ErrorKind::Conflict => "conflict",
             ErrorKind::TooLarge => "payload_too_large",
             ErrorKind::UnsupportedFormat => "unsupported_media_type",

@@ -22,7 +22,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use tarn_catalog::{Catalog, TableName};
-use tarn_lake::Classify;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
@@ -204,16 +203,7 @@ impl QueryEngine {
     }
 
     async fn session_recording(&self, reads: Arc<Mutex<Vec<TableRead>>>) -> Result<SessionContext> {
-        // While storage is unreachable, queries that read no table still run; those that name
-        // one fail on it with the storage's error.
-        let names = match self.catalog.names().await {
-            Ok(names) => names,
-            Err(e) if e.kind() == tarn_lake::ErrorKind::Unavailable => {
-                tracing::warn!(error = %e, "cannot list the lake's tables; planning without them");
-                Vec::new()
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let names = LakeCatalog::names(&self.catalog).await?;
         Ok(self.session_over(Arc::new(LakeCatalog::new(
             self.catalog.clone(),
             names,
@@ -298,7 +288,7 @@ impl QueryEngine {
         }
         let namespace = reference.schema().unwrap_or(tarn_catalog::DEFAULT_NAMESPACE);
         let table = timetravel::split_name(reference.table()).map_err(Error::BadQuery)?.0;
-        let name = TableName::new(namespace, table)
+        let name = TableName::stored(namespace, table)
             .map_err(|_| Error::TableNotFound(reference.to_string()))?;
         match self.catalog.definition(&name).await {
             Ok(_) => Ok(()),

@@ -162,6 +162,12 @@ impl Error {
 fn classify(e: &DataFusionError) -> Option<Error> {
     let root = e.find_root();
     let message = root.to_string();
+    // Readers of Parquet and other formats wrap the storage error that stopped them.
+    if let DataFusionError::ParquetError(_) | DataFusionError::ArrowError(..) = root {
+        if let Some(store) = store_cause(root).and_then(|s| from_store(s, &message)) {
+            return Some(store);
+        }
+    }
     Some(match root {
         DataFusionError::SQL(..) => Error::Syntax(message),
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => Error::Plan(message),
@@ -188,14 +194,7 @@ fn classify(e: &DataFusionError) -> Option<Error> {
             _ => return None,
         },
         DataFusionError::ParquetError(_) => Error::UnreadableData(message),
-        DataFusionError::ObjectStore(store)
-            if matches!(store.as_ref(), object_store::Error::NotFound { .. }) =>
-        {
-            Error::FileVanished(message)
-        }
-        DataFusionError::ObjectStore(store) if tarn_lake::is_transient_store_error(store) => {
-            Error::StorageUnavailable(message)
-        }
+        DataFusionError::ObjectStore(store) => return from_store(store, &message),
         DataFusionError::ResourcesExhausted(_) => Error::ResourcesExhausted(message),
         DataFusionError::NotImplemented(_) => Error::NotSupported(message),
         // Tarn's own errors that DataFusion carried (the catalog failing while a table was
@@ -203,6 +202,34 @@ fn classify(e: &DataFusionError) -> Option<Error> {
         DataFusionError::External(inner) => return inner.downcast_ref::<Error>().map(rebuild),
         _ => return None,
     })
+}
+
+/// A storage failure under a query: a file gone (compacted or vacuumed away meanwhile) or
+/// storage unreachable; `None` for other storage errors (engine faults).
+fn from_store(store: &object_store::Error, message: &str) -> Option<Error> {
+    match store {
+        object_store::Error::NotFound { .. } => Some(Error::FileVanished(message.to_string())),
+        store if tarn_lake::is_transient_store_error(store) => {
+            Some(Error::StorageUnavailable(message.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// The object-store error under `e`, if storage is what failed: Parquet's and Arrow's errors
+/// and `std::io::Error` wrap it (the latter without naming it as its source).
+pub(crate) fn store_cause<'a>(
+    mut e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a object_store::Error> {
+    loop {
+        if let Some(store) = e.downcast_ref::<object_store::Error>() {
+            return Some(store);
+        }
+        e = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref()?,
+            None => e.source()?,
+        };
+    }
 }
 
 /// A copy of one of our errors that DataFusion hands back by reference (errors are not
@@ -279,5 +306,30 @@ mod tests {
             source: "connection refused".into(),
         }));
         assert_eq!(Error::from(outage).kind(), ErrorKind::Unavailable);
+    }
+
+    /// Found in review: a Parquet read stopped by storage was "unreadable data" (422), not an
+    /// outage (503) or a file compacted away meanwhile (409).
+    #[test]
+    fn storage_failing_under_a_parquet_read_is_said_as_such() {
+        use datafusion::parquet::errors::ParquetError;
+        let under_parquet = |store: object_store::Error| {
+            let io = std::io::Error::from(store);
+            DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(io))))
+        };
+        let outage = under_parquet(object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        });
+        assert_eq!(Error::from(outage).kind(), ErrorKind::Unavailable);
+        let gone = under_parquet(object_store::Error::NotFound {
+            path: "default/t/part-0.parquet".into(),
+            source: "no such key".into(),
+        });
+        assert_eq!(Error::from(gone).kind(), ErrorKind::Conflict);
+        let corrupt = DataFusionError::ParquetError(Box::new(ParquetError::General(
+            "Invalid Parquet file. Corrupt footer".into(),
+        )));
+        assert_eq!(Error::from(corrupt).kind(), ErrorKind::Unprocessable);
     }
 }

@@ -81,6 +81,20 @@ impl LakeCatalog {
 }
 
 impl LakeCatalog {
+    /// The names for [`LakeCatalog::new`] as a query starts. While storage is unreachable,
+    /// queries that read no table still run (on every frontend); those that name one fail on
+    /// it with the storage's error.
+    pub async fn names(catalog: &Catalog) -> crate::Result<Vec<TableName>> {
+        match catalog.names().await {
+            Ok(names) => Ok(names),
+            Err(e) if tarn_lake::Classify::kind(&e) == tarn_lake::ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "cannot list the lake's tables; planning without them");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Tables read at their latest version when a scan is planned rather than when the query
     /// is: for sessions that plan a statement once and run it many times (Postgres prepared
     /// statements), which would otherwise keep reading the version they were prepared on.
@@ -126,7 +140,7 @@ impl SchemaProvider for LakeSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let (name, as_of) = timetravel::split_name(name).map_err(DataFusionError::Plan)?;
-        let Ok(table_name) = TableName::new(&self.namespace, name) else {
+        let Ok(table_name) = TableName::stored(&self.namespace, name) else {
             return Ok(None);
         };
         // External tables of files (crawled Parquet / CSV / NDJSON) are listings, not Delta.

@@ -34,7 +34,7 @@ impl LiveCatalog {
     /// Re-reads the table names from the catalog. Reads are not recorded: this session
     /// neither reuses results nor reports versions.
     pub async fn refresh(&self) -> crate::Result<()> {
-        let names = self.catalog.names().await?;
+        let names = LakeCatalog::names(&self.catalog).await?;
         let lake = Arc::new(
             LakeCatalog::new(
                 self.catalog.clone(),

@@ -11,8 +11,9 @@
 //!   from the catalog before every query, so a table created a moment ago is there; time
 //!   travel (`events VERSION AS OF 3`) works as over HTTP.
 //! - **Read-only.** Queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `SHOW`), transactions
-//!   (`BEGIN`/`COMMIT`/`ROLLBACK`, which change nothing), cursors (`DECLARE`/`FETCH`/`CLOSE`),
-//!   `DISCARD`, `DEALLOCATE` and the session variables clients set (`SET application_name`,
+//!   (`BEGIN`/`COMMIT`/`ROLLBACK`, which change nothing), `FETCH`/`CLOSE` (cursors themselves,
+//!   `DECLARE`, are refused with `0A000`: results stream as they are computed), `DISCARD`,
+//!   `DEALLOCATE` and the session variables clients set (`SET application_name`,
 //!   `statement_timeout`, `DateStyle`, ...; other `SET`s are acknowledged and ignored, and
 //!   `SET datafusion.*` is refused: the server's settings are shared). Anything else (DDL,
 //!   DML, `COPY`) fails with SQLSTATE `25006` (read-only transaction), and every plan is

@@ -265,8 +265,9 @@ impl QueryManager {
             }
             Err(e) => return Err(lake_error(e)),
         };
-        let status: QueryStatus = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::NotReady(format!("the stored status of query '{id}' cannot be read: {e}"))
+        // Tarn wrote it; a document that does not parse is damage, logged as such.
+        let status: QueryStatus = serde_json::from_slice(&bytes).map_err(|source| {
+            Error::Catalog(tarn_catalog::Error::Document { path: path.to_string(), source })
         })?;
         if status.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(Error::QueryNotFound(id.to_string()));

@@ -171,8 +171,12 @@ pub(super) async fn write_result(
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
         .build();
-    let parquet_error = |e: parquet::errors::ParquetError| {
-        Error::Engine(datafusion::error::DataFusionError::from(e))
+    // Storage failing under the writer is an outage; anything else the writer says is a bug.
+    let parquet_error = |e: parquet::errors::ParquetError| match crate::error::store_cause(&e) {
+        Some(store) if tarn_lake::is_transient_store_error(store) => {
+            Error::StorageUnavailable(e.to_string())
+        }
+        _ => Error::Engine(datafusion::error::DataFusionError::from(e)),
     };
     let mut writer = AsyncArrowWriter::try_new(
         object_store::buffered::BufWriter::new(store.clone(), path.clone()),
