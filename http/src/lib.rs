@@ -29,7 +29,6 @@ mod stream;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tarn_catalog::auth::KeyRing;
@@ -38,6 +37,7 @@ use tarn_ingest::{Ingestor, Loader};
 use tarn_query::queries::QueryManager;
 use tarn_query::QueryEngine;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
@@ -99,8 +99,21 @@ pub fn router(services: &Services) -> Router {
                             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id)
                         }),
                 )
-                .layer(PropagateRequestIdLayer::x_request_id()),
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // A bug that panics answers this request with 500 (logged with its message
+                // and request id) instead of dropping the connection.
+                .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+/// The answer to a request whose handler panicked.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    ApiError::internal(format_args!("a request handler panicked: {message}")).into_response()
 }
 
 /// Unrouted paths: 404, to callers whose key has the `admin` scope.
@@ -118,5 +131,25 @@ async fn method_not_allowed(State(keys): State<Arc<KeyRing>>, request: Request) 
         return e.into_response();
     }
     let message = format!("{} does not take this method", request.uri().path());
-    error::error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &message, None)
+    ApiError::new(tarn_lake::ErrorKind::NotAllowed, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_without_its_message() {
+        for panic in [
+            Box::new(String::from("index out of bounds: secret")) as Box<dyn std::any::Any + Send>,
+            Box::new("secret"),
+        ] {
+            let response = panic_response(panic);
+            assert_eq!(response.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains(r#""code":"internal""#), "{body}");
+            assert!(!body.contains("secret"), "{body}");
+        }
+    }
 }

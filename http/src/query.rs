@@ -25,7 +25,7 @@ use crate::ApiError;
 const MAX_SQL_BYTES: usize = 1024 * 1024;
 
 /// Largest SQL text of an async query: its text is kept with its status (in memory, for up to
-/// [`crate::QueryConfig::max_tracked_queries`] queries, and in the lake). Athena's bound.
+/// [`tarn_query::QueryConfig::max_tracked_queries`] queries, and in the lake). Athena's bound.
 const MAX_ASYNC_SQL_BYTES: usize = 256 * 1024;
 
 /// Header of a page of async results: where the next page starts.
