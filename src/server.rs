@@ -82,12 +82,17 @@ impl Services {
         let wal = config.ingest.wal.dir.display().to_string();
         std::fs::create_dir_all(&ingest.wal.dir)
             .with_context(|| format!("cannot create the write-ahead log directory {wal}"))?;
-        let node = tarn_ingest::node_id(&ingest.wal.dir)
-            .with_context(|| format!("cannot read this server's node id in {wal}"))?;
+        // The log directory is locked first: a second server pointed at it stops here, before
+        // it announces itself under this node's id or clears the spool of uploads.
+        let open = Ingestor::open(ingest.clone())
+            .await
+            .with_context(|| format!("cannot open the write-ahead log in {wal}"))?;
+        let node = open.node_id().to_string();
         let nodes = Nodes::join(catalog.lake().store().clone(), &node, "serve");
         let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables(), Some(nodes.clone())));
         let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
-        let ingestor = Ingestor::start(tables, ingest.clone())
+        let ingestor = open
+            .start(tables)
             .await
             .with_context(|| format!("cannot start ingest (write-ahead log in {wal})"))?;
         let engine = Arc::new(

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,23 +40,25 @@ enum Slot {
 }
 
 /// The outcome of [`KeyStore::begin`].
-pub enum Begin<'a> {
+pub enum Begin {
     /// A request with this key was answered before.
     Seen(KeyAnswer),
     /// A request with this key is in flight; wait for its answer (`None`: it failed, retry).
     Wait(watch::Receiver<Option<KeyAnswer>>),
     /// First time: go ahead, then [`KeyGuard::complete`].
-    Proceed(KeyGuard<'a>),
+    Proceed(KeyGuard),
 }
 
-/// Held by the first request with a key; dropping it without completing frees the key.
-pub struct KeyGuard<'a> {
-    store: &'a KeyStore,
+/// Held by the first request with a key; dropping it without completing frees the key. It
+/// owns its store, so the step that makes a record durable can take it along and complete it
+/// even when the request that began it is gone.
+pub struct KeyGuard {
+    store: Arc<KeyStore>,
     id: (String, String),
     sender: Option<watch::Sender<Option<KeyAnswer>>>,
 }
 
-impl KeyGuard<'_> {
+impl KeyGuard {
     /// Records the answer for later requests with the same key.
     pub fn complete(mut self, answer: KeyAnswer) {
         self.store.slots.lock().expect("key store").insert(self.id.clone(), Slot::Done(answer));
@@ -66,7 +68,7 @@ impl KeyGuard<'_> {
     }
 }
 
-impl Drop for KeyGuard<'_> {
+impl Drop for KeyGuard {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
             self.store.slots.lock().expect("key store").remove(&self.id);
@@ -123,7 +125,7 @@ impl KeyStore {
     }
 
     /// Looks `key` up for `table`.
-    pub fn begin(&self, table: &str, key: &str) -> Begin<'_> {
+    pub fn begin(self: &Arc<Self>, table: &str, key: &str) -> Begin {
         let id = (table.to_string(), key.to_string());
         let mut slots = self.slots.lock().expect("key store");
         match slots.get(&id) {
@@ -137,7 +139,7 @@ impl KeyStore {
         }
         let (sender, receiver) = watch::channel(None);
         slots.insert(id.clone(), Slot::InFlight(receiver));
-        Begin::Proceed(KeyGuard { store: self, id, sender: Some(sender) })
+        Begin::Proceed(KeyGuard { store: self.clone(), id, sender: Some(sender) })
     }
 
     /// Keeps `records` (keys whose WAL segment is being deleted) in `keys.log`, durably. On
@@ -210,7 +212,7 @@ mod tests {
     #[test]
     fn first_answer_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::open(dir.path(), Duration::from_secs(3600), []).unwrap();
+        let store = Arc::new(KeyStore::open(dir.path(), Duration::from_secs(3600), []).unwrap());
         let Begin::Proceed(guard) = store.begin("default.t", "k1") else { panic!("first use") };
         assert!(matches!(store.begin("default.t", "k1"), Begin::Wait(_)));
         assert!(matches!(store.begin("default.u", "k1"), Begin::Proceed(_)), "keys are per table");
@@ -239,7 +241,7 @@ mod tests {
             received_ms: answer.received_ms,
         };
         store.persist(&[old, kept]).unwrap();
-        let reopened = KeyStore::open(dir.path(), Duration::from_secs(3600), []).unwrap();
+        let reopened = Arc::new(KeyStore::open(dir.path(), Duration::from_secs(3600), []).unwrap());
         assert!(matches!(reopened.begin("default.t", "k1"), Begin::Seen(a) if a == answer));
         assert!(
             matches!(reopened.begin("default.t", "old"), Begin::Proceed(_)),
@@ -272,11 +274,11 @@ mod tests {
         assert_eq!(error.raw_os_error(), Some(28), "{error}");
         // A restart on the full disk works (keys.log cannot be compacted, and stays).
         drop(store);
-        let store = KeyStore::open(disk.path(), ttl, []).unwrap();
+        let store = Arc::new(KeyStore::open(disk.path(), ttl, []).unwrap());
         assert!(matches!(store.begin("default.t", "k1"), Begin::Seen(_)));
         disk.free(&filler);
         store.persist(&[key("k2")]).unwrap();
-        let reopened = KeyStore::open(disk.path(), ttl, []).unwrap();
+        let reopened = Arc::new(KeyStore::open(disk.path(), ttl, []).unwrap());
         for k in ["k1", "k2"] {
             assert!(matches!(reopened.begin("default.t", k), Begin::Seen(_)), "{k} is kept");
         }
@@ -295,7 +297,7 @@ mod tests {
             std::fs::OpenOptions::new().append(true).open(dir.path().join("keys.log")).unwrap();
         file.write_all(br#"{"table":"default.t","ke"#).unwrap();
         store.persist(&[key("k2")]).unwrap();
-        let reopened = KeyStore::open(dir.path(), ttl, []).unwrap();
+        let reopened = Arc::new(KeyStore::open(dir.path(), ttl, []).unwrap());
         for k in ["k1", "k2"] {
             assert!(matches!(reopened.begin("default.t", k), Begin::Seen(_)), "{k} is kept");
         }

@@ -41,11 +41,37 @@ pub struct Ingestor {
     replay_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Ingest whose write-ahead log directory is open and locked, not running yet: what
+/// [`Ingestor::open`] gives. Everything kept in the directory (the node id, the spool of
+/// uploads) is touched only from here on, so a second process pointed at the same directory
+/// fails before it changes anything.
+pub struct OpenIngest {
+    config: IngestConfig,
+    buffers: Arc<Buffers>,
+    wal: Arc<Wal>,
+    records: Vec<WalRecord>,
+    keys: Arc<KeyStore>,
+    node_id: String,
+}
+
+impl OpenIngest {
+    /// This node's id, kept in the log directory (`node-id`): it names the Delta `txn`
+    /// application ids of this node's commits, and its entry among the lake's [`crate::Nodes`].
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Starts replaying what the log holds that the lake does not have yet (in the
+    /// background: see [`crate::replay`]) and starts the flusher.
+    pub async fn start(self, tables: Arc<Tables>) -> Result<Arc<Ingestor>> {
+        Ingestor::run(self, tables)
+    }
+}
+
 impl Ingestor {
-    /// Opens the write-ahead log, starts replaying what it holds that the lake does not have
-    /// yet (in the background: see [`crate::replay`]) and starts the flusher. Needs local disk
-    /// only, so it starts while storage is down.
-    pub async fn start(tables: Arc<Tables>, config: IngestConfig) -> Result<Arc<Self>> {
+    /// Opens and locks the write-ahead log directory, reads the log back and this node's id.
+    /// Needs local disk only, so it succeeds while storage is down.
+    pub async fn open(config: IngestConfig) -> Result<OpenIngest> {
         let buffers = Arc::new(Buffers::new(config.flush.clone()));
         let wal_config = config.wal.clone();
         let sink = buffers.clone();
@@ -62,6 +88,16 @@ impl Ingestor {
         let wal_keys: Vec<KeyRecord> = records.iter().filter_map(WalRecord::key_record).collect();
         let ttl = Duration::from_secs(config.idempotency_ttl_secs);
         let keys = Arc::new(KeyStore::open(&dir, ttl, wal_keys).map_err(io)?);
+        Ok(OpenIngest { config, buffers, wal, records, keys, node_id })
+    }
+
+    /// [`Ingestor::open`], then [`OpenIngest::start`].
+    pub async fn start(tables: Arc<Tables>, config: IngestConfig) -> Result<Arc<Self>> {
+        Self::open(config).await?.start(tables).await
+    }
+
+    fn run(open: OpenIngest, tables: Arc<Tables>) -> Result<Arc<Self>> {
+        let OpenIngest { config, buffers, wal, records, keys, node_id } = open;
         if !records.is_empty() {
             tracing::info!(
                 records = records.len(),
@@ -69,6 +105,7 @@ impl Ingestor {
             );
         }
         let pending = Pending::new(records);
+        tables.replaying(pending.tables());
         for table in pending.tables() {
             buffers.hold(&table);
         }
@@ -153,9 +190,6 @@ impl Ingestor {
         let infer = async { Ok(infer_schema(&body, format)?) };
         let (plan, created) = self.tables.plan_for_write(name, infer).await?;
         self.buffers.configure(name, plan.flush(&self.config.flush));
-        if plan.unique_key().is_some() && self.pending.waits(name) {
-            return Err(Error::Replaying { table: name.to_string() });
-        }
         let received = Utc::now();
         let prepared = {
             let (plan, body) = (plan.clone(), body.clone());
@@ -213,16 +247,27 @@ impl Ingestor {
             counts,
             parts,
         };
-        let seq = match self.wal.append(record).await {
-            Ok(seq) => seq,
-            Err(e) => {
-                self.tables.unique_keys().forget(name, &admitted);
-                return Err(e.into());
-            }
+        // Logging goes on when the client goes away: a record handed to the log may become
+        // durable, so its key's answer is recorded (or its unique keys released) either way,
+        // never dropped with the request (a retry would log it again).
+        let logging = {
+            let (wal, tables, name) = (self.wal.clone(), self.tables.clone(), name.clone());
+            let received_ms = received.timestamp_millis();
+            tokio::spawn(async move {
+                let logged = wal.append(record).await;
+                match (&logged, guard) {
+                    (Ok(seq), Some(guard)) => {
+                        guard.complete(KeyAnswer { seq: *seq, counts, received_ms })
+                    }
+                    (Ok(_), None) => {}
+                    (Err(_), _) => tables.unique_keys().forget(&name, &admitted),
+                }
+                logged
+            })
         };
-        if let Some(guard) = guard {
-            guard.complete(KeyAnswer { seq, counts, received_ms: received.timestamp_millis() });
-        }
+        let seq = logging
+            .await
+            .map_err(|e| Error::Internal(format!("logging the record failed: {e}")))??;
         let mut receipt = IngestReceipt {
             table: table_key,
             accepted: counts.accepted,

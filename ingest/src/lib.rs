@@ -79,7 +79,7 @@ use decode::csv;
 pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Lenient, MAX_NESTING};
 pub use dropzone::DropZoneConfig;
 pub use error::{Error, Result};
-pub use ingestor::Ingestor;
+pub use ingestor::{Ingestor, OpenIngest};
 pub use load::{
     load_id_for, FileFormat, FileLoad, LoadConfig, LoadProgress, LoadReport, Loader, Upload,
 };
@@ -87,4 +87,4 @@ pub use maintenance::MaintenanceConfig;
 pub use nodes::Nodes;
 pub use plan::{TablePlan, Tables, TablesConfig, UniqueKeyScope};
 pub use submit::FormAnswer;
-pub use wal::{node_id, WalConfig};
+pub use wal::WalConfig;

@@ -6,7 +6,7 @@
 //! ([`crate::Ingestor`]) and file loads ([`crate::Loader`]) share one, so both see the same
 //! keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,6 +118,8 @@ pub struct Tables {
     nodes: Option<Arc<Nodes>>,
     /// When the other live processes were last looked at, and what was found.
     peers: Mutex<Option<(Instant, Vec<String>)>>,
+    /// Tables whose records from before a restart are not replayed yet.
+    replaying: Mutex<HashSet<TableName>>,
     /// Plans kept on local disk.
     snapshots: Option<Snapshots>,
 }
@@ -136,6 +138,7 @@ impl Tables {
             create_locks: Mutex::new(HashMap::new()),
             nodes,
             peers: Mutex::new(None),
+            replaying: Mutex::new(HashSet::new()),
         }
     }
 
@@ -264,6 +267,18 @@ impl Tables {
         Ok((self.plan(name).await?, created))
     }
 
+    /// Marks `tables` as waiting for the replay of the write-ahead log: rows with unique keys
+    /// are refused for them (by requests and file loads alike) until [`Tables::replayed`],
+    /// since their index lacks the keys of the records waiting.
+    pub(crate) fn replaying(&self, tables: impl IntoIterator<Item = TableName>) {
+        self.replaying.lock().expect("replaying").extend(tables);
+    }
+
+    /// `table`'s waiting records are back in its buffer and their keys in its index.
+    pub(crate) fn replayed(&self, table: &TableName) {
+        self.replaying.lock().expect("replaying").remove(table);
+    }
+
     /// Keeps the rows of `valid` whose unique key is new (in the table and in this batch) and
     /// adds their keys to the index; answers the rows to append, how many were duplicates,
     /// and the keys added (to give back with [`UniqueKeys::forget`] if the write fails).
@@ -277,6 +292,9 @@ impl Tables {
         };
         if valid.iter().all(|b| b.num_rows() == 0) {
             return Ok((valid, 0, Vec::new()));
+        }
+        if self.replaying.lock().expect("replaying").contains(&plan.name) {
+            return Err(Error::Replaying { table: plan.name.to_string() });
         }
         self.check_unique_scope(&plan.name).await?;
         let table = self.catalog.table_as_known(&plan.name).await?;

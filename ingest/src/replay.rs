@@ -6,8 +6,8 @@
 //! queries, takes new records into the log while it has room, and reports itself not ready
 //! ([`Ingestor::not_ready`]) until every table is replayed. A table waiting for its replay is
 //! not flushed (its next commit's `txn` version would otherwise pass records the lake does
-//! not hold), and takes no records with unique keys (their index would miss the keys of the
-//! records waiting).
+//! not hold), and takes no rows with unique keys, from requests or file loads (their index
+//! would miss the keys of the records waiting: see [`crate::Tables::admit`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -49,11 +49,6 @@ impl Pending {
     /// The tables still waiting.
     pub fn tables(&self) -> Vec<TableName> {
         self.tables.lock().expect("pending replay").keys().cloned().collect()
-    }
-
-    /// True while `table` waits for its replay.
-    pub fn waits(&self, table: &TableName) -> bool {
-        self.tables.lock().expect("pending replay").contains_key(table)
     }
 
     /// Why the server is not ready yet, if it is not.
@@ -111,8 +106,17 @@ impl Ingestor {
             Err(tarn_catalog::Error::TableNotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
+        // The plan is for the unique-key index: storage failing is retried (a replay without
+        // the index would let duplicates in); a definition that cannot be planned is said.
         let plan = match found {
-            Some(_) => self.tables.plan(name).await.ok(),
+            Some(_) => match self.tables.plan(name).await {
+                Ok(plan) => Some(plan),
+                Err(e) if e.kind().is_retryable() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(table = %name, error = %e, "cannot plan the table: the unique keys of replayed rows are not indexed");
+                    None
+                }
+            },
             None => None,
         };
         let parts = self.pending.tables.lock().expect("pending replay").remove(name);
@@ -122,13 +126,15 @@ impl Ingestor {
             tracing::error!(table = %name, records = parts.len(), "the table no longer exists; dropping its write-ahead log records");
             self.release(name, last);
             self.buffers.release(name);
+            self.tables.replayed(name);
             return Ok(());
         };
         let committed = committed.unwrap_or(-1);
         let (mut replayed, mut rows) = (0, 0);
         let total = parts.len();
+        let mut decoded = Vec::new();
         for (seq, mut part) in parts.into_iter().filter(|(seq, _)| *seq as i64 > committed) {
-            let decoded = match part.body {
+            let batches = match part.body {
                 Some(format) => table.schema().map_err(|e| e.to_string()).and_then(|schema| {
                     decode(&part.data, format, schema).map_err(|e| e.to_string())
                 }),
@@ -137,18 +143,27 @@ impl Ingestor {
                     .map(|()| std::mem::take(&mut part.batches))
                     .map_err(|e| e.to_string()),
             };
-            match decoded {
-                Ok(batches) => {
+            if let Err(e) = &batches {
+                tracing::error!(table = %name, seq, error = %e, "a logged record cannot be read back; dropping it");
+            }
+            decoded.push((seq, batches.ok(), part.data.len() as u64));
+        }
+        // Records dropped as unreadable are released with the commit of the others (an
+        // empty push moves the buffer's last sequence number); when none is readable, now.
+        let dropped = decoded.iter().filter(|(_, batches, _)| batches.is_none()).count();
+        let dropped_only = dropped == decoded.len();
+        for (seq, batches, bytes) in decoded {
+            match batches {
+                Some(batches) => {
                     if let Some(plan) = &plan {
                         self.note_unique(plan, &batches);
                     }
                     rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
                     replayed += 1;
-                    self.buffers.push(name, seq, batches, part.data.len() as u64);
+                    self.buffers.push(name, seq, batches, bytes);
                 }
-                Err(e) => {
-                    tracing::error!(table = %name, seq, error = %e, "a logged record cannot be read back; dropping it")
-                }
+                None if dropped_only => {}
+                None => self.buffers.push(name, seq, Vec::new(), 0),
             }
         }
         if committed >= 0 {
@@ -156,8 +171,12 @@ impl Ingestor {
             let committed = Committed { seq: committed as u64, version: table.version() };
             self.buffers.set_committed(name, committed);
         }
+        if dropped_only && last as i64 > committed {
+            self.release(name, last);
+        }
         self.buffers.release(name);
-        tracing::info!(table = %name, replayed, rows, already_committed = total - replayed, "replayed the write-ahead log");
+        self.tables.replayed(name);
+        tracing::info!(table = %name, replayed, rows, dropped, already_committed = total - replayed - dropped, "replayed the write-ahead log");
         Ok(())
     }
 

@@ -223,18 +223,66 @@ pub(super) struct Scan {
 pub(super) fn scan(bytes: &[u8]) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
-    while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + FRAME_HEADER) else { break };
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
-        if crc32fast::hash(payload) != crc {
+    while let Some(frame) = frame_at(bytes, at) {
+        if crc32fast::hash(frame.payload) != frame.crc {
             break;
         }
-        let Some(record) = decode(payload) else { break };
-        let size = FRAME_HEADER + len;
-        records.push((record, size as u64));
-        at += size;
+        let Some(record) = decode(frame.payload) else { break };
+        records.push((record, frame.size() as u64));
+        at += frame.size();
     }
     Scan { records, valid_len: at as u64 }
+}
+
+/// How many sound frames stand in `bytes` after `from` (where [`scan`] stopped), numbered
+/// above `after_seq`: frames after a bad one mean the bad one is not simply the end of a torn
+/// write, or that a torn write left some of its frames whole. Candidates are checked cheaply
+/// (payload version, a sequence number within 2^32 above `after_seq`) before their CRC, so
+/// this stays linear in the bytes.
+pub(super) fn frames_after(bytes: &[u8], from: usize, after_seq: u64) -> usize {
+    let plausible = |payload: &[u8]| {
+        let Some(seq) = payload.get(1..9) else { return false };
+        let seq = u64::from_le_bytes(seq.try_into().expect("8 bytes"));
+        matches!(payload[0], PAYLOAD_VERSION | LEGACY_PAYLOAD_VERSION)
+            && seq > after_seq
+            && seq - after_seq <= 1 << 32
+    };
+    let mut found = 0;
+    let mut at = from + 1;
+    while at + FRAME_HEADER < bytes.len() {
+        match frame_at(bytes, at) {
+            Some(frame) if plausible(frame.payload) && frame.sound() => {
+                found += 1;
+                at += frame.size();
+            }
+            _ => at += 1,
+        }
+    }
+    found
+}
+
+/// A frame whose header and payload fit in the bytes at hand; not checked yet.
+struct Frame<'a> {
+    crc: u32,
+    payload: &'a [u8],
+}
+
+impl Frame<'_> {
+    fn size(&self) -> usize {
+        FRAME_HEADER + self.payload.len()
+    }
+
+    /// Its CRC matches and its payload decodes to a record.
+    fn sound(&self) -> bool {
+        crc32fast::hash(self.payload) == self.crc && decode(self.payload).is_some()
+    }
+}
+
+/// The frame whose header starts at `at`, if it fits in `bytes`.
+fn frame_at(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
+    let header = bytes.get(at..at + FRAME_HEADER)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let payload = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
+    Some(Frame { crc, payload })
 }

@@ -48,7 +48,8 @@ pub enum WalError {
         retry_after: Duration,
     },
     /// A record does not fit the log's frame format (a key or table name longer than 65535
-    /// bytes, a part larger than 4 GiB, more than 65535 parts).
+    /// bytes, a part larger than 4 GiB, more than 65535 parts) or is larger than the whole
+    /// log may be (`max_bytes`): retrying cannot help.
     #[error("the request cannot be logged: {0}")]
     TooLarge(String),
     /// The log on disk is damaged somewhere other than its very end.
@@ -63,8 +64,9 @@ pub enum WalError {
     #[error(
         "cannot use the node id in {path}: {problem}. It names this node's commits in the \
          tables' Delta logs (txn app ids 'tarn-<node id>-<table>'); restore the file (one line, \
-         the id, e.g. from a backup or from those app ids), or delete it to start as a new node \
-         when the WAL directory holds no records the lake lacks"
+         the id, e.g. from a backup or from those app ids); only when the lake holds every \
+         record of the directory, delete the file and the log's segments (wal-*.log) to start \
+         as a new node"
     )]
     NodeId {
         /// The `node-id` file.

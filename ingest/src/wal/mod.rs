@@ -32,8 +32,10 @@
 //! - `error.rs`: [`WalError`] and its kinds.
 //!
 //! A torn frame at the end of the newest segment (a crash mid-write, never acknowledged) is
-//! cut off on open; damage anywhere else stops the server from starting rather than losing
-//! data silently.
+//! cut off on open; damage in a sealed segment stops the server from starting rather than
+//! losing data silently. In the newest segment a bad frame followed by sound ones cannot be
+//! told from a torn group write whose later frames reached the disk first: the segment is cut
+//! at the bad frame and the cut-off bytes are kept beside it, with an error in the log.
 
 mod codec;
 mod error;
@@ -151,13 +153,20 @@ impl Wal {
     /// Logs `record` (its `seq` is assigned here); returns the sequence number once the
     /// record is on disk and its parts have been handed to the sink.
     ///
-    /// Errors are all retryable but [`WalError::TooLarge`]: [`WalError::Full`] (the lake is
-    /// behind), [`WalError::Io`] (this record's write failed; nothing of it is kept),
+    /// Errors are all retryable but [`WalError::TooLarge`] (also for a record larger than the
+    /// whole log may be): [`WalError::Full`] (the lake is behind), [`WalError::Io`] (this record's write failed; nothing of it is kept),
     /// [`WalError::Failing`] (a recent write failed and the disk is not usable yet),
     /// [`WalError::Closed`].
     pub async fn append(&self, record: WalRecord) -> Result<u64, WalError> {
         codec::check(&record).map_err(WalError::TooLarge)?;
         let size = record.data_bytes() + RECORD_OVERHEAD;
+        if size > self.config.max_bytes {
+            return Err(WalError::TooLarge(format!(
+                "it needs {size} bytes of the write-ahead log, which holds at most {} \
+                 (--wal-max-bytes); send it in smaller requests",
+                self.config.max_bytes
+            )));
+        }
         let used =
             self.state.lock().expect("wal state").bytes + self.queued_bytes.load(Ordering::Relaxed);
         if used + size > self.config.max_bytes {

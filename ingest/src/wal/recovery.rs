@@ -7,6 +7,7 @@
 //! at least the newest segment's name.
 
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::error::WalError;
@@ -63,7 +64,7 @@ pub(super) fn open(dir: &Path) -> Result<Opened, WalError> {
             records.push(record);
         }
         if newest && read.len != read.valid_len {
-            cut_torn_tail(dir, &path, read.valid_len)?;
+            cut_torn_tail(dir, &path, read.valid_len, read.after_tear)?;
         }
         state.bytes += summary.bytes;
         if newest {
@@ -85,10 +86,31 @@ pub(super) fn open(dir: &Path) -> Result<Opened, WalError> {
     Ok(Opened { lock, state, file, next_seq, records })
 }
 
-/// Cuts the newest segment at `path` back to `valid_len`: what follows is a record torn by a
-/// crash mid-write, never acknowledged.
-fn cut_torn_tail(dir: &Path, path: &PathBuf, valid_len: u64) -> Result<(), WalError> {
-    tracing::warn!(segment = %path.display(), valid_len, "cutting off a torn record at the end of the write-ahead log (it was never acknowledged)");
-    let file = OpenOptions::new().write(true).open(path).map_err(WalError::io(dir))?;
-    file.set_len(valid_len).and_then(|()| file.sync_all()).map_err(WalError::io(dir))
+/// Cuts the newest segment at `path` back to `valid_len`: what follows is a write torn by a
+/// crash, never acknowledged. When sound records stand after the bad frame (`after_tear`),
+/// the file cannot tell a torn write that left some of its frames whole (never acknowledged
+/// either: a group is acknowledged after its `fsync`) from damage inside the segment (which
+/// would lose acknowledged records): the server starts either way, and the cut-off bytes are
+/// kept beside the log (`<segment>.cut-at-<byte>`) with an error in the log, so nothing is
+/// lost silently.
+fn cut_torn_tail(
+    dir: &Path,
+    path: &PathBuf,
+    valid_len: u64,
+    after_tear: usize,
+) -> Result<(), WalError> {
+    let io = WalError::io(dir);
+    if after_tear > 0 {
+        let kept = PathBuf::from(format!("{}.cut-at-{valid_len}", path.display()));
+        let mut from = File::open(path).map_err(&io)?;
+        from.seek(SeekFrom::Start(valid_len)).map_err(&io)?;
+        let mut to = File::create(&kept).map_err(&io)?;
+        std::io::copy(&mut from, &mut to).and_then(|_| to.sync_all()).map_err(&io)?;
+        segment::sync_dir(dir).map_err(&io)?;
+        tracing::error!(segment = %path.display(), valid_len, records_after = after_tear, kept = %kept.display(), "the newest write-ahead log segment has a bad record followed by sound ones: a torn write, or damage that loses acknowledged records; cutting it there and keeping the cut-off bytes");
+    } else {
+        tracing::warn!(segment = %path.display(), valid_len, "cutting off a torn record at the end of the write-ahead log (it was never acknowledged)");
+    }
+    let file = OpenOptions::new().write(true).open(path).map_err(&io)?;
+    file.set_len(valid_len).and_then(|()| file.sync_all()).map_err(&io)
 }

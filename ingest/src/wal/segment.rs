@@ -76,6 +76,9 @@ pub(super) struct ReadBack {
     pub valid_len: u64,
     /// The file's length.
     pub len: u64,
+    /// For a newest segment whose end is torn: how many sound records stand after the bad
+    /// frame (damage inside the segment, or a torn write that left some frames whole).
+    pub after_tear: usize,
 }
 
 /// Reads the segment at `path`. A bad frame ends the newest segment (`newest`: a write torn
@@ -102,5 +105,15 @@ pub(super) fn check(path: &Path, bytes: &[u8], newest: bool) -> Result<ReadBack,
             path.display()
         )));
     }
-    Ok(ReadBack { records: scan.records, valid_len: scan.valid_len, len })
+    let after_tear = if scan.valid_len == len {
+        0
+    } else {
+        let first_seq = path.file_name().and_then(|n| first_seq_of(&n.to_string_lossy()));
+        let after_seq = match scan.records.last() {
+            Some((record, _)) => record.seq,
+            None => first_seq.unwrap_or(1).saturating_sub(1),
+        };
+        codec::frames_after(bytes, scan.valid_len as usize, after_seq)
+    };
+    Ok(ReadBack { records: scan.records, valid_len: scan.valid_len, len, after_tear })
 }

@@ -164,6 +164,7 @@ proptest! {
         let last_start = ends[ends.len() - 2];
         let cut = last_start + 1 + at.index(bytes.len() - last_start - 1);
         assert_prefix(&bytes[..cut], &records, &ends, records.len() - 1);
+        prop_assert_eq!(read(&bytes[..cut], true).unwrap().after_tear, 0);
     }
 
     #[test]
@@ -186,6 +187,7 @@ proptest! {
         let flip = last_start + at.index(bytes.len() - last_start);
         bytes[flip] ^= 1 << bit;
         assert_prefix(&bytes, &records, &ends, records.len() - 1);
+        prop_assert_eq!(read(&bytes, true).unwrap().after_tear, 0, "nothing follows the tear");
     }
 
     #[test]
@@ -198,7 +200,9 @@ proptest! {
         // A sealed segment is reported as damaged.
         let sealed = read(&bytes, false);
         prop_assert!(matches!(sealed, Err(WalError::Corrupt(_))), "{:?}", sealed.map(|r| r.records.len()));
-        // The newest stops before the damaged record: what it reads is unchanged.
+        // The newest stops before the damaged record: what it reads is unchanged, and the
+        // sound records after it are counted (their bytes are kept when the segment is cut).
         assert_prefix(&bytes, &records, &ends, damaged);
+        prop_assert_eq!(read(&bytes, true).unwrap().after_tear, records.len() - damaged - 1);
     }
 }
