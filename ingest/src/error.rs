@@ -30,6 +30,10 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A file to load holds something Tarn would have to keep in memory whole and that is
+    /// larger than it does: a JSON file (an array is parsed whole), or one line of NDJSON.
+    #[error("{0}")]
+    FileTooLarge(String),
     /// The table does not exist and auto-create is off.
     #[error("table '{name}' does not exist (auto-create is off: create the table first)")]
     TableNotFound {
@@ -125,7 +129,7 @@ impl Classify for Error {
             | Error::Replaying { .. } => ErrorKind::Unavailable,
             Error::UniqueKeyScope { .. } => ErrorKind::Conflict,
             Error::UnsupportedMediaType(_) => ErrorKind::UnsupportedFormat,
-            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooLarge { .. } | Error::FileTooLarge(_) => ErrorKind::TooLarge,
             Error::TableNotFound { .. } => ErrorKind::NotFound,
             Error::Wal(e) => e.kind(),
             Error::Internal(_) => ErrorKind::Internal,

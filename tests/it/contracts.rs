@@ -426,74 +426,30 @@ async fn api_keys_guard_every_endpoint(backend: Backend) {
         request.header("content-type", "application/json").send()
     };
     use reqwest::Method;
-    let status = |r: reqwest::Response| r.status().as_u16();
-    assert_eq!(status(call(Method::GET, "/healthz", None, "").await.unwrap()), 200);
-    assert_eq!(
-        status(call(Method::POST, "/v1/sql", None, r#"{"sql": "SELECT 1"}"#).await.unwrap()),
-        401
-    );
-    assert_eq!(
-        status(
-            call(Method::POST, "/v1/sql", Some("wrong"), r#"{"sql": "SELECT 1"}"#).await.unwrap()
-        ),
-        401
-    );
-    assert_eq!(
-        status(
-            call(Method::POST, "/v1/sql", Some("tk_analyst"), r#"{"sql": "SELECT 1"}"#)
-                .await
-                .unwrap()
-        ),
-        200
-    );
-    assert_eq!(
-        status(
-            call(Method::POST, "/v1/sql", Some("tk_shop"), r#"{"sql": "SELECT 1"}"#).await.unwrap()
-        ),
-        403
-    );
+    let sql = r#"{"sql": "SELECT 1"}"#;
     // With keys, tables are declared first (auto-create is off).
     let events = r#"{"columns": [{"name": "sku", "type": "string"}]}"#;
-    assert_eq!(
-        status(call(Method::PUT, "/v1/tables/events", Some("tk_analyst"), events).await.unwrap()),
-        403
-    );
-    assert_eq!(
-        status(call(Method::PUT, "/v1/tables/events", Some("tk_admin"), events).await.unwrap()),
-        201
-    );
-    assert_eq!(
-        status(
-            call(Method::POST, "/v1/ingest/events", Some("tk_shop"), r#"{"sku": "A"}"#)
-                .await
-                .unwrap()
-        ),
-        202
-    );
-    assert_eq!(
-        status(
-            call(Method::POST, "/v1/ingest/clicks", Some("tk_shop"), r#"{"sku": "A"}"#)
-                .await
-                .unwrap()
-        ),
-        403
-    );
-    assert_eq!(
-        status(
-            call(Method::POST, "/v1/ingest/events", Some("tk_analyst"), r#"{"sku": "A"}"#)
-                .await
-                .unwrap()
-        ),
-        403
-    );
-    assert_eq!(
-        status(call(Method::GET, "/v1/tables/events", Some("tk_analyst"), "").await.unwrap()),
-        200
-    );
-    assert_eq!(
-        status(call(Method::DELETE, "/v1/tables/events", Some("tk_analyst"), "").await.unwrap()),
-        403
-    );
+    let sku = r#"{"sku": "A"}"#;
+    // In order: the PUT that creates `events` comes before the ingest into it.
+    let cases: [(Method, &str, Option<&str>, &str, u16); 12] = [
+        (Method::GET, "/healthz", None, "", 200),
+        (Method::POST, "/v1/sql", None, sql, 401),
+        (Method::POST, "/v1/sql", Some("wrong"), sql, 401),
+        (Method::POST, "/v1/sql", Some("tk_analyst"), sql, 200),
+        (Method::POST, "/v1/sql", Some("tk_shop"), sql, 403),
+        (Method::PUT, "/v1/tables/events", Some("tk_analyst"), events, 403),
+        (Method::PUT, "/v1/tables/events", Some("tk_admin"), events, 201),
+        (Method::POST, "/v1/ingest/events", Some("tk_shop"), sku, 202),
+        (Method::POST, "/v1/ingest/clicks", Some("tk_shop"), sku, 403),
+        (Method::POST, "/v1/ingest/events", Some("tk_analyst"), sku, 403),
+        (Method::GET, "/v1/tables/events", Some("tk_analyst"), "", 200),
+        (Method::DELETE, "/v1/tables/events", Some("tk_analyst"), "", 403),
+    ];
+    for (method, path, key, body, expected) in cases {
+        let case = format!("{method} {path} with key {key:?}");
+        let response = call(method, path, key, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{case}");
+    }
     let x_key = client
         .get(server.url("/v1/tables"))
         .header("x-tarn-key", "tk_analyst")
@@ -503,10 +459,8 @@ async fn api_keys_guard_every_endpoint(backend: Backend) {
     assert_eq!(x_key.status(), 200);
     // A publishable key: only its table, only from its origin, may come as ?key=.
     let leads = r#"{"columns": [{"name": "email", "type": "string"}]}"#;
-    assert_eq!(
-        status(call(Method::PUT, "/v1/tables/leads", Some("tk_admin"), leads).await.unwrap()),
-        201
-    );
+    let created = call(Method::PUT, "/v1/tables/leads", Some("tk_admin"), leads).await.unwrap();
+    assert_eq!(created.status(), 201);
     let form = |origin: &'static str| {
         client
             .post(server.url("/v1/ingest/leads?key=pk_site"))

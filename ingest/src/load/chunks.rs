@@ -18,6 +18,17 @@ use crate::{DecodeError, Error, FileFormat, Format, LoadProgress, Result};
 /// chunks as the interrupted one.
 pub const LOAD_CHUNK_ROWS: usize = 256 * 1024;
 
+/// Bytes of NDJSON per commit at most (a chunk ends at [`LOAD_CHUNK_ROWS`] records or here,
+/// whichever comes first). Fixed, like the records.
+pub const LOAD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
+
+/// The longest line of an NDJSON file.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest JSON file (an array or values one after another, parsed whole): larger ones
+/// go as NDJSON, which is read in chunks.
+pub const MAX_JSON_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// One chunk, checked.
 pub(crate) struct Chunk {
     pub number: i64,
@@ -63,6 +74,7 @@ pub(crate) fn infer_file_schema(
             crate::infer_schema(&sample, Format::Ndjson)?
         }
         FileFormat::Json => {
+            json_fits(path)?;
             let body = std::fs::read(path).map_err(|e| io(path, e))?;
             crate::infer_schema(&body, Format::Json)?
         }
@@ -83,6 +95,19 @@ pub(crate) fn infer_file_schema(
             arrow::datatypes::Schema::new(fields)
         }
     })
+}
+
+/// Refuses a JSON file larger than [`MAX_JSON_FILE_BYTES`] before it is read.
+fn json_fits(path: &Path) -> Result<()> {
+    let size = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
+    if size > MAX_JSON_FILE_BYTES {
+        return Err(Error::FileTooLarge(format!(
+            "the JSON file has {size} bytes: a JSON file is parsed whole, and may have at most \
+             {MAX_JSON_FILE_BYTES}; send it as NDJSON (one record per line), which is read in \
+             chunks"
+        )));
+    }
+    Ok(())
 }
 
 fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -194,9 +219,18 @@ pub(crate) fn read_chunks(
             let mut line = Vec::new();
             loop {
                 line.clear();
-                let n = lines.read_until(b'\n', &mut line).map_err(|e| io(path, e))?;
+                let n = (&mut lines)
+                    .take(MAX_LINE_BYTES as u64 + 1)
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| io(path, e))?;
                 if n > 0 {
                     line_no += 1;
+                    if line.len() > MAX_LINE_BYTES {
+                        return Err(Error::FileTooLarge(format!(
+                            "line {line_no} is longer than {MAX_LINE_BYTES} bytes, the longest \
+                             line of NDJSON a load reads"
+                        )));
+                    }
                     if line.iter().any(|b| !b.is_ascii_whitespace()) {
                         records += 1;
                     }
@@ -205,7 +239,10 @@ pub(crate) fn read_chunks(
                         chunk.push(b'\n');
                     }
                 }
-                if (n == 0 && records > 0) || records >= LOAD_CHUNK_ROWS {
+                if (n == 0 && records > 0)
+                    || records >= LOAD_CHUNK_ROWS
+                    || (records > 0 && chunk.len() >= LOAD_CHUNK_BYTES)
+                {
                     let body = std::mem::take(&mut chunk);
                     let prepared = if out.skipping() {
                         Prepared::default()
@@ -225,6 +262,7 @@ pub(crate) fn read_chunks(
         }
         FileFormat::Json => {
             let mut body = Vec::new();
+            json_fits(path)?;
             let mut reader = reader;
             reader.read_to_end(&mut body).map_err(|e| io(path, e))?;
             let body = Bytes::from(body);

@@ -8,8 +8,9 @@
 //! version is the chunk's number: a load that is interrupted and started again with the same
 //! load id skips the chunks the table already holds, so a file is never loaded twice. Reading
 //! the next chunk overlaps with committing the current one; memory stays at about two chunks
-//! whatever the file's size (JSON arrays, which cannot be split without parsing them whole,
-//! are the exception and are read whole).
+//! (of at most [`LOAD_CHUNK_BYTES`] of NDJSON) whatever the file's size. JSON files, which
+//! cannot be split without parsing them whole, are the exception: they are read whole, up to
+//! [`MAX_JSON_FILE_BYTES`].
 
 mod chunks;
 mod format;
@@ -24,7 +25,7 @@ use futures::StreamExt;
 use tarn_catalog::TableName;
 use tokio::io::AsyncWriteExt;
 
-pub use chunks::LOAD_CHUNK_ROWS;
+pub use chunks::{LOAD_CHUNK_BYTES, LOAD_CHUNK_ROWS, MAX_JSON_FILE_BYTES, MAX_LINE_BYTES};
 pub use format::FileFormat;
 pub use report::{load_app_id, load_id_for, FileLoad, LoadProgress, LoadReport, Upload};
 
@@ -215,7 +216,8 @@ impl Loader {
                 }
             }
         }
-        reader.await.expect("the reader does not panic");
+        // A reader that panicked (a bug) ended the chunks early: the load failed.
+        reader.await.map_err(|e| Error::Internal(format!("reading the file failed: {e}")))?;
         if let Some(raw) = &plan.raw {
             let (_, raw_table) = self.tables.catalog().open(raw).await?;
             if raw_table.txn_version(&app_id).await?.unwrap_or(0) < 1 {
