@@ -151,6 +151,20 @@ impl ExternalColumn {
     }
 }
 
+/// Names starting with `_` or `.` (`_SUCCESS`, `_tarn/`, `.spark-staging/`) are not data.
+pub(crate) fn hidden(segment: &str) -> bool {
+    segment.starts_with('_') || segment.starts_with('.')
+}
+
+/// True when `relative` (a path below an external table's root) is one of its data files:
+/// no hidden segment, and the table's extension.
+pub(crate) fn is_data_file(relative: &str, extension: &str) -> bool {
+    let relative = relative.trim_start_matches('/');
+    !relative.is_empty()
+        && !relative.split('/').any(hidden)
+        && relative.to_ascii_lowercase().ends_with(extension)
+}
+
 impl ExternalSource {
     /// The columns of the data files followed by the partition columns: the table's schema
     /// as queries see it (for file formats).

@@ -82,6 +82,7 @@ pub use error::{Error, Result};
 pub use ingestor::{Ingestor, OpenIngest};
 pub use load::{
     load_id_for, FileFormat, FileLoad, LoadConfig, LoadProgress, LoadReport, Loader, Upload,
+    LOAD_CHUNK_BYTES, LOAD_CHUNK_ROWS, MAX_JSON_FILE_BYTES, MAX_LINE_BYTES,
 };
 pub use maintenance::MaintenanceConfig;
 pub use nodes::Nodes;

@@ -92,7 +92,7 @@ impl Catalog {
         let mut listing = store.list(Some(&prefix));
         while let Some(meta) = listing.try_next().await? {
             let relative = meta.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or("");
-            if !crate::crawl::discover::is_data_file(relative, &extension) {
+            if !crate::definition::is_data_file(relative, &extension) {
                 continue;
             }
             files += 1;

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use object_store::path::Path;
 use object_store::ObjectMeta;
 
+use crate::definition::hidden;
 use crate::ExternalFormat;
 
 /// A table found by listing.
@@ -58,20 +59,6 @@ pub(crate) fn format_of(file_name: &str) -> Option<(ExternalFormat, &'static str
     .into_iter()
     .find(|(ext, _)| lower.ends_with(ext) && lower.len() > ext.len())
     .map(|(ext, format)| (format, ext))
-}
-
-/// Names starting with `_` or `.` (`_SUCCESS`, `_tarn/`, `.spark-staging/`) are not data.
-pub(crate) fn hidden(segment: &str) -> bool {
-    segment.starts_with('_') || segment.starts_with('.')
-}
-
-/// True when `relative` (a path below an external table's root) is one of its data files:
-/// no hidden segment, and the table's extension.
-pub(crate) fn is_data_file(relative: &str, extension: &str) -> bool {
-    let relative = relative.trim_start_matches('/');
-    !relative.is_empty()
-        && !relative.split('/').any(hidden)
-        && relative.to_ascii_lowercase().ends_with(extension)
 }
 
 /// `key=value` of a Hive partition directory.

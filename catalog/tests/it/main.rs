@@ -14,7 +14,11 @@ fn schema() -> Schema {
     ])
 }
 
-backend_tests!(create_list_describe_delete, concurrent_create_registers_once);
+backend_tests!(
+    create_list_describe_delete,
+    concurrent_create_registers_once,
+    names_stored_by_tarn_0_1_stay_readable
+);
 
 async fn create_list_describe_delete(backend: Backend) {
     let test = TestLake::new(backend);
@@ -72,4 +76,46 @@ async fn concurrent_create_registers_once(backend: Backend) {
         [ra, rb].into_iter().filter_map(|r| r.ok()).map(|(d, _)| d.created_by).collect();
     assert_eq!(winners.len(), 1, "exactly one create wins");
     assert_eq!(a.definition(&name).await.unwrap().created_by, winners[0]);
+}
+
+/// Tarn 0.1 allowed names beginning with `_`. Found in review: listing such a table panicked
+/// (`TableDefinition::name` validated with today's rules), so did every crawl; and a stored
+/// document whose name is no name at all must be an error, not a panic either.
+async fn names_stored_by_tarn_0_1_stay_readable(backend: Backend) {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let test = TestLake::new(backend);
+    let catalog = Catalog::new(Arc::new(test.open().await));
+    let old = TableName::parse("old").unwrap();
+    catalog.create(&old, &schema(), &[], "api").await.unwrap();
+    let store = catalog.lake().store().clone();
+    let prefix = object_store::path::Path::from("_tarn/catalog/tables/default/old");
+    let listed: Vec<_> =
+        futures::TryStreamExt::try_collect(store.list(Some(&prefix))).await.unwrap();
+    let document = listed[0].location.clone();
+    let file = document.filename().unwrap().to_string();
+    let text =
+        String::from_utf8(store.get(&document).await.unwrap().bytes().await.unwrap().to_vec())
+            .unwrap();
+    assert!(text.contains(r#""name": "old""#), "{text}");
+    // The same table, as Tarn 0.1 would have stored it under `_old`.
+    let legacy = text.replace(r#""name": "old""#, r#""name": "_old""#);
+    let path = object_store::path::Path::from(format!("_tarn/catalog/tables/default/_old/{file}"));
+    store.put(&path, PutPayload::from(legacy.into_bytes())).await.unwrap();
+    catalog.delete(&old, false).await.unwrap();
+
+    let names: Vec<String> =
+        catalog.list().await.unwrap().iter().map(|d| d.name().to_string()).collect();
+    assert_eq!(names, vec!["default._old"]);
+    let stored = TableName::stored("default", "_old").unwrap();
+    assert_eq!(catalog.definition(&stored).await.unwrap().name(), stored);
+    assert!(TableName::parse("_old").is_err(), "new tables still may not begin with '_'");
+
+    // A document whose name is not a name: an error that names the document.
+    let broken = text.replace(r#""name": "old""#, r#""name": "no-name!""#);
+    let path =
+        object_store::path::Path::from(format!("_tarn/catalog/tables/default/broken/{file}"));
+    store.put(&path, PutPayload::from(broken.into_bytes())).await.unwrap();
+    let error = catalog.list().await.unwrap_err();
+    assert!(matches!(error, Error::Document { .. }), "{error:?}");
+    assert!(error.to_string().contains("default/broken"), "{error}");
 }

@@ -23,6 +23,8 @@ backend_tests!(
     refuses_what_it_cannot_take,
     full_wal_answers_503,
     contract_rows_survive_a_crash_once,
+    unreadable_logged_records_are_released,
+    loads_refuse_what_they_would_hold_whole,
 );
 
 /// A declared table with a unique key: rows and rejected rows acknowledged before a crash are
@@ -287,4 +289,90 @@ async fn full_wal_answers_503(backend: Backend) {
     }
     f.ingestor.shutdown().await;
     assert_eq!(f.rows("burst").await as usize, accepted, "every accepted record, once");
+}
+
+/// Found in review: records the replay could not read back (the table was dropped and made
+/// again with another schema while the server was down) were dropped from the replay but
+/// never released, so their segments stayed and the log filled up. Now they are released
+/// like committed ones.
+async fn unreadable_logged_records_are_released(backend: Backend) {
+    let never = |c: &mut IngestConfig| {
+        c.flush.max_age_ms = 3_600_000;
+        // A segment per record, so that released records free their segments.
+        c.wal.segment_bytes = 64;
+    };
+    let mut f = Fixture::new(backend, never).await;
+    let table = TableName::parse("events").unwrap();
+    for n in 0..3 {
+        let body = Bytes::from(format!("{{\"n\": {n}}}"));
+        f.ingestor.ingest(&table, body, Format::Json, IngestOptions::default()).await.unwrap();
+    }
+    let logged = f.ingestor.wal_bytes();
+    f.ingestor.shutdown_now().await;
+    let segments = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("wal-"))
+            .count()
+    };
+    assert!(segments(f.wal_dir.path()) >= 3, "one segment per record");
+    // While the server is down, the table is made again: `n` is a boolean now.
+    let (status, _) =
+        crate::support::call(&f.router, "DELETE", "/v1/tables/events?purge=true", &[], vec![])
+            .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let spec = br#"{"columns": [{"name": "n", "type": "boolean"}]}"#.to_vec();
+    let (status, body) =
+        crate::support::call(&f.router, "PUT", "/v1/tables/events", &[], spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    f.restart(never).await;
+    f.replayed().await;
+    assert_eq!(f.rows("events").await, 0, "numbers do not read as booleans");
+    assert!(
+        f.ingestor.wal_bytes() < logged,
+        "the records are released: {} of {logged} bytes left",
+        f.ingestor.wal_bytes()
+    );
+    assert_eq!(segments(f.wal_dir.path()), 1, "only the active segment is left");
+    f.ingestor.shutdown().await;
+}
+
+/// Found in review: a load read a JSON file, or one NDJSON line, whole whatever its size.
+/// Both are bounded now, with 413 and what to do instead.
+async fn loads_refuse_what_they_would_hold_whole(backend: Backend) {
+    use std::sync::Arc;
+    use tarn_ingest::{FileFormat, FileLoad, LoadConfig, LoadProgress, Loader, Source};
+    use tarn_lake::{Classify, ErrorKind};
+    let f = Fixture::new(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LoadConfig { spool_dir: dir.path().join("spool"), max_upload_bytes: u64::MAX };
+    let loader = Loader::new(f.ingestor.tables().clone(), config);
+    let load = |path: std::path::PathBuf, format| FileLoad {
+        table: TableName::parse("bounded").unwrap(),
+        path,
+        format,
+        load_id: format!("{format:?}"),
+        source: Source::File("test".into()),
+        progress: Arc::new(LoadProgress::default()),
+        raw_object: None,
+    };
+
+    let ndjson = dir.path().join("long-line.ndjson");
+    let mut text = b"{\"s\": \"short\"}\n{\"s\": \"".to_vec();
+    text.resize(text.len() + tarn_ingest::MAX_LINE_BYTES, b'x');
+    text.extend_from_slice(b"\"}\n");
+    std::fs::write(&ndjson, text).unwrap();
+    let error = loader.load_file(load(ndjson, FileFormat::Ndjson)).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TooLarge, "{error}");
+    assert!(error.to_string().contains("line 2 is longer than"), "{error}");
+
+    // Larger than a JSON file may be (sparse: no bytes written), refused before it is read.
+    let json = dir.path().join("huge.json");
+    let file = std::fs::File::create(&json).unwrap();
+    file.set_len(tarn_ingest::MAX_JSON_FILE_BYTES + 1).unwrap();
+    let error = loader.load_file(load(json, FileFormat::Json)).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TooLarge, "{error}");
+    assert!(error.to_string().contains("send it as NDJSON"), "{error}");
+    f.ingestor.shutdown().await;
 }

@@ -67,9 +67,11 @@ pub(crate) fn infer_file_schema(
         FileFormat::Csv => crate::csv::infer_table(file)?,
         FileFormat::Ndjson => {
             let mut sample = Vec::new();
-            for line in BufReader::new(file).lines().take(1000) {
-                sample.extend_from_slice(line.map_err(|e| io(path, e))?.as_bytes());
-                sample.push(b'\n');
+            let mut reader = BufReader::new(file);
+            for line_no in 1..=1000 {
+                if read_line(&mut reader, &mut sample, line_no, path)? == 0 {
+                    break;
+                }
             }
             crate::infer_schema(&sample, Format::Ndjson)?
         }
@@ -95,6 +97,29 @@ pub(crate) fn infer_file_schema(
             arrow::datatypes::Schema::new(fields)
         }
     })
+}
+
+/// Appends the next line of `reader` (number `line_no`) to `out`, with its `\n`; answers its
+/// length, 0 at the end. A line longer than [`MAX_LINE_BYTES`] is an error.
+fn read_line(
+    reader: &mut impl BufRead,
+    out: &mut Vec<u8>,
+    line_no: usize,
+    path: &Path,
+) -> Result<usize> {
+    let start = out.len();
+    let n =
+        reader.take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', out).map_err(|e| io(path, e))?;
+    if out.len() - start > MAX_LINE_BYTES {
+        return Err(Error::FileTooLarge(format!(
+            "line {line_no} is longer than {MAX_LINE_BYTES} bytes, the longest line of NDJSON a \
+             load reads"
+        )));
+    }
+    if n > 0 && !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    Ok(n)
 }
 
 /// Refuses a JSON file larger than [`MAX_JSON_FILE_BYTES`] before it is read.
@@ -216,27 +241,13 @@ pub(crate) fn read_chunks(
             let mut lines = BufReader::with_capacity(1 << 20, reader);
             let mut chunk = Vec::new();
             let (mut records, mut first_line, mut line_no) = (0usize, 1usize, 0usize);
-            let mut line = Vec::new();
             loop {
-                line.clear();
-                let n = (&mut lines)
-                    .take(MAX_LINE_BYTES as u64 + 1)
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| io(path, e))?;
+                let start = chunk.len();
+                let n = read_line(&mut lines, &mut chunk, line_no + 1, path)?;
                 if n > 0 {
                     line_no += 1;
-                    if line.len() > MAX_LINE_BYTES {
-                        return Err(Error::FileTooLarge(format!(
-                            "line {line_no} is longer than {MAX_LINE_BYTES} bytes, the longest \
-                             line of NDJSON a load reads"
-                        )));
-                    }
-                    if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                    if chunk[start..].iter().any(|b| !b.is_ascii_whitespace()) {
                         records += 1;
-                    }
-                    chunk.extend_from_slice(&line);
-                    if !line.ends_with(b"\n") {
-                        chunk.push(b'\n');
                     }
                 }
                 if (n == 0 && records > 0)
