@@ -147,7 +147,7 @@ pub(super) fn decode(
         Layout::Array(ref records) => run(&schema, records.iter().map(|r| r.bytes)),
     };
     match result {
-        Ok(batches) if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 => {
+        Ok(batches) if row_count(&batches) == 0 => {
             Err(DecodeError::at(Some(1), "the body holds no records"))
         }
         Ok(batches) => Ok(batches),
@@ -192,6 +192,11 @@ impl Lenient<'_> {
     }
 }
 
+/// The rows of `batches`.
+fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
 /// Why a record that is valid JSON still does not make exactly one row.
 const NOT_ONE_OBJECT: &str = "each record must be one JSON object";
 
@@ -225,17 +230,13 @@ pub fn decode_lenient<'a>(
     // Fast path: every record decodes, one row each. A line of NDJSON holding two values
     // decodes to two rows; the slow path refuses it as a syntax error of its line.
     let batches = match run(&schema, chunks.iter().copied()) {
-        Ok(batches) if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == chunks.len() => {
-            batches
-        }
+        Ok(batches) if row_count(&batches) == chunks.len() => batches,
         _ => {
             rows.clear();
             for (i, chunk) in chunks.iter().enumerate() {
                 check_syntax(&records[i])?;
                 match run(&schema, [*chunk]) {
-                    Ok(one) if one.iter().map(RecordBatch::num_rows).sum::<usize>() == 1 => {
-                        rows.push(i)
-                    }
+                    Ok(one) if row_count(&one) == 1 => rows.push(i),
                     Ok(_) => return Err(DecodeError::at(Some(records[i].line), NOT_ONE_OBJECT)),
                     Err(e) => {
                         let (rule, field, reason) = classify(&library_message(&e));
@@ -245,7 +246,7 @@ pub fn decode_lenient<'a>(
             }
             let batches = run(&schema, rows.iter().map(|&i| chunks[i]))
                 .map_err(|e| DecodeError::at(None, library_message(&e)))?;
-            if batches.iter().map(RecordBatch::num_rows).sum::<usize>() != rows.len() {
+            if row_count(&batches) != rows.len() {
                 return Err(DecodeError::at(None, NOT_ONE_OBJECT));
             }
             batches

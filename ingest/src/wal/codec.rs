@@ -224,10 +224,7 @@ pub(super) fn scan(bytes: &[u8]) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
     while let Some(frame) = frame_at(bytes, at) {
-        if crc32fast::hash(frame.payload) != frame.crc {
-            break;
-        }
-        let Some(record) = decode(frame.payload) else { break };
+        let Some(record) = frame.record() else { break };
         records.push((record, frame.size() as u64));
         at += frame.size();
     }
@@ -251,7 +248,7 @@ pub(super) fn frames_after(bytes: &[u8], from: usize, after_seq: u64) -> usize {
     let mut at = from + 1;
     while at + FRAME_HEADER < bytes.len() {
         match frame_at(bytes, at) {
-            Some(frame) if plausible(frame.payload) && frame.sound() => {
+            Some(frame) if plausible(frame.payload) && frame.record().is_some() => {
                 found += 1;
                 at += frame.size();
             }
@@ -272,9 +269,9 @@ impl Frame<'_> {
         FRAME_HEADER + self.payload.len()
     }
 
-    /// Its CRC matches and its payload decodes to a record.
-    fn sound(&self) -> bool {
-        crc32fast::hash(self.payload) == self.crc && decode(self.payload).is_some()
+    /// Its record, when its CRC matches and its payload decodes exactly.
+    fn record(&self) -> Option<WalRecord> {
+        (crc32fast::hash(self.payload) == self.crc).then(|| decode(self.payload)).flatten()
     }
 }
 
