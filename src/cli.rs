@@ -13,7 +13,7 @@ use crate::config::{
     CrawlArgs, KeyArgs, KeyCommand, LakeArgs, LoadArgs, OptimizeArgs, SqlArgs, VacuumArgs,
 };
 
-async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
+pub(crate) async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
     let opened = Lake::open(&lake.lake, LakeOptions::default())
         .await
         .with_context(|| format!("cannot open the lake at {}", lake.lake))?;

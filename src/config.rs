@@ -9,6 +9,7 @@ use tarn_catalog::TableSpec;
 use tarn_ingest::dropzone::DropZoneConfig;
 use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, UniqueKeyScope, WalConfig};
 use tarn_lake::LakeOptions;
+use tarn_pipelines::{AlertsConfig, JobSpec, JobsConfig, SmtpConfig};
 use tarn_query::QueryConfig;
 
 /// Tarn: ingest over HTTP into Delta Lake tables, a catalog, and SQL over REST.
@@ -24,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve ingest, the catalog and SQL over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one SQL query on the lake, without a server, and print an aligned table.
     Sql(SqlArgs),
     /// Compact a table's small files now (also runs in the background of `serve`).
@@ -38,6 +39,79 @@ pub enum Command {
     Crawl(CrawlArgs),
     /// Make an API key for tarn.toml, or hash an existing one.
     Key(KeyArgs),
+    /// Scheduled jobs: list them, or run one now (with or without a server).
+    Job(JobArgs),
+}
+
+/// `tarn job`.
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: JobCommand,
+}
+
+/// `tarn job list|run`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum JobCommand {
+    /// List the jobs of the lake (those of tarn.toml applied first) with their next run.
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        lake: LakeArgs,
+        /// Job (and table) definitions to apply first (the `[[jobs]]` of tarn.toml).
+        #[arg(long, env = "TARN_CONFIG", default_value = "tarn.toml")]
+        config: PathBuf,
+    },
+    /// Run a job once, now, in this process; waits for the run's end and exits non-zero when
+    /// it failed. Safe beside running servers: the run has an id of its own.
+    Run {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        lake: LakeArgs,
+        /// Job (and table) definitions to apply first (the `[[jobs]]` of tarn.toml).
+        #[arg(long, env = "TARN_CONFIG", default_value = "tarn.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        notify: NotifyArgs,
+        /// The job.
+        name: String,
+    },
+}
+
+/// Where notifications (of jobs and alarms) go out.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// The SMTP server for e-mail: smtp://host:port (STARTTLS with --smtp-starttls),
+    /// smtps://host:port (TLS); a login may be in the URL (smtp://user:pass@host:587).
+    #[arg(long, env = "TARN_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The sender of e-mail, e.g. "Tarn <tarn@example.com>".
+    #[arg(long, env = "TARN_SMTP_FROM", default_value = "tarn@localhost")]
+    pub smtp_from: String,
+    /// Upgrade the SMTP connection with STARTTLS (required when set).
+    #[arg(long, env = "TARN_SMTP_STARTTLS")]
+    pub smtp_starttls: bool,
+    /// SMTP login name (when not in the URL).
+    #[arg(long, env = "TARN_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP password (when not in the URL); prefer the environment variable.
+    #[arg(long, env = "TARN_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+}
+
+impl NotifyArgs {
+    /// The SMTP settings, when a server is named.
+    pub fn smtp(&self) -> Option<SmtpConfig> {
+        self.smtp_url.as_ref().map(|url| SmtpConfig {
+            url: url.clone(),
+            from: self.smtp_from.clone(),
+            starttls: self.smtp_starttls,
+            username: self.smtp_username.clone(),
+            password: self.smtp_password.clone(),
+        })
+    }
 }
 
 /// `tarn load`.
@@ -221,6 +295,16 @@ pub struct ServeArgs {
     /// Seconds between looks at the drop zone (_tarn/landing/<table>/ in the lake); 0 turns it off.
     #[arg(long, env = "TARN_LANDING_POLL_SECS", default_value_t = DropZoneConfig::default().poll_secs)]
     pub landing_poll_secs: u64,
+    /// Run the scheduled jobs on this server (every server of a lake may; each occurrence
+    /// runs once). With `false`, the jobs API still serves and runs jobs asked for by hand.
+    #[arg(long, env = "TARN_JOBS", default_value_t = true, action = ArgAction::Set)]
+    pub jobs: bool,
+    /// Seconds between reads of the job definitions from the lake (other servers' changes).
+    #[arg(long, env = "TARN_JOBS_REFRESH_SECS", default_value_t = JobsConfig::default().refresh.as_secs())]
+    pub jobs_refresh_secs: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub notify: NotifyArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub query: QueryArgs,
@@ -333,6 +417,14 @@ pub struct ServeConfig {
     pub keys: Vec<KeySpec>,
     /// Whether `auto_create` was set explicitly (otherwise it follows whether keys exist).
     pub auto_create_set: bool,
+    /// Jobs to create or change at start.
+    pub jobs: Vec<(String, JobSpec)>,
+    /// The scheduler's settings.
+    pub jobs_config: JobsConfig,
+    /// The SMTP server of e-mail notifications, if any.
+    pub smtp: Option<SmtpConfig>,
+    /// Alarms.
+    pub alerts: AlertsConfig,
 }
 
 impl ServeConfig {
@@ -348,6 +440,10 @@ impl ServeConfig {
             tables: Vec::new(),
             keys: Vec::new(),
             auto_create_set: false,
+            jobs: Vec::new(),
+            jobs_config: JobsConfig::default(),
+            smtp: None,
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -369,6 +465,16 @@ impl ServeConfig {
 /// scopes = ["ingest:leads"]
 /// publishable = true
 /// allowed_origins = ["https://www.example.com"]
+///
+/// [[jobs]]
+/// name = "leads_by_country"
+/// schedule = "0 7 * * *"
+/// timezone = "Europe/Oslo"
+/// sql = "SELECT country, count(*) AS leads FROM leads GROUP BY country"
+/// into = { table = "reports.leads_by_country", mode = "replace" }
+///
+/// [alerts]
+/// email = ["ops@example.com"]
 /// ```
 #[derive(Debug, Default)]
 pub struct FileConfig {
@@ -376,6 +482,10 @@ pub struct FileConfig {
     pub tables: Vec<(String, TableSpec)>,
     /// `[[keys]]`.
     pub keys: Vec<KeySpec>,
+    /// `[[jobs]]`, by name.
+    pub jobs: Vec<(String, JobSpec)>,
+    /// `[alerts]`.
+    pub alerts: AlertsConfig,
 }
 
 impl FileConfig {
@@ -400,8 +510,24 @@ impl FileConfig {
             tables: Vec<toml::Table>,
             #[serde(default)]
             keys: Vec<KeySpec>,
+            #[serde(default)]
+            jobs: Vec<toml::Table>,
+            #[serde(default)]
+            alerts: AlertsConfig,
         }
         let raw: Raw = toml::from_str(text)?;
+        let mut jobs = Vec::with_capacity(raw.jobs.len());
+        for (i, job) in raw.jobs.into_iter().enumerate() {
+            let mut value = serde_json::to_value(&job)?;
+            let name = value
+                .as_object_mut()
+                .and_then(|o| o.remove("name"))
+                .and_then(|n| n.as_str().map(String::from))
+                .ok_or_else(|| anyhow::anyhow!("[[jobs]] entry {} has no name", i + 1))?;
+            let spec =
+                JobSpec::from_json(value).map_err(|e| anyhow::anyhow!("job '{name}': {e}"))?;
+            jobs.push((name, spec));
+        }
         let mut tables = Vec::with_capacity(raw.tables.len());
         for (i, table) in raw.tables.into_iter().enumerate() {
             let value = serde_json::to_value(&table)?;
@@ -414,7 +540,7 @@ impl FileConfig {
                 .map_err(|e| anyhow::anyhow!("table '{name}': {e}"))?;
             tables.push((name, spec));
         }
-        Ok(FileConfig { tables, keys: raw.keys })
+        Ok(FileConfig { tables, keys: raw.keys, jobs, alerts: raw.alerts })
     }
 }
 
@@ -426,6 +552,8 @@ impl ServeConfig {
         let mut config = ServeConfig::from(args);
         config.tables = file.tables;
         config.keys = file.keys;
+        config.jobs = file.jobs;
+        config.alerts = file.alerts;
         Ok(config)
     }
 }
@@ -435,6 +563,12 @@ impl From<ServeArgs> for ServeConfig {
         let auto_create_set = args.auto_create.is_some();
         ServeConfig {
             auto_create_set,
+            smtp: args.notify.smtp(),
+            jobs_config: JobsConfig {
+                schedule: args.jobs,
+                refresh: std::time::Duration::from_secs(args.jobs_refresh_secs.max(1)),
+                ..JobsConfig::default()
+            },
             listen: args.listen,
             pg_listen: args.pg_listen.0,
             query: args.query.into(),

@@ -11,7 +11,8 @@ async fn main() -> anyhow::Result<()> {
     tarn::telemetry::init();
     match Cli::parse().command {
         Command::Serve(args) => {
-            let app = tarn::Application::build(tarn::config::ServeConfig::from_args(args)?).await?;
+            let app =
+                tarn::Application::build(tarn::config::ServeConfig::from_args(*args)?).await?;
             app.run_until_stopped().await
         }
         Command::Sql(args) => tarn::cli::sql(&args).await,
@@ -20,5 +21,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => tarn::cli::load(&args).await,
         Command::Crawl(args) => tarn::cli::crawl(&args).await,
         Command::Key(args) => tarn::cli::key(&args),
+        Command::Job(args) => tarn::job::job(&args).await,
     }
 }

@@ -11,6 +11,7 @@ use tarn_catalog::auth::KeyRing;
 use tarn_catalog::{Catalog, DefineStatus, TableName, TableSpec};
 use tarn_ingest::{CorsGrant, Ingestor, Loader, Nodes, Tables};
 use tarn_lake::{Classify, ErrorKind, Lake};
+use tarn_pipelines::{Alerts, Jobs, Notifier, RetryPolicy};
 use tarn_query::queries::QueryManager;
 use tarn_query::QueryEngine;
 use tokio::net::TcpListener;
@@ -90,6 +91,7 @@ impl Services {
         let node = open.node_id().to_string();
         let nodes = Nodes::join(catalog.lake().store().clone(), &node, "serve");
         let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables(), Some(nodes.clone())));
+        let events = tables.events().clone();
         let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
         let ingestor = open
             .start(tables)
@@ -101,6 +103,28 @@ impl Services {
         );
         let queries = QueryManager::start(engine.clone());
         let (stop, stopped) = watch::channel(false);
+        let notifier = Notifier::new(config.smtp.clone(), RetryPolicy::default())
+            .context("cannot set up notifications (--smtp-url, --smtp-from)")?;
+        let jobs = Jobs::new(
+            catalog.clone(),
+            engine.clone(),
+            notifier.clone(),
+            node.clone(),
+            config.jobs_config.clone(),
+        );
+        if let Err(e) = jobs.apply_config(&config.jobs).await {
+            if e.kind() != ErrorKind::Unavailable {
+                return Err(anyhow::Error::new(e).context("cannot apply the configured jobs"));
+            }
+            tracing::warn!(error = %e, "storage is unreachable: the configured jobs are applied once it answers");
+            tokio::spawn(apply_jobs_later(jobs.clone(), config.jobs.clone()));
+        }
+        jobs.start(stopped.clone());
+        if let Some(alerts) = Alerts::new(&config.alerts, notifier)
+            .context("cannot set up the alarms ([alerts] in tarn.toml)")?
+        {
+            alerts.watch(&events, stopped.clone());
+        }
         tokio::spawn(tarn_ingest::dropzone::run(
             loader.clone(),
             node,
@@ -117,8 +141,16 @@ impl Services {
                 reasons
             })
         };
-        let api =
-            tarn_http::Services { catalog, ingestor, loader, engine, queries, keys, readiness };
+        let api = tarn_http::Services {
+            catalog,
+            ingestor,
+            loader,
+            engine,
+            queries,
+            keys,
+            readiness,
+            jobs,
+        };
         Ok(Services { api, nodes, stop })
     }
 }
@@ -144,6 +176,19 @@ async fn apply_later(
                 }
                 *failure.lock().expect("configured") = Some(format!("{e:#}"));
             }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Applies the configured jobs once storage answers (it did not at start).
+async fn apply_jobs_later(jobs: Arc<Jobs>, configured: Vec<(String, tarn_pipelines::JobSpec)>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(backoff).await;
+        match jobs.apply_config(&configured).await {
+            Ok(()) => return tracing::info!("applied the configured jobs"),
+            Err(e) => tracing::warn!(error = %e, "cannot apply the configured jobs yet"),
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }

@@ -60,6 +60,6 @@ pub use contract::{storable, CompiledDerived, CompiledExpr, CompiledRule, Contra
 pub use crawl::{CrawlFrom, CrawlLocation, CrawlOptions, CrawlReport, CrawledTable, Crawler};
 pub use definition::{ColumnInfo, ExternalColumn, ExternalFormat, ExternalSource, TableDefinition};
 pub use error::{Error, Result};
-pub use name::{TableName, DEFAULT_NAMESPACE};
+pub use name::{TableName, DEFAULT_NAMESPACE, SYSTEM_NAMESPACE};
 pub use spec::{ColumnSpec, ColumnType, TableSpec};
 pub use types::type_name;

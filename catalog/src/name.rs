@@ -7,6 +7,10 @@ use crate::{Error, Result};
 /// The namespace of tables named without one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// The namespace of the tables Tarn keeps about itself (`system.job_runs`); only Tarn creates
+/// tables in it.
+pub const SYSTEM_NAMESPACE: &str = "system";
+
 /// A table's qualified name: `namespace.table`.
 ///
 /// Names are case-insensitive like unquoted SQL identifiers and stored in lower case; each part

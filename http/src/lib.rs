@@ -2,7 +2,8 @@
 //!
 //! `tarn-http` is the edge of Tarn: it owns everything HTTP and no domain logic. It assembles
 //! the routes of ingest (`/v1/ingest`, uploads), SQL (`/v1/sql`, `/v1/queries`) and the catalog
-//! (`/v1/tables`, `/v1/namespaces`, `/v1/crawl`) over the domain crates' services; turns their
+//! (`/v1/tables`, `/v1/namespaces`, `/v1/crawl`) and scheduled jobs (`/v1/jobs`) over the
+//! domain crates' services; turns their
 //! errors into answers through one table ([`error::status_of`]: an error's
 //! [`tarn_lake::ErrorKind`] decides its status); checks API keys with the scope each route
 //! declares where it is defined ([`auth`]); and adds CORS for browser forms, body limits,
@@ -23,6 +24,7 @@ mod catalog;
 pub mod error;
 mod health;
 mod ingest;
+mod jobs;
 mod query;
 mod stream;
 
@@ -63,6 +65,8 @@ pub struct Services {
     pub keys: Arc<KeyRing>,
     /// What `/readyz` reports.
     pub readiness: Readiness,
+    /// Scheduled jobs.
+    pub jobs: Arc<tarn_pipelines::Jobs>,
 }
 
 /// The complete HTTP API over `services`.
@@ -79,6 +83,7 @@ pub fn router(services: &Services) -> Router {
         .merge(ingest::routes(Routes::new(keys.clone()), &ingest).with_state(ingest))
         .merge(query::routes(Routes::new(keys.clone())).with_state(sql))
         .merge(catalog::routes(Routes::new(keys.clone())).with_state(services.catalog.clone()))
+        .merge(jobs::routes(Routes::new(keys.clone())).with_state(services.jobs.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(keys.clone())

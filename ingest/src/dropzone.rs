@@ -181,6 +181,12 @@ async fn handle(loader: &Loader, meta: &ObjectMeta, table: &str, file: &str) {
                 Utc::now().to_rfc3339()
             );
             let moved = store.rename(&meta.location, &failed).await;
+            loader.tables().events().emit(crate::IngestEvent::FileFailed {
+                table: table.to_string(),
+                file: file.to_string(),
+                moved_to: failed.to_string(),
+                error: e.to_string(),
+            });
             let reported = store.put(&report, PutPayload::from(Bytes::from(text))).await;
             if let Err(e) = moved.map(|_| ()).and(reported.map(|_| ())) {
                 tracing::error!(file = %meta.location, error = %e, "cannot move a failed file");

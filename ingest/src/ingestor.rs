@@ -115,7 +115,11 @@ impl Ingestor {
             catalog: catalog.clone(),
             wal: wal.clone(),
             keys: keys.clone(),
-            maintenance: Arc::new(Maintenance::new(catalog, config.maintenance.clone())),
+            maintenance: Arc::new(Maintenance::new(
+                catalog,
+                config.maintenance.clone(),
+                tables.events().clone(),
+            )),
             node_id,
         });
         let (stop, stopped) = watch::channel(false);
@@ -170,6 +174,25 @@ impl Ingestor {
         format: Format,
         options: IngestOptions,
     ) -> Result<IngestReceipt> {
+        let receipt = self.ingest_body(name, body, format, options).await;
+        let events = self.tables.events();
+        match &receipt {
+            Ok(_) => events.accepted(),
+            Err(e) if tarn_lake::Classify::kind(e) == tarn_lake::ErrorKind::Unavailable => {
+                events.refused()
+            }
+            Err(_) => {}
+        }
+        receipt
+    }
+
+    async fn ingest_body(
+        &self,
+        name: &TableName,
+        body: Bytes,
+        format: Format,
+        options: IngestOptions,
+    ) -> Result<IngestReceipt> {
         let table_key = name.to_string();
         let guard = match &options.key {
             None => None,
@@ -212,6 +235,14 @@ impl Ingestor {
         counts.accepted -= duplicates;
         let errors: Vec<String> =
             rejected.iter().take(ERRORS_SHOWN).map(Rejection::summary).collect();
+        if let Some(first) = errors.first() {
+            self.tables.events().emit(crate::IngestEvent::RowsRejected {
+                table: name.clone(),
+                rows: rejected.len() as u64,
+                first_error: first.clone(),
+                source: options.source.to_string(),
+            });
+        }
         let parts = {
             let plan = plan.clone();
             let at = received.timestamp_micros();

@@ -58,6 +58,7 @@ mod decode;
 pub mod dropzone;
 pub mod encoding;
 mod error;
+pub mod events;
 pub mod form;
 pub mod idempotency;
 mod ingestor;
@@ -79,6 +80,7 @@ use decode::csv;
 pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Lenient, MAX_NESTING};
 pub use dropzone::DropZoneConfig;
 pub use error::{Error, Result};
+pub use events::{Events, IngestEvent};
 pub use ingestor::{Ingestor, OpenIngest};
 pub use load::{
     load_id_for, FileFormat, FileLoad, LoadConfig, LoadProgress, LoadReport, Loader, Upload,

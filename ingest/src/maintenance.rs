@@ -73,13 +73,14 @@ struct Plan {
 pub struct Maintenance {
     catalog: Arc<Catalog>,
     config: MaintenanceConfig,
+    events: crate::Events,
     tables: Mutex<HashMap<TableName, TableState>>,
 }
 
 impl Maintenance {
-    /// Maintenance over `catalog`'s tables.
-    pub fn new(catalog: Arc<Catalog>, config: MaintenanceConfig) -> Self {
-        Maintenance { catalog, config, tables: Mutex::new(HashMap::new()) }
+    /// Maintenance over `catalog`'s tables; failures are reported on `events`.
+    pub fn new(catalog: Arc<Catalog>, config: MaintenanceConfig, events: crate::Events) -> Self {
+        Maintenance { catalog, config, events, tables: Mutex::new(HashMap::new()) }
     }
 
     /// Called after each commit of `name` (at `table`'s new version); starts a background run
@@ -123,6 +124,10 @@ impl Maintenance {
         tokio::spawn(async move {
             if let Err(e) = this.run(&name, plan).await {
                 tracing::warn!(table = %name, error = %e, "maintenance failed; it runs again after a later commit");
+                this.events.emit(crate::IngestEvent::MaintenanceFailed {
+                    table: name.clone(),
+                    error: e.to_string(),
+                });
             }
             if let Some(state) = this.tables.lock().expect("maintenance state").get_mut(&name) {
                 state.running = false;

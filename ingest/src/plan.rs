@@ -18,6 +18,7 @@ use tarn_catalog::{companion, Catalog, ColumnType, Contract, TableDefinition, Ta
 use tarn_lake::{Classify, ErrorKind};
 
 use crate::buffer::FlushConfig;
+use crate::events::Events;
 use crate::nodes::Nodes;
 use crate::snapshot::Snapshots;
 use crate::unique::UniqueKeys;
@@ -122,6 +123,8 @@ pub struct Tables {
     replaying: Mutex<HashSet<TableName>>,
     /// Plans kept on local disk.
     snapshots: Option<Snapshots>,
+    /// What ingest reports to watchers (alarms).
+    events: Events,
 }
 
 impl Tables {
@@ -139,7 +142,13 @@ impl Tables {
             nodes,
             peers: Mutex::new(None),
             replaying: Mutex::new(HashSet::new()),
+            events: Events::default(),
         }
+    }
+
+    /// What ingest reports (failed files, rejected rows, refusals, failed maintenance).
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// The catalog.

@@ -7,8 +7,9 @@
 //! * building the object store for it, with AWS credentials resolved through the standard
 //!   aws-config chain (environment, profile, web identity, IMDS) and `AWS_ENDPOINT_URL`,
 //!   `AWS_REGION`, `AWS_ALLOW_HTTP` honoured for MinIO and other S3-compatible servers;
-//! * Delta tables: create, append Arrow batches as one commit, read the current version, the
-//!   history and the statistics recorded in the Delta log.
+//! * Delta tables: create, append Arrow batches as one commit, write a query's result as one
+//!   commit (append, replace, merge), read the current version, the history and the
+//!   statistics recorded in the Delta log.
 //!
 //! It never speaks HTTP, never parses user SQL and holds no table policy: those belong to the
 //! catalog, ingest and query crates.
@@ -42,6 +43,7 @@ mod storage;
 mod table;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+mod write;
 
 pub use error::{is_transient_store_error, Error, Result, STORAGE_RETRY_AFTER};
 pub use kind::{Classify, ErrorKind};
@@ -49,6 +51,7 @@ pub use location::LakeLocation;
 pub use maintenance::{Compaction, Vacuum};
 pub use storage::{Lake, LakeOptions};
 pub use table::{Commit, LakeTable, TableStats};
+pub use write::WriteMode;
 
 /// The Delta Lake implementation Tarn is built on, re-exported so that the other crates use the
 /// very same version.

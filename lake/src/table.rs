@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// How often a commit is retried when another writer committed the same version first.
 /// Appends never conflict logically, so each retry simply takes the next version.
-const COMMIT_RETRIES: usize = 100;
+pub(crate) const COMMIT_RETRIES: usize = 100;
 
 /// A loaded Delta table in the lake.
 #[derive(Debug, Clone)]

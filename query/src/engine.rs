@@ -103,6 +103,18 @@ pub struct PlannedQuery {
     pub deterministic: bool,
 }
 
+/// A query planned and checked up to its logical plan (see [`QueryEngine::plan_logical`]).
+pub struct LogicalQuery {
+    /// The session it was planned in, with the engine's settings, memory pool and spill.
+    pub ctx: SessionContext,
+    /// The checked logical plan.
+    pub plan: LogicalPlan,
+    /// Every table the query reads, with the version it reads.
+    pub reads: Vec<TableRead>,
+    /// See [`PlannedQuery::deterministic`].
+    pub deterministic: bool,
+}
+
 impl PlannedQuery {
     /// Starts the query.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
@@ -240,6 +252,15 @@ impl QueryEngine {
     /// [`crate::policy`]). Time-travel clauses (see [`crate::timetravel`]) are resolved here,
     /// and every table read is recorded with its version.
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery> {
+        let LogicalQuery { ctx, plan, reads, deterministic } = self.plan_logical(sql).await?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let physical = frame.create_physical_plan().await?;
+        Ok(PlannedQuery { ctx, plan: physical, reads, deterministic })
+    }
+
+    /// Like [`QueryEngine::plan`], but stops at the checked logical plan: for writers that
+    /// plan the rest themselves (a scheduled job writing its result into a table).
+    pub async fn plan_logical(&self, sql: &str) -> Result<LogicalQuery> {
         if sql.trim().trim_end_matches(';').trim().is_empty() {
             return Err(Error::BadQuery("the SQL text is empty".into()));
         }
@@ -267,13 +288,11 @@ impl QueryEngine {
         };
         policy::check_plan(&plan)?;
         let deterministic = is_deterministic(&plan);
-        let frame = ctx.execute_logical_plan(plan).await?;
-        let physical = frame.create_physical_plan().await?;
         let mut reads = std::mem::take(&mut *reads.lock().expect("reads lock"));
         reads.sort();
         reads.dedup();
         let deterministic = deterministic && !reads.iter().any(|read| read.files);
-        Ok(PlannedQuery { ctx, plan: physical, reads, deterministic })
+        Ok(LogicalQuery { ctx, plan, reads, deterministic })
     }
 
     /// Fails with [`Error::TableNotFound`] if `reference` names no table of the catalog.

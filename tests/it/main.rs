@@ -7,6 +7,7 @@ mod crawl;
 mod e2e;
 mod examples;
 mod interop;
+mod jobs;
 mod outage;
 mod pg;
 mod queries;

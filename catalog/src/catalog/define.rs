@@ -11,7 +11,10 @@ use tarn_lake::LakeTable;
 
 use super::store::{legacy_path, table_prefix};
 use super::Catalog;
-use crate::{companion, type_name, Contract, Error, Result, TableDefinition, TableName, TableSpec};
+use crate::{
+    companion, type_name, Contract, Error, Result, TableDefinition, TableName, TableSpec,
+    SYSTEM_NAMESPACE,
+};
 
 impl Catalog {
     fn new_definition(name: &TableName, created_by: &str, spec: TableSpec) -> TableDefinition {
@@ -40,6 +43,29 @@ impl Catalog {
         partition_by: &[String],
         created_by: &str,
     ) -> Result<(TableDefinition, LakeTable)> {
+        self.create_as(name, schema, partition_by, created_by, None).await
+    }
+
+    /// Creates a table Tarn keeps for `owner` (a scheduled job's output, `system.job_runs`):
+    /// like [`Catalog::create`], but only Tarn writes to it and it cannot be redefined.
+    pub async fn create_owned(
+        &self,
+        name: &TableName,
+        schema: &Schema,
+        owner: &str,
+    ) -> Result<(TableDefinition, LakeTable)> {
+        self.create_as(name, schema, &[], "tarn", Some(owner)).await
+    }
+
+    async fn create_as(
+        &self,
+        name: &TableName,
+        schema: &Schema,
+        partition_by: &[String],
+        created_by: &str,
+        owner: Option<&str>,
+    ) -> Result<(TableDefinition, LakeTable)> {
+        check_namespace(name, created_by)?;
         match self.read_definition(name).await {
             Ok(_) => return Err(Error::TableExists { name: name.to_string() }),
             Err(Error::TableNotFound { .. }) => {}
@@ -47,7 +73,8 @@ impl Catalog {
         }
         let table = self.lake.create_table(&name.path(), schema, partition_by).await?;
         let spec = TableSpec { partition_by: table.partition_columns()?, ..TableSpec::default() };
-        let definition = Self::new_definition(name, created_by, spec);
+        let mut definition = Self::new_definition(name, created_by, spec);
+        definition.owner = owner.map(String::from);
         self.put_document(&definition).await?;
         self.cache_definition(name, Some(Arc::new(definition.clone())));
         tracing::info!(table = %name, url = %self.lake.table_url(&name.path())?, "created table");
@@ -70,6 +97,7 @@ impl Catalog {
         spec: TableSpec,
         created_by: &str,
     ) -> Result<Defined> {
+        check_namespace(name, created_by)?;
         spec.validate()?;
         let existing = match self.read_definition(name).await {
             Ok(definition) => Some(definition),
@@ -322,6 +350,17 @@ async fn evolve(
     }
     tracing::info!(table = %name, columns = ?added.iter().map(|f| f.name()).collect::<Vec<_>>(), "adding columns");
     Ok(table.add_columns(&added).await?)
+}
+
+/// Refuses tables in [`SYSTEM_NAMESPACE`] unless Tarn makes them.
+fn check_namespace(name: &TableName, created_by: &str) -> Result<()> {
+    if name.namespace() == SYSTEM_NAMESPACE && created_by != "tarn" {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: format!("the namespace '{SYSTEM_NAMESPACE}' is Tarn's own (system.job_runs)"),
+        });
+    }
+    Ok(())
 }
 
 fn check_partitions(name: &TableName, table: &LakeTable, wanted: &[String]) -> Result<()> {

@@ -38,6 +38,14 @@ async fn serve(
     let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
     let ingestor = Ingestor::start(tables, ingest).await.unwrap();
     let engine = Arc::new(QueryEngine::new(catalog.clone(), query).unwrap());
+    let notifier = tarn_pipelines::Notifier::new(None, Default::default()).unwrap();
+    let jobs = tarn_pipelines::Jobs::new(
+        catalog.clone(),
+        engine.clone(),
+        notifier,
+        "http-test".into(),
+        tarn_pipelines::JobsConfig::default(),
+    );
     let services = tarn_http::Services {
         catalog,
         ingestor: ingestor.clone(),
@@ -46,6 +54,7 @@ async fn serve(
         engine,
         keys: Arc::new(KeyRing::default()),
         readiness: Arc::new(Vec::new),
+        jobs,
     };
     (ingestor, tarn_http::router(&services))
 }

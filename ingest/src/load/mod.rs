@@ -196,6 +196,14 @@ impl Loader {
             if number > done_rejected && !rejected.is_empty() {
                 let table = plan.rejected.as_ref().expect("only declared tables reject rows");
                 report.rejected += rejected.len() as u64;
+                if let Some(first) = rejected.first() {
+                    self.tables.events().emit(crate::IngestEvent::RowsRejected {
+                        table: plan.name.clone(),
+                        rows: rejected.len() as u64,
+                        first_error: first.summary(),
+                        source: source_name.clone(),
+                    });
+                }
                 let room = 5usize.saturating_sub(report.errors.len());
                 report.errors.extend(rejected.iter().take(room).map(Rejection::summary));
                 let batch = contract::rejected_batch(&rejected, &source_name, at);

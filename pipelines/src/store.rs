@@ -1,0 +1,247 @@
+//! The jobs' documents in the lake, under `_tarn/jobs/`:
+//!
+//! ```text
+//! _tarn/jobs/definitions/<job>.json                  the job as declared (PUT, tarn.toml)
+//! _tarn/jobs/runs/<job>/<run_id>/attempt-<n>.json     the lease of attempt n (who, until when)
+//! _tarn/jobs/runs/<job>/<run_id>/done.json            the run's outcome, once it is final
+//! ```
+//!
+//! **One run per occurrence, across servers.** Every server computes the same occurrences
+//! from a job's schedule; the run id of an occurrence is its instant (`20261201T070000Z`).
+//! Before an attempt, a server creates `attempt-<n>.json` with a conditional put (create only
+//! if absent — `If-None-Match: *` on S3, an exclusive create on a local disk): exactly one
+//! server succeeds and runs the attempt; the others watch. A lease says until when its holder
+//! may run (the job's timeout plus the backoff before the next attempt, plus a grace period);
+//! a holder that died loses it then, and another server takes the next attempt. The first
+//! `done.json` written is the outcome: nobody runs an occurrence that has one.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::spec::JobSpec;
+use crate::{Error, Result};
+
+/// Where the jobs' documents are.
+pub const JOBS_PREFIX: &str = "_tarn/jobs";
+
+/// A job's stored definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredJob {
+    /// The job's name.
+    pub name: String,
+    /// What was declared.
+    pub spec: JobSpec,
+    /// `config` (tarn.toml) or `api` (`PUT /v1/jobs/{name}`).
+    pub source: String,
+    /// When it was last written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The lease of one attempt of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The server running it (its node id).
+    pub server: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Until when the holder may run it; after that, another server may take the next attempt.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The final outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// `succeeded` or `failed`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the run became final.
+    pub finished_at: DateTime<Utc>,
+    /// Rows written, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// The last attempt's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The jobs' documents of one lake.
+#[derive(Clone)]
+pub struct JobStore {
+    store: std::sync::Arc<dyn ObjectStore>,
+}
+
+fn definition_path(name: &str) -> Path {
+    Path::from(format!("{JOBS_PREFIX}/definitions/{name}.json"))
+}
+
+fn run_prefix(job: &str, run_id: &str) -> Path {
+    Path::from(format!("{JOBS_PREFIX}/runs/{job}/{run_id}"))
+}
+
+impl JobStore {
+    /// The documents in `store` (the lake's root).
+    pub fn new(store: std::sync::Arc<dyn ObjectStore>) -> Self {
+        JobStore { store }
+    }
+
+    /// Every stored definition, by name, with its e-tag (or modification time) to tell
+    /// changes.
+    pub async fn definitions(&self) -> Result<HashMap<String, (StoredJob, String)>> {
+        let prefix = Path::from(format!("{JOBS_PREFIX}/definitions"));
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut jobs = HashMap::new();
+        for meta in metas {
+            let Some(name) = meta.location.filename().and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            let stamp = meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339());
+            match self.read::<StoredJob>(&meta.location).await {
+                Ok(Some(job)) => {
+                    jobs.insert(name.to_string(), (job, stamp));
+                }
+                Ok(None) => {}
+                Err(Error::Document(e)) => {
+                    tracing::error!(job = name, error = %e, "a stored job definition does not read; the job is not scheduled")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// One stored definition.
+    pub async fn definition(&self, name: &str) -> Result<Option<StoredJob>> {
+        self.read(&definition_path(name)).await
+    }
+
+    /// Writes a definition (the last writer wins: definitions are declarations, not state).
+    pub async fn put_definition(&self, job: &StoredJob) -> Result<()> {
+        let body = serde_json::to_vec_pretty(job).map_err(|e| Error::Document(e.to_string()))?;
+        self.store.put(&definition_path(&job.name), PutPayload::from(body)).await?;
+        Ok(())
+    }
+
+    /// Removes a definition; true if there was one.
+    pub async fn delete_definition(&self, name: &str) -> Result<bool> {
+        match self.store.delete(&definition_path(name)).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The leases of a run's attempts, by attempt, and its outcome if final.
+    pub async fn run_state(&self, job: &str, run_id: &str) -> Result<(Vec<Lease>, Option<Done>)> {
+        let prefix = run_prefix(job, run_id);
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut leases = Vec::new();
+        let mut done = None;
+        for meta in metas {
+            match meta.location.filename() {
+                Some("done.json") => done = self.read::<Done>(&meta.location).await?,
+                Some(f) if f.starts_with("attempt-") => {
+                    if let Some(lease) = self.read::<Lease>(&meta.location).await? {
+                        leases.push(lease);
+                    }
+                }
+                _ => {}
+            }
+        }
+        leases.sort_by_key(|l| l.attempt);
+        Ok((leases, done))
+    }
+
+    /// The outcome of a run, if final.
+    pub async fn done(&self, job: &str, run_id: &str) -> Result<Option<Done>> {
+        self.read(&run_prefix(job, run_id).join("done.json")).await
+    }
+
+    /// Takes the lease of an attempt: true if this call created it, false if another server
+    /// holds it already.
+    pub async fn take(&self, job: &str, run_id: &str, lease: &Lease) -> Result<bool> {
+        let path = run_prefix(job, run_id).join(format!("attempt-{}.json", lease.attempt));
+        self.create(&path, lease).await
+    }
+
+    /// Records a run's outcome; false if one was recorded already.
+    pub async fn finish(&self, job: &str, run_id: &str, done: &Done) -> Result<bool> {
+        self.create(&run_prefix(job, run_id).join("done.json"), done).await
+    }
+
+    /// Deletes a job's run records (its leases and outcomes; the rows of `system.job_runs`
+    /// stay).
+    pub async fn delete_runs(&self, job: &str) -> Result<usize> {
+        let prefix = Path::from(format!("{JOBS_PREFIX}/runs/{job}"));
+        let paths: Vec<Path> =
+            self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
+        for path in &paths {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(paths.len())
+    }
+
+    /// Deletes the records of runs older than `before` (by run id, which sorts by time for
+    /// scheduled runs), keeping at least the newest `keep` runs of the job.
+    pub async fn prune(&self, job: &str, before: DateTime<Utc>, keep: usize) -> Result<usize> {
+        let prefix = Path::from(format!("{JOBS_PREFIX}/runs/{job}"));
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        let mut runs: Vec<Path> = listing.common_prefixes;
+        runs.sort();
+        let cutoff = crate::runs::run_id_for(before);
+        let doomed = runs.len().saturating_sub(keep);
+        let mut removed = 0;
+        for run in runs.into_iter().take(doomed) {
+            let Some(id) = run.filename() else { continue };
+            // Manual runs (`m-…`) and scheduled ones alike sort after their time only for
+            // scheduled ids; manual run records are kept until the job is deleted.
+            if !id.starts_with('2') || id >= cutoff.as_str() {
+                continue;
+            }
+            let files: Vec<Path> =
+                self.store.list(Some(&run)).map_ok(|m| m.location).try_collect().await?;
+            for file in files {
+                match self.store.delete(&file).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn create<T: Serialize>(&self, path: &Path, value: &T) -> Result<bool> {
+        let body = serde_json::to_vec(value).map_err(|e| Error::Document(e.to_string()))?;
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(path, PutPayload::from(body), options).await {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        let bytes = match self.store.get(path).await {
+            Ok(result) => result.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Document(format!("{path} does not read as a job document: {e}")))
+    }
+}
