@@ -498,11 +498,19 @@ impl FileConfig {
             }
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        Self::parse_in(&text, dir).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
-    /// Parses the text of a `tarn.toml`.
+    /// Parses the text of a `tarn.toml` (a job's `sql_file` is read relative to the current
+    /// directory).
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        Self::parse_in(text, std::path::Path::new("."))
+    }
+
+    /// Parses the text of a `tarn.toml` whose relative paths (a job's `sql_file`) start at
+    /// `dir`.
+    fn parse_in(text: &str, dir: &std::path::Path) -> anyhow::Result<FileConfig> {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Raw {
@@ -524,6 +532,20 @@ impl FileConfig {
                 .and_then(|o| o.remove("name"))
                 .and_then(|n| n.as_str().map(String::from))
                 .ok_or_else(|| anyhow::anyhow!("[[jobs]] entry {} has no name", i + 1))?;
+            // `sql_file = "report.sql"`: the query is kept in a file beside tarn.toml.
+            if let Some(file) = value.as_object_mut().and_then(|o| o.remove("sql_file")) {
+                let file = file
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("job '{name}': sql_file is a path"))?;
+                if value.get("sql").is_some() {
+                    anyhow::bail!("job '{name}' has both sql and sql_file; keep one");
+                }
+                let path = dir.join(file);
+                let sql = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("job '{name}': cannot read sql_file {}: {e}", path.display())
+                })?;
+                value["sql"] = serde_json::Value::String(sql);
+            }
             let spec =
                 JobSpec::from_json(value).map_err(|e| anyhow::anyhow!("job '{name}': {e}"))?;
             jobs.push((name, spec));

@@ -112,6 +112,7 @@ impl Services {
             node.clone(),
             config.jobs_config.clone(),
         );
+        jobs.check(&config.jobs)?;
         if let Err(e) = jobs.apply_config(&config.jobs).await {
             if e.kind() != ErrorKind::Unavailable {
                 return Err(anyhow::Error::new(e).context("cannot apply the configured jobs"));

@@ -24,7 +24,7 @@ use crate::output::{self, RunRef, Written};
 use crate::runs::{manual_run_id, run_id_for, RunLog, RunRecord};
 use crate::schedule::format_duration;
 use crate::spec::{check_name, CatchUp, Job, JobSpec, Output};
-use crate::store::{Done, JobStore, Lease, StoredJob};
+use crate::store::{Done, Ended, JobStore, Lease, StoredJob};
 use crate::{Error, Result};
 
 /// Settings of the scheduler.
@@ -52,6 +52,10 @@ impl Default for JobsConfig {
         }
     }
 }
+
+/// Attempts of one run whose servers may stop answering before the run fails: a query that
+/// brings servers down is not tried on every server of the lake.
+const MAX_ABANDONED: u32 = 3;
 
 /// Longest wait between attempts, whatever the doubling says.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -196,10 +200,21 @@ impl Jobs {
         Ok(job)
     }
 
+    /// Checks jobs as this server would run them (their query's shape, and that e-mail has an
+    /// SMTP server): a server refuses to start with a job it could not run.
+    pub fn check(&self, jobs: &[(String, JobSpec)]) -> Result<()> {
+        for (name, spec) in jobs {
+            self.compile(name, spec).map_err(|e| {
+                Error::InvalidJob(format!("job '{name}' in the configuration: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Stores the jobs of `tarn.toml` (those whose definition changed).
     pub async fn apply_config(&self, jobs: &[(String, JobSpec)]) -> Result<()> {
         for (name, spec) in jobs {
-            let job = self.compile(name, spec).map_err(|e| {
+            let job = spec.compile(name).map_err(|e| {
                 Error::InvalidJob(format!("job '{name}' in the configuration: {e}"))
             })?;
             let current = self.store.definition(&job.name).await?;
@@ -344,8 +359,8 @@ impl Jobs {
     ) -> Result<Step> {
         let mut own_last: Option<u32> = None;
         loop {
-            let (leases, done) = self.store.run_state(&job.name, run_id).await?;
-            if let Some(done) = done {
+            let state = self.store.run_state(&job.name, run_id).await?;
+            if let Some(done) = state.done {
                 return Ok(Step::Finished(Some(RunOutcome {
                     job: job.name.clone(),
                     run_id: run_id.to_string(),
@@ -356,10 +371,24 @@ impl Jobs {
                     error: done.error,
                 })));
             }
-            let last = leases.last();
+            let last = state.leases.last();
             let made = last.map(|l| l.attempt).unwrap_or(0);
+            // The holder of an attempt that succeeded stopped before it made the run final.
+            if let Some(end) = state.ended.values().find(|e| e.state == "succeeded") {
+                let outcome = self
+                    .conclude(
+                        job,
+                        run_id,
+                        scheduled_for,
+                        made,
+                        Some((end.rows, end.output.clone().unwrap_or_default())),
+                        None,
+                    )
+                    .await?;
+                return Ok(Step::Finished(outcome));
+            }
             let mut abandoned = None;
-            if let Some(lease) = last {
+            if let Some(lease) = last.filter(|l| !state.ended.contains_key(&l.attempt)) {
                 let ours = own_last == Some(lease.attempt);
                 let held_here = self
                     .running
@@ -378,12 +407,21 @@ impl Jobs {
                     abandoned = Some(lease.clone());
                 }
             }
-            if made >= job.attempts {
-                // The last attempt's holder died: the run failed.
-                let error = format!(
-                    "the server running attempt {made} ({}) stopped answering",
-                    last.map(|l| l.server.as_str()).unwrap_or("?")
-                );
+            // Attempts that failed count against `retries.attempts`; attempts whose server
+            // stopped answering do not (the job did not fail), up to MAX_ABANDONED of them.
+            let failed = state.ended.len() as u32;
+            let lost = state.leases.iter().filter(|l| !state.ended.contains_key(&l.attempt)).count()
+                as u32;
+            if failed >= job.attempts || lost >= MAX_ABANDONED {
+                let error = match state.ended.values().next_back() {
+                    Some(end) if lost < MAX_ABANDONED => {
+                        end.error.clone().unwrap_or_else(|| "the attempt failed".into())
+                    }
+                    _ => format!(
+                        "{lost} servers stopped answering while they ran it (the last: {})",
+                        last.map(|l| l.server.as_str()).unwrap_or("?")
+                    ),
+                };
                 if let Some(lease) = &abandoned {
                     self.record_abandoned(job, run_id, scheduled_for, lease, trigger).await;
                 }
@@ -393,7 +431,7 @@ impl Jobs {
             }
             let attempt = made + 1;
             let started_at = Utc::now();
-            let hold = job.timeout + self.backoff_after(job, attempt) + self.config.lease_grace;
+            let hold = job.timeout + self.backoff_after(job, failed + 1) + self.config.lease_grace;
             let lease = Lease {
                 attempt,
                 server: self.node.clone(),
@@ -410,9 +448,15 @@ impl Jobs {
             own_last = Some(attempt);
             let run = RunRef { run_id: run_id.to_string(), scheduled_for, attempt };
             let (record, written) = self.attempt(job, &run, trigger, started_at).await;
-            let failed = record.error.clone();
+            let end = Ended {
+                state: record.state.clone(),
+                rows: record.rows,
+                output: record.output.clone(),
+                error: record.error.clone(),
+            };
+            self.store.end(&job.name, run_id, attempt, &end).await?;
             self.record(&record).await;
-            match failed {
+            match &record.error {
                 None => {
                     let outcome = self
                         .conclude(
@@ -426,14 +470,14 @@ impl Jobs {
                         .await?;
                     return Ok(Step::Finished(outcome));
                 }
-                Some(error) if attempt >= job.attempts => {
+                Some(error) if failed + 1 >= job.attempts => {
                     let outcome = self
-                        .conclude(job, run_id, scheduled_for, attempt, None, Some(error))
+                        .conclude(job, run_id, scheduled_for, attempt, None, Some(error.clone()))
                         .await?;
                     return Ok(Step::Finished(outcome));
                 }
                 Some(error) => {
-                    let wait = self.backoff_after(job, attempt);
+                    let wait = self.backoff_after(job, failed + 1);
                     tracing::warn!(job = %job.name, run = %run_id, attempt, error = %error, "the attempt failed; the next one starts in {}", format_duration(wait));
                     tokio::time::sleep(wait).await;
                 }
@@ -441,12 +485,12 @@ impl Jobs {
         }
     }
 
-    /// The wait after attempt `attempt` failed.
-    fn backoff_after(&self, job: &Job, attempt: u32) -> Duration {
-        if attempt >= job.attempts {
+    /// The wait after the `failed`-th failed attempt.
+    fn backoff_after(&self, job: &Job, failed: u32) -> Duration {
+        if failed >= job.attempts {
             return Duration::ZERO;
         }
-        job.backoff.saturating_mul(1 << (attempt - 1).min(20)).min(MAX_BACKOFF)
+        job.backoff.saturating_mul(1 << (failed - 1).min(20)).min(MAX_BACKOFF)
     }
 
     /// Runs one attempt and says how it went.
@@ -832,12 +876,14 @@ impl Jobs {
 
     /// One run: its state and its attempts.
     pub async fn run(&self, name: &str, run_id: &str) -> Result<RunView> {
-        let attempts = self.runs(name, Some(run_id), 1000).await?;
-        let name = check_name(name)?;
-        let state = match self.store.done(&name, run_id).await? {
+        let checked = check_name(name)?;
+        // The outcome first: attempts are recorded before it, so a final run shows them all.
+        let state = match self.store.done(&checked, run_id).await? {
             Some(done) => done.state,
             None => "running".into(),
         };
+        let attempts = self.runs(name, Some(run_id), 1000).await?;
+        let name = checked;
         Ok(RunView { job: name, run_id: run_id.to_string(), state, attempts })
     }
 
@@ -865,7 +911,7 @@ impl Jobs {
         records.truncate(limit);
         if let (Some(run_id), true) = (run_id, records.is_empty()) {
             // A run asked for by hand a moment ago may not have started its attempt yet.
-            if self.store.run_state(&name, run_id).await?.0.is_empty() {
+            if self.store.run_state(&name, run_id).await?.leases.is_empty() {
                 return Err(Error::RunNotFound { job: name, run_id: run_id.to_string() });
             }
         }

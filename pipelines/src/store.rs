@@ -3,6 +3,7 @@
 //! ```text
 //! _tarn/jobs/definitions/<job>.json                  the job as declared (PUT, tarn.toml)
 //! _tarn/jobs/runs/<job>/<run_id>/attempt-<n>.json     the lease of attempt n (who, until when)
+//! _tarn/jobs/runs/<job>/<run_id>/ended-<n>.json       how attempt n ended
 //! _tarn/jobs/runs/<job>/<run_id>/done.json            the run's outcome, once it is final
 //! ```
 //!
@@ -55,6 +56,34 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// How an attempt ended, written by its server when it did (an attempt without one whose
+/// lease ran out was abandoned: its server stopped answering).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ended {
+    /// `succeeded`, `failed` or `timed_out`.
+    pub state: String,
+    /// Rows written, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// What it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the records of a run say.
+#[derive(Debug, Clone, Default)]
+pub struct RunState {
+    /// The leases of its attempts, by attempt.
+    pub leases: Vec<Lease>,
+    /// How attempts ended, by attempt.
+    pub ended: std::collections::BTreeMap<u32, Ended>,
+    /// Its outcome, once final.
+    pub done: Option<Done>,
+}
+
 /// The final outcome of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Done {
@@ -80,6 +109,11 @@ pub struct JobStore {
 
 fn definition_path(name: &str) -> Path {
     Path::from(format!("{JOBS_PREFIX}/definitions/{name}.json"))
+}
+
+/// `n` of `<prefix><n>.json`.
+fn number(file: &str, prefix: &str) -> Option<u32> {
+    file.strip_prefix(prefix)?.strip_suffix(".json")?.parse().ok()
 }
 
 fn run_prefix(job: &str, run_id: &str) -> Path {
@@ -138,25 +172,33 @@ impl JobStore {
         }
     }
 
-    /// The leases of a run's attempts, by attempt, and its outcome if final.
-    pub async fn run_state(&self, job: &str, run_id: &str) -> Result<(Vec<Lease>, Option<Done>)> {
+    /// What the records of a run say: its leases, how its attempts ended, its outcome.
+    pub async fn run_state(&self, job: &str, run_id: &str) -> Result<RunState> {
         let prefix = run_prefix(job, run_id);
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        let mut leases = Vec::new();
-        let mut done = None;
+        let mut state = RunState::default();
         for meta in metas {
-            match meta.location.filename() {
-                Some("done.json") => done = self.read::<Done>(&meta.location).await?,
-                Some(f) if f.starts_with("attempt-") => {
-                    if let Some(lease) = self.read::<Lease>(&meta.location).await? {
-                        leases.push(lease);
-                    }
+            let Some(file) = meta.location.filename() else { continue };
+            if file == "done.json" {
+                state.done = self.read::<Done>(&meta.location).await?;
+            } else if let Some(n) = number(file, "ended-") {
+                if let Some(ended) = self.read::<Ended>(&meta.location).await? {
+                    state.ended.insert(n, ended);
                 }
-                _ => {}
+            } else if number(file, "attempt-").is_some() {
+                if let Some(lease) = self.read::<Lease>(&meta.location).await? {
+                    state.leases.push(lease);
+                }
             }
         }
-        leases.sort_by_key(|l| l.attempt);
-        Ok((leases, done))
+        state.leases.sort_by_key(|l| l.attempt);
+        Ok(state)
+    }
+
+    /// Records how an attempt ended (the first record stays).
+    pub async fn end(&self, job: &str, run_id: &str, attempt: u32, ended: &Ended) -> Result<()> {
+        let path = run_prefix(job, run_id).join(format!("ended-{attempt}.json"));
+        self.create(&path, ended).await.map(|_| ())
     }
 
     /// The outcome of a run, if final.

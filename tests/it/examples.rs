@@ -8,6 +8,8 @@ use tarn::config::FileConfig;
 use tarn_lake::backend_tests;
 use tarn_lake::test_util::{python, Backend, TestLake};
 
+use tarn_pipelines::test_util::SmtpServer;
+
 use crate::support::TestServer;
 
 backend_tests!(leads_form_in_a_browser, clickstream, membership_drop_zone, lead_export);
@@ -157,8 +159,12 @@ async fn clickstream(backend: Backend) {
 
 async fn membership_drop_zone(backend: Backend) {
     use object_store::{ObjectStoreExt, PutPayload};
+    let smtp = SmtpServer::start(&[]);
+    let file = FileConfig::read(&example("membership").join("tarn.toml"), true).unwrap();
     let server = TestServer::start_with(backend, |c| {
-        c.tables = tables("membership");
+        c.tables = file.tables;
+        c.alerts = file.alerts;
+        c.smtp = Some(smtp_config(&smtp));
         c.ingest.dropzone.poll_secs = 1;
         c.ingest.dropzone.settle_secs = 0;
     })
@@ -204,6 +210,42 @@ async fn membership_drop_zone(backend: Backend) {
     };
     assert_eq!(archived.len(), 1);
     assert!(archived[0].ends_with("/applications_2026-11-22.csv"), "{archived:?}");
+    assert!(smtp.messages().is_empty(), "5 rejected rows are under the alarm's 100");
+
+    // A file that cannot be read at all: it moves to the failed folder, and the operators get
+    // the alarm by e-mail.
+    lake.store()
+        .put(
+            &object_store::path::Path::from(
+                "_tarn/landing/membership/applications_2026-11-23.parquet",
+            ),
+            PutPayload::from(b"a spreadsheet saved under the wrong name".to_vec()),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while smtp.messages().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no alarm e-mail: {}", smtp.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mail = &smtp.messages()[0];
+    println!("the alarm e-mail:\n{mail}");
+    assert!(
+        mail.contains("Subject: Tarn alarm: a dropped file failed to load (membership)"),
+        "{mail}"
+    );
+    assert!(mail.contains("_tarn/failed/membership/applications_2026-11-23.parquet"), "{mail}");
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+}
+
+fn smtp_config(smtp: &SmtpServer) -> tarn_pipelines::SmtpConfig {
+    tarn_pipelines::SmtpConfig {
+        url: format!("smtp://127.0.0.1:{}", smtp.port),
+        from: "Tarn <tarn@example.com>".into(),
+        starttls: false,
+        username: None,
+        password: None,
+    }
 }
 
 /// `tarn load` of the export and the company list, twice; then the four questions.
@@ -270,6 +312,7 @@ async fn lead_export(backend: Backend) {
     expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let expected: Vec<Value> = expected.into_iter().take(20).map(|(c, n)| json!([c, n])).collect();
     assert_eq!(server.rows(&sql("top_countries.sql")).await, expected);
+    let expected_top = expected;
 
     let hq = [("Acme", "US"), ("Globex", "DE"), ("Initech", "NL"), ("Umbrella", "GB")];
     let expected: Vec<Value> = hq
@@ -297,4 +340,48 @@ async fn lead_export(backend: Backend) {
         this_year as i64,
         "{per_month:?}"
     );
+
+    // The daily job of the four questions, run now with `tarn job run`: Parquet under
+    // exports/<date>/<question>/ with _SUCCESS; DuckDB reads what SQL answered.
+    let smtp = SmtpServer::start(&[]);
+    for job in ["leads_per_month", "last_10_days", "top_countries", "staff_in_hq_country"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+            .args(["job", "run", job, "--lake", &lake.location, "--config"])
+            .arg(&config)
+            .args(["--smtp-url", &smtp_config(&smtp).url])
+            .envs(lake.env())
+            .output()
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(out.contains(r#""state": "succeeded""#), "{out}");
+    }
+    let history = server
+        .rows("SELECT job, attempt, state, rows, output FROM system.job_runs ORDER BY job")
+        .await;
+    println!("system.job_runs after the daily report:\n{history:#?}");
+    assert_eq!(history.len(), 4);
+    assert!(history.iter().all(|r| r[2] == "succeeded"), "{history:?}");
+    let top = history.iter().find(|r| r[0] == "top_countries").unwrap();
+    assert_eq!(top[3], json!(expected_top.len()), "{top:?}");
+    let location = top[4].as_str().unwrap().to_string();
+    assert!(location.contains("/exports/") && location.ends_with("/top_countries/"), "{location}");
+    if backend == Backend::Local {
+        let folder = Path::new(location.trim_start_matches("file://"));
+        assert!(folder.join("_SUCCESS").exists(), "{folder:?}");
+        let read = std::process::Command::new(python())
+            .arg("-c")
+            .arg(format!(
+                "import duckdb, json; print(json.dumps(duckdb.sql(\"SELECT country, leads FROM '{}'\").fetchall()))",
+                folder.join("part-00000.parquet").display()
+            ))
+            .output()
+            .unwrap();
+        assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+        let duck: Value = serde_json::from_slice(&read.stdout).unwrap();
+        println!("DuckDB reads exports/<date>/top_countries/part-00000.parquet: {duck}");
+        assert_eq!(duck, Value::Array(expected_top.clone()));
+    }
+    assert!(smtp.messages().is_empty(), "no failure, no e-mail");
 }

@@ -439,3 +439,56 @@ export = { location = "exports/{date}/", format = "parquet" }
     assert!(sql.status.success(), "{}", String::from_utf8_lossy(&sql.stderr));
     assert!(out.contains("| 100 | 10 |"), "{out}");
 }
+
+/// A server that died while running an occurrence leaves its lease; when the lease runs out,
+/// another server records that attempt as abandoned and runs the next. The occurrence is the
+/// latest one the servers missed (`catch_up = "latest"`, the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_dead_server_is_taken_over() {
+    use tarn_pipelines::store::{JobStore, Lease, StoredJob};
+    let lake = TestLake::new(Backend::Local);
+    let store = JobStore::new(lake.open().await.store().clone());
+    let spec = tarn_pipelines::JobSpec::from_json(json!({
+        "schedule": "@daily",
+        "sql": "SELECT 42 AS answer",
+        "into": {"table": "answers", "mode": "replace"},
+    }))
+    .unwrap();
+    let job = spec.compile("nightly").unwrap();
+    let now = chrono::Utc::now();
+    let occurrence = job.schedule.latest_at_or_before(now).unwrap();
+    let defined = occurrence - chrono::Duration::days(1);
+    let stored =
+        StoredJob { name: "nightly".into(), spec, source: "api".into(), updated_at: defined };
+    store.put_definition(&stored).await.unwrap();
+    // The dead server's lease on attempt 1 runs out in 3 s.
+    let run_id = tarn_pipelines::runs::run_id_for(occurrence);
+    let ghost = Lease {
+        attempt: 1,
+        server: "ghost".into(),
+        started_at: now - chrono::Duration::minutes(1),
+        expires_at: now + chrono::Duration::seconds(3),
+    };
+    assert!(store.take("nightly", &run_id, &ghost).await.unwrap());
+
+    let server = TestServer::start_on(lake, |c| {
+        c.jobs_config.refresh = Duration::from_millis(500);
+    })
+    .await;
+    let run = server.wait_for_run("nightly", &run_id).await;
+    println!("the run after the takeover: {run:#}");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run}");
+    assert_eq!(
+        (attempts[0]["attempt"].as_u64(), attempts[0]["trigger"].as_str()),
+        (Some(2), Some("catch_up"))
+    );
+    assert_eq!(
+        (attempts[1]["attempt"].as_u64(), attempts[1]["state"].as_str()),
+        (Some(1), Some("abandoned"))
+    );
+    assert_eq!(attempts[1]["server"], "ghost");
+    assert!(chrono::Utc::now() >= ghost.expires_at, "not before the lease ran out");
+    assert_eq!(server.rows("SELECT answer FROM answers").await, vec![json!([42])]);
+}

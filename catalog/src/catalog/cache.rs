@@ -72,12 +72,24 @@ impl Catalog {
                 return definition.ok_or_else(|| Error::TableNotFound { name: name.to_string() });
             }
         }
+        let asked = Instant::now();
         let read = match self.read_definition(name).await {
             Ok(definition) => Some(Arc::new(definition)),
             Err(Error::TableNotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        self.cache_definition(name, read.clone());
+        // A change made through this catalog while the read was under way is newer than what
+        // the read found: it stays (and answers).
+        let read = {
+            let mut definitions = self.definitions.lock().expect("definitions lock");
+            match definitions.get(name).filter(|(at, _)| *at > asked) {
+                Some((_, newer)) => newer.clone(),
+                None => {
+                    insert_definition(&mut definitions, name, read.clone());
+                    read
+                }
+            }
+        };
         read.ok_or_else(|| Error::TableNotFound { name: name.to_string() })
     }
 
@@ -87,14 +99,7 @@ impl Catalog {
         definition: Option<Arc<TableDefinition>>,
     ) {
         let mut definitions = self.definitions.lock().expect("definitions lock");
-        if definitions.len() >= MAX_CACHED_DEFINITIONS && !definitions.contains_key(name) {
-            if let Some(oldest) =
-                definitions.iter().min_by_key(|(_, (at, _))| *at).map(|(n, _)| n.clone())
-            {
-                definitions.remove(&oldest);
-            }
-        }
-        definitions.insert(name.clone(), (Instant::now(), definition));
+        insert_definition(&mut definitions, name, definition);
     }
 
     /// The Delta table of `name` as this process last saw it (no storage access), or, when
@@ -130,4 +135,20 @@ impl Catalog {
     pub(crate) fn forget(&self, name: &TableName) {
         self.tables.lock().expect("table cache lock").remove(name);
     }
+}
+
+/// Caches `definition` for `name`, the oldest entry making room when the cache is full.
+fn insert_definition(
+    definitions: &mut DefinitionCache,
+    name: &TableName,
+    definition: Option<Arc<TableDefinition>>,
+) {
+    if definitions.len() >= MAX_CACHED_DEFINITIONS && !definitions.contains_key(name) {
+        if let Some(oldest) =
+            definitions.iter().min_by_key(|(_, (at, _))| *at).map(|(n, _)| n.clone())
+        {
+            definitions.remove(&oldest);
+        }
+    }
+    definitions.insert(name.clone(), (Instant::now(), definition));
 }
