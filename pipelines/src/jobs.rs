@@ -193,7 +193,9 @@ impl Jobs {
         &self.notifier
     }
 
-    /// Compiles a spec and checks what can only be checked here (e-mail needs SMTP).
+    /// Compiles a spec and checks what can only be checked here (e-mail needs SMTP): for jobs
+    /// being declared. Stored jobs are compiled without it: a server without SMTP still runs
+    /// them, and says in its log that their e-mail could not be sent.
     fn compile(&self, name: &str, spec: &JobSpec) -> Result<Job> {
         let job = spec.compile(name)?;
         self.notifier.check(&job.recipients)?;
@@ -276,7 +278,7 @@ impl Jobs {
             if scheduled.contains_key(&name) {
                 continue;
             }
-            let job = match self.compile(&name, &stored.spec) {
+            let job = match stored.spec.compile(&name) {
                 Ok(job) => Arc::new(job),
                 Err(e) => {
                     tracing::error!(job = %name, error = %e, "a stored job does not compile here; it is not scheduled");
@@ -745,7 +747,7 @@ impl Jobs {
         let name = check_name(name)?;
         let stored =
             self.store.definition(&name).await?.ok_or_else(|| Error::JobNotFound(name.clone()))?;
-        let job = self.compile(&name, &stored.spec)?;
+        let job = stored.spec.compile(&name)?;
         Ok((stored, job))
     }
 
@@ -764,7 +766,7 @@ impl Jobs {
     pub async fn list(&self) -> Result<Vec<JobInfo>> {
         let mut jobs = Vec::new();
         for (name, (stored, _)) in self.store.definitions().await? {
-            match self.compile(&name, &stored.spec) {
+            match stored.spec.compile(&name) {
                 Ok(job) => jobs.push(Self::info(stored, &job, None)),
                 Err(e) => tracing::warn!(job = %name, error = %e, "a stored job does not compile"),
             }

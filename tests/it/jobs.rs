@@ -126,13 +126,66 @@ async fn a_job_writes_its_table_by_each_mode(backend: Backend) {
         ]
     );
 
+    // export: one CSV file and _SUCCESS (in the lake, or in a bucket by URL).
+    let (location, prefix) = match backend {
+        Backend::Local => ("exports/{date}/{job}/".to_string(), String::new()),
+        Backend::S3 => {
+            let prefix = format!("exports-{}", uuid::Uuid::new_v4().simple());
+            let bucket = tarn_lake::test_util::s3_bucket();
+            (format!("s3://{bucket}/{prefix}/{{date}}/{{job}}/"), prefix)
+        }
+    };
+    let (status, body) = server
+        .put_job(
+            "countries_csv",
+            json!({
+                "schedule": "@daily", "catch_up": "none",
+                "sql": "SELECT country, count(*) AS n FROM leads GROUP BY country ORDER BY country",
+                "export": {"location": location, "format": "csv"},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run = server.run_job("countries_csv").await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let output = run["attempts"][0]["output"].as_str().unwrap().to_string();
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(output.ends_with(&format!("/{day}/countries_csv/")), "{output}");
+    {
+        use object_store::ObjectStoreExt;
+        let lake = server.lake.open().await;
+        let (store, folder) = match backend {
+            Backend::Local => (lake.store().clone(), format!("exports/{day}/countries_csv")),
+            Backend::S3 => {
+                let bucket = tarn_lake::test_util::s3_bucket();
+                let url = url::Url::parse(&format!("s3://{bucket}/")).unwrap();
+                (lake.store_for_url(&url).unwrap(), format!("{prefix}/{day}/countries_csv"))
+            }
+        };
+        let read = |file: &str| {
+            let store = store.clone();
+            let path = object_store::path::Path::from(format!("{folder}/{file}"));
+            async move { store.get(&path).await.unwrap().bytes().await.unwrap() }
+        };
+        let csv = read("part-00000.csv").await;
+        assert_eq!(String::from_utf8_lossy(&csv), "country,n\nDK,1\nNO,2\nSE,2\n");
+        let success: Value = serde_json::from_slice(&read("_SUCCESS").await).unwrap();
+        assert_eq!(success["job"], "countries_csv");
+        assert_eq!(success["rows"], 3);
+    }
+
     // Every attempt is a row of system.job_runs.
     let runs = server
         .rows("SELECT job, count(*) FROM system.job_runs WHERE state = 'succeeded' GROUP BY job ORDER BY job")
         .await;
     assert_eq!(
         runs,
-        vec![json!(["by_country", 2]), json!(["latest_by_email", 2]), json!(["snapshot", 2])]
+        vec![
+            json!(["by_country", 2]),
+            json!(["countries_csv", 1]),
+            json!(["latest_by_email", 2]),
+            json!(["snapshot", 2])
+        ]
     );
 
     // Writing the same run twice commits once: the Delta txn names job and run.

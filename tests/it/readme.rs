@@ -70,7 +70,7 @@ async fn run_block(block: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_curl_examples_work_as_written() {
     let blocks = tested_blocks(&read("README.md"));
-    assert_eq!(blocks.len(), 3, "the first steps, the data contract and the queries");
+    assert_eq!(blocks.len(), 4, "the first steps, the data contract, the queries, the jobs");
     let stdout = run_block(&blocks[0]).await;
     // The last example prints the table's catalog entry.
     let last = stdout.lines().last().unwrap();
@@ -89,6 +89,12 @@ async fn readme_contract_example_works_as_written() {
 async fn readme_query_example_works_as_written() {
     let blocks = tested_blocks(&read("README.md"));
     run_block(&blocks[2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_jobs_example_works_as_written() {
+    let blocks = tested_blocks(&read("README.md"));
+    run_block(&blocks[3]).await;
 }
 
 #[tokio::test]
