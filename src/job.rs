@@ -29,6 +29,7 @@ async fn open(
         notifier,
         node,
         JobsConfig { schedule: false, ..JobsConfig::default() },
+        None,
     );
     jobs.apply_config(&file.jobs).await.context("cannot apply the configured jobs")?;
     Ok(jobs)

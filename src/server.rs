@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tarn_catalog::auth::KeyRing;
 use tarn_catalog::{Catalog, DefineStatus, TableName, TableSpec};
+use tarn_ingest::maintenance::Maintenance;
 use tarn_ingest::{CorsGrant, Ingestor, Loader, Nodes, Tables};
 use tarn_lake::{Classify, ErrorKind, Lake};
 use tarn_pipelines::{Alerts, Jobs, Notifier, RetryPolicy};
@@ -111,6 +112,11 @@ impl Services {
             notifier.clone(),
             node.clone(),
             config.jobs_config.clone(),
+            Some(Arc::new(Maintenance::new(
+                catalog.clone(),
+                ingest.maintenance.clone(),
+                events.clone(),
+            ))),
         );
         jobs.check(&config.jobs)?;
         if let Err(e) = jobs.apply_config(&config.jobs).await {
@@ -264,6 +270,13 @@ impl Application {
         http?;
         let _ = self.services.stop.send(true);
         self.services.api.ingestor.shutdown().await;
+        // Notifications of runs that just ended go out before the process does.
+        if tokio::time::timeout(Duration::from_secs(15), self.services.api.jobs.notified())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopped before every job notification was delivered");
+        }
         self.services.nodes.leave().await;
         tracing::info!("Tarn stopped");
         Ok(())

@@ -4,7 +4,8 @@
 //! into Parquet files (no result is collected in memory first) and the files become visible in
 //! exactly one Delta commit: readers see the table before or after, never a half-written or
 //! empty table in between. A stopped write (a timeout, a killed process) leaves files no
-//! commit references; vacuum deletes them later.
+//! commit references, as a replaced table's old files are no longer referenced; vacuum
+//! deletes both once they are older than its retention.
 //!
 //! Each write may carry an application transaction (a Delta `txn` action, `(app_id,
 //! version)`) so that a writer retrying after a failure can ask whether its earlier attempt

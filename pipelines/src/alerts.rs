@@ -27,6 +27,9 @@ use crate::notify::{Message, Notifier, Recipients};
 use crate::schedule::parse_duration;
 use crate::{Error, Result};
 
+/// Rejected-row events per table within a window, and alarm-table pairs, kept at most.
+const MAX_TRACKED: usize = 10_000;
+
 /// `[alerts]` of `tarn.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,8 +125,9 @@ struct Limits {
 struct State {
     /// Rejected rows per table: (when, rows, first error) within the window.
     rejected: HashMap<String, VecDeque<(DateTime<Utc>, u64, String)>>,
-    /// Per (alarm, table): when the last alert went out, and what was held back since.
-    sent: HashMap<(AlertRule, String), (DateTime<Utc>, u64)>,
+    /// Per (alarm, table): when the last alert went out, and the first alert held back since
+    /// (its count the sum of all held back).
+    sent: HashMap<(AlertRule, String), (DateTime<Utc>, Option<Alert>)>,
     /// The refusal run already alerted on.
     refusal_alerted: Option<DateTime<Utc>>,
 }
@@ -196,7 +200,11 @@ impl Alerts {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = tick.tick() => {
-                        if let Some(alert) = alerts.on_refusals(events.refusing_since(), Utc::now()) {
+                        let now = Utc::now();
+                        if let Some(alert) = alerts.on_refusals(events.refusing_since(), now) {
+                            alerts.send(alert);
+                        }
+                        for alert in alerts.held_back(now) {
                             alerts.send(alert);
                         }
                     }
@@ -232,7 +240,9 @@ impl Alerts {
                 let mut state = self.state.lock().expect("alerts lock");
                 let seen = state.rejected.entry(key.clone()).or_default();
                 seen.push_back((now, rows, format!("{first_error} (from {source})")));
-                while seen.front().is_some_and(|(at, _, _)| *at < now - window) {
+                while seen.front().is_some_and(|(at, _, _)| *at < now - window)
+                    || seen.len() > MAX_TRACKED
+                {
                     seen.pop_front();
                 }
                 let total: u64 = seen.iter().map(|(_, n, _)| n).sum();
@@ -298,27 +308,53 @@ impl Alerts {
     }
 
     /// Rate limit: one alert per alarm and table per `min_interval`; what is held back is
-    /// counted into the next.
-    fn limit(&self, mut alert: Alert, now: DateTime<Utc>) -> Option<Alert> {
+    /// sent once the interval has passed ([`Alerts::held_back`]), counted together.
+    fn limit(&self, alert: Alert, now: DateTime<Utc>) -> Option<Alert> {
         let interval = chrono::Duration::from_std(self.limits.min_interval).unwrap_or_default();
         let mut state = self.state.lock().expect("alerts lock");
         let key = (alert.rule, alert.table.clone());
         match state.sent.get_mut(&key) {
             Some((last, held)) if now - *last < interval => {
-                *held += alert.count;
+                match held {
+                    Some(first) => first.count += alert.count,
+                    None => *held = Some(alert),
+                }
                 None
             }
             Some((last, held)) => {
-                alert.count += *held;
                 *last = now;
-                *held = 0;
-                Some(alert)
+                match held.take() {
+                    Some(mut first) => {
+                        first.count += alert.count;
+                        Some(first)
+                    }
+                    None => Some(alert),
+                }
             }
             None => {
-                state.sent.insert(key, (now, 0));
+                if state.sent.len() >= MAX_TRACKED {
+                    state.sent.retain(|_, (at, held)| now - *at < interval || held.is_some());
+                }
+                state.sent.insert(key, (now, None));
                 Some(alert)
             }
         }
+    }
+
+    /// The alerts held back whose interval has passed, to be sent now.
+    pub fn held_back(&self, now: DateTime<Utc>) -> Vec<Alert> {
+        let interval = chrono::Duration::from_std(self.limits.min_interval).unwrap_or_default();
+        let mut state = self.state.lock().expect("alerts lock");
+        let mut due = Vec::new();
+        for (last, held) in state.sent.values_mut() {
+            if now - *last >= interval {
+                if let Some(alert) = held.take() {
+                    *last = now;
+                    due.push(alert);
+                }
+            }
+        }
+        due
     }
 
     /// Sends an alert in the background (delivery is retried and logged).
@@ -421,8 +457,16 @@ mod tests {
         assert!(first.look.contains("_tarn/failed/members/f1.csv"), "{first:?}");
         assert_eq!(a.on_event(failed(2), t0 + chrono::Duration::minutes(1)), None);
         assert_eq!(a.on_event(failed(3), t0 + chrono::Duration::minutes(2)), None);
-        let next = a.on_event(failed(4), t0 + chrono::Duration::minutes(16)).unwrap();
-        assert_eq!(next.count, 3, "the two held back are counted in");
+        assert_eq!(a.held_back(t0 + chrono::Duration::minutes(10)), vec![], "not yet");
+        // Without a further event, what was held back goes out once the interval has passed.
+        let held = a.held_back(t0 + chrono::Duration::minutes(15));
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].count, 2, "the two held back, counted together");
+        assert!(held[0].first_error.starts_with("f2.csv"), "{held:?}");
+        assert_eq!(a.held_back(t0 + chrono::Duration::minutes(31)), vec![]);
+        assert_eq!(a.on_event(failed(4), t0 + chrono::Duration::minutes(16)), None);
+        let next = a.on_event(failed(5), t0 + chrono::Duration::minutes(31)).unwrap();
+        assert_eq!(next.count, 2, "f4 held back, counted into f5's alert");
     }
 
     #[test]

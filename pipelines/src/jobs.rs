@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use tarn_catalog::Catalog;
+use tarn_ingest::maintenance::Maintenance;
+use tarn_lake::Classify;
 use tarn_query::QueryEngine;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -58,7 +60,15 @@ impl Default for JobsConfig {
 const MAX_ABANDONED: u32 = 3;
 
 /// Longest wait between attempts, whatever the doubling says.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+const MAX_BACKOFF: Duration = crate::spec::MAX_BACKOFF;
+
+/// Occurrences of one job in flight on one server; past it, an occurrence is left to the other
+/// servers (and logged), so a job slower than its schedule cannot pile up tasks.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// How late a wake-up may be before the occurrences it slept through count as missed (a
+/// suspended machine, a stalled process): they then follow `catch_up`, not all at once.
+const LATE: Duration = Duration::from_secs(60);
 
 /// How a run was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,20 +170,24 @@ pub struct Jobs {
     running: Mutex<HashMap<(String, String), RunRecord>>,
     /// Notifications being delivered.
     deliveries: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Compaction, checkpoints and vacuum of the tables jobs write (and `system.job_runs`).
+    maintenance: Option<Arc<Maintenance>>,
 }
 
 impl Jobs {
     /// The jobs service of the lake behind `catalog`, running queries on `engine`; `node`
-    /// names this server in leases and run records.
+    /// names this server in leases and run records; `maintenance` keeps the tables jobs write
+    /// compacted, checkpointed and vacuumed (`None` for a one-off run).
     pub fn new(
         catalog: Arc<Catalog>,
         engine: Arc<QueryEngine>,
         notifier: Notifier,
         node: String,
         config: JobsConfig,
+        maintenance: Option<Arc<Maintenance>>,
     ) -> Arc<Self> {
         let store = JobStore::new(catalog.lake().store().clone());
-        let runs = RunLog::new(catalog.clone());
+        let runs = RunLog::new(catalog.clone(), maintenance.clone());
         Arc::new(Jobs {
             catalog,
             engine,
@@ -185,6 +199,7 @@ impl Jobs {
             scheduled: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             deliveries: Mutex::new(Vec::new()),
+            maintenance,
         })
     }
 
@@ -206,11 +221,19 @@ impl Jobs {
     /// SMTP server): a server refuses to start with a job it could not run.
     pub fn check(&self, jobs: &[(String, JobSpec)]) -> Result<()> {
         for (name, spec) in jobs {
-            self.compile(name, spec).map_err(|e| {
+            self.declare(name, spec).map_err(|e| {
                 Error::InvalidJob(format!("job '{name}' in the configuration: {e}"))
             })?;
         }
         Ok(())
+    }
+
+    /// Compiles a job being declared: its spec, its recipients, and its SQL (one statement that
+    /// parses and only reads; its tables may not exist yet).
+    fn declare(&self, name: &str, spec: &JobSpec) -> Result<Job> {
+        let job = self.compile(name, spec)?;
+        self.engine.check_sql(&spec.sql).map_err(|e| Error::InvalidJob(format!("sql: {e}")))?;
+        Ok(job)
     }
 
     /// Stores the jobs of `tarn.toml` (those whose definition changed).
@@ -308,6 +331,7 @@ impl Jobs {
                 }
             }
         }
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut cursor = now;
         loop {
             let Some(next) = job.schedule.next_after(cursor) else {
@@ -316,8 +340,28 @@ impl Jobs {
             };
             let wait = (next - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
-            tokio::spawn(self.clone().occurrence(job.clone(), next, Trigger::Schedule));
-            cursor = next;
+            let woke = Utc::now();
+            let (due, trigger) = if (woke - next).to_std().unwrap_or_default() > LATE {
+                // Slept through occurrences: only the latest, and only with catch_up = latest.
+                cursor = woke;
+                match (job.spec.catch_up, job.schedule.latest_at_or_before(woke)) {
+                    (CatchUp::Latest, Some(latest)) => (latest, Trigger::CatchUp),
+                    _ => continue,
+                }
+            } else {
+                cursor = next;
+                (next, Trigger::Schedule)
+            };
+            if in_flight.load(std::sync::atomic::Ordering::Acquire) >= MAX_IN_FLIGHT {
+                tracing::warn!(job = %job.name, occurrence = %due, "{MAX_IN_FLIGHT} runs of this job are still in flight on this server; this occurrence is left to the other servers");
+                continue;
+            }
+            in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let (jobs, job, counter) = (self.clone(), job.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                jobs.occurrence(job, due, trigger).await;
+                counter.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            });
         }
     }
 
@@ -339,6 +383,10 @@ impl Jobs {
                         tokio::time::sleep(wait + jitter()).await;
                     }
                 },
+                Err(e) if !e.kind().is_retryable() => {
+                    tracing::error!(job = %job.name, run = %run_id, error = %e, "cannot run the occurrence");
+                    return None;
+                }
                 Err(e) => {
                     // Storage trouble while deciding who runs it: try again, it is not lost.
                     failures += 1;
@@ -430,6 +478,15 @@ impl Jobs {
                 let outcome =
                     self.conclude(job, run_id, scheduled_for, made, None, Some(error)).await?;
                 return Ok(Step::Finished(outcome));
+            }
+            // A job deleted (or replaced by a definition with another schedule) meanwhile is
+            // not run again.
+            match self.store.definition(&job.name).await? {
+                Some(stored) if stored.spec == job.spec => {}
+                _ => {
+                    tracing::info!(job = %job.name, run = %run_id, "the job was deleted or changed; the run stops");
+                    return Ok(Step::Finished(None));
+                }
             }
             let attempt = made + 1;
             let started_at = Utc::now();
@@ -556,7 +613,12 @@ impl Jobs {
         let _slot = self.engine.admission().enter()?.admit().await;
         match &job.output {
             Output::Table { table, mode } => {
-                output::write_table(&self.engine, &self.catalog, job, run, table, mode).await
+                let written =
+                    output::write_table(&self.engine, &self.catalog, job, run, table, mode).await?;
+                if let Some(maintenance) = &self.maintenance {
+                    maintenance.after_commit(table, &self.catalog.table_as_known(table).await?);
+                }
+                Ok(written)
             }
             Output::Export { location, format } => {
                 output::export(&self.engine, &self.catalog, job, run, location, *format).await
@@ -785,7 +847,24 @@ impl Jobs {
     /// Creates or replaces a job (`PUT /v1/jobs/{name}`); true if it is new. Other servers
     /// pick it up within [`JobsConfig::refresh`]; this one at once.
     pub async fn put(self: &Arc<Self>, name: &str, spec: JobSpec) -> Result<(JobInfo, bool)> {
-        let job = self.compile(name, &spec)?;
+        let job = self.declare(name, &spec)?;
+        if let Output::Table { table, .. } = &job.output {
+            match self.catalog.definition(table).await {
+                Ok(definition)
+                    if definition.owner.as_deref() != Some(&output::owner_of(&job.name)) =>
+                {
+                    return Err(Error::Output {
+                        job: job.name.clone(),
+                        reason: format!(
+                            "into.table: '{table}' exists and is not this job's output (a job \
+                             writes only into tables it creates)"
+                        ),
+                    });
+                }
+                Ok(_) | Err(tarn_catalog::Error::TableNotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let existed = self.store.definition(&job.name).await?.is_some();
         let stored = StoredJob {
             name: job.name.clone(),
@@ -816,6 +895,7 @@ impl Jobs {
     /// Starts a run of the job now, in the background (`POST /v1/jobs/{name}/runs`).
     pub async fn run_now(self: &Arc<Self>, name: &str) -> Result<RunStarted> {
         let (_, job) = self.stored(name).await?;
+        let job_name = job.name.clone();
         let now = Utc::now();
         let run_id = manual_run_id();
         // Shown as queued until its attempt takes the lease.
@@ -839,20 +919,20 @@ impl Jobs {
             .insert((job.name.clone(), run_id.clone()), queued);
         let jobs = self.clone();
         let id = run_id.clone();
-        tokio::spawn(async move { jobs.manual(Arc::new(job), now, id).await });
-        Ok(RunStarted {
-            job: name.to_string(),
-            run_id,
-            state: "running".into(),
-            scheduled_for: now,
-        })
+        tokio::spawn(async move {
+            if let Err(e) = jobs.manual(Arc::new(job), now, id.clone()).await {
+                tracing::error!(run = %id, error = %e, "cannot run the job");
+            }
+        });
+        Ok(RunStarted { job: job_name, run_id, state: "running".into(), scheduled_for: now })
     }
 
     /// Runs the job now and waits for the run's end (`tarn job run`).
     pub async fn run_and_wait(self: &Arc<Self>, name: &str) -> Result<RunOutcome> {
         let (_, job) = self.stored(name).await?;
-        let outcome = self.clone().manual(Arc::new(job), Utc::now(), manual_run_id()).await;
-        outcome.ok_or_else(|| Error::Document("the run ended without an outcome".into()))
+        let name = job.name.clone();
+        let outcome = self.clone().manual(Arc::new(job), Utc::now(), manual_run_id()).await?;
+        outcome.ok_or(Error::JobNotFound(name))
     }
 
     async fn manual(
@@ -860,13 +940,17 @@ impl Jobs {
         job: Arc<Job>,
         at: DateTime<Utc>,
         run_id: String,
-    ) -> Option<RunOutcome> {
+    ) -> Result<Option<RunOutcome>> {
         loop {
             match self.try_run(&job, &run_id, at, Trigger::Manual).await {
-                Ok(Step::Finished(outcome)) => return outcome,
+                Ok(Step::Finished(outcome)) => return Ok(outcome),
                 Ok(Step::WaitUntil(until)) => {
                     let wait = (until - Utc::now()).to_std().unwrap_or_default();
                     tokio::time::sleep(wait + jitter()).await;
+                }
+                Err(e) if !e.kind().is_retryable() => {
+                    self.running.lock().expect("running lock").remove(&(job.name.clone(), run_id));
+                    return Err(e);
                 }
                 Err(e) => {
                     tracing::warn!(job = %job.name, run = %run_id, error = %e, "cannot take the run's lease; trying again");
@@ -880,11 +964,19 @@ impl Jobs {
     pub async fn run(&self, name: &str, run_id: &str) -> Result<RunView> {
         let checked = check_name(name)?;
         // The outcome first: attempts are recorded before it, so a final run shows them all.
-        let state = match self.store.done(&checked, run_id).await? {
-            Some(done) => done.state,
-            None => "running".into(),
-        };
+        let state = self.store.run_state(&checked, run_id).await?;
         let attempts = self.runs(name, Some(run_id), 1000).await?;
+        let state = match (state.done, state.leases.is_empty()) {
+            (Some(done), _) => done.state,
+            // The run's records were pruned (or deleted with a former job of this name): its
+            // newest attempt tells how it ended.
+            (None, true) => match attempts.first().map(|a| a.state.as_str()) {
+                Some("succeeded") => "succeeded".into(),
+                Some("queued" | "running") | None => "running".into(),
+                Some(_) => "failed".into(),
+            },
+            (None, false) => "running".into(),
+        };
         let name = checked;
         Ok(RunView { job: name, run_id: run_id.to_string(), state, attempts })
     }

@@ -134,6 +134,7 @@ pub async fn export(
     let (store, base, shown) = match location {
         ExportLocation::Lake(path) => {
             let path = resolve(path, &job.name, run, zone);
+            refuse_table_folder(catalog, job, &path).await?;
             let shown = format!("{}{}", catalog.lake().url(), path.trim_start_matches('/'));
             (catalog.lake().store().clone(), Path::from(path.as_str()), shown)
         }
@@ -146,7 +147,8 @@ pub async fn export(
         }
     };
     let marker = base.clone().join("_SUCCESS");
-    if let Some(success) = read_success(store.as_ref(), &marker).await? {
+    let previous = read_success(store.as_ref(), &marker).await?;
+    if let Some(success) = &previous {
         if success.job == job.name && success.run_id == run.run_id {
             return Ok(Written { rows: Some(success.rows), output: shown, already: true });
         }
@@ -155,13 +157,13 @@ pub async fn export(
     let temporary = base.clone().join("_temporary").join(format!("{}-{}", run.run_id, run.attempt));
     let staged = temporary.join(file.as_str());
     let rows = write_file(engine, &job.spec.sql, store.clone(), &staged, format).await?;
-    // Publish: stale parts of an earlier export go, the new file takes its name, the marker
-    // says which run it is.
-    let listing = store.list_with_delimiter(Some(&base)).await?;
-    for meta in listing.objects {
-        let name = meta.location.filename().unwrap_or_default();
-        if name.starts_with("part-") && name != file {
-            delete_quietly(store.as_ref(), &meta.location).await?;
+    // Publish: the old marker goes first (readers never see a marker over other files), the
+    // parts an earlier export of Tarn published there go (only those its marker names: other
+    // files are left alone), the new file takes its name, and the marker says which run it is.
+    delete_quietly(store.as_ref(), &marker).await?;
+    for old in previous.iter().flat_map(|s| &s.files).filter(|f| **f != file) {
+        if old.starts_with("part-") && !old.contains('/') {
+            delete_quietly(store.as_ref(), &base.clone().join(old.as_str())).await?;
         }
     }
     store.copy(&staged, &base.clone().join(file.as_str())).await?;
@@ -176,6 +178,35 @@ pub async fn export(
     store.put(&marker, PutPayload::from(body)).await?;
     delete_quietly(store.as_ref(), &staged).await?;
     Ok(Written { rows: Some(rows), output: shown, already: false })
+}
+
+/// Refuses an export into a table's folder (`<namespace>/<table>/…`) or any Delta table's:
+/// the files there are the table's.
+async fn refuse_table_folder(catalog: &Catalog, job: &Job, path: &str) -> Result<()> {
+    let refuse = |what: String| Error::Output {
+        job: job.name.clone(),
+        reason: format!("export.location '{path}' is inside {what}; export somewhere else"),
+    };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let [namespace, table, ..] = segments.as_slice() {
+        if let Ok(name) = TableName::stored(namespace, table) {
+            match catalog.definition(&name).await {
+                Ok(_) => return Err(refuse(format!("the folder of table '{name}'"))),
+                Err(tarn_catalog::Error::TableNotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let store = catalog.lake().store();
+    let mut prefix = Path::default();
+    for segment in segments {
+        prefix = prefix.join(segment);
+        let log = prefix.clone().join("_delta_log");
+        if !store.list_with_delimiter(Some(&log)).await?.objects.is_empty() {
+            return Err(refuse(format!("the Delta table at '{prefix}'")));
+        }
+    }
+    Ok(())
 }
 
 /// Streams the query's result into one file; bounded memory whatever its size.

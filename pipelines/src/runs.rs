@@ -25,6 +25,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tarn_catalog::{Catalog, TableName};
+use tarn_ingest::maintenance::Maintenance;
 use tarn_query::QueryEngine;
 
 use crate::{Error, Result};
@@ -209,13 +210,14 @@ impl RunRecord {
 pub struct RunLog {
     catalog: Arc<Catalog>,
     name: TableName,
+    maintenance: Option<Arc<Maintenance>>,
 }
 
 impl RunLog {
-    /// The run log of the lake behind `catalog`.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    /// The run log of the lake behind `catalog`; `maintenance` compacts its one-row commits.
+    pub fn new(catalog: Arc<Catalog>, maintenance: Option<Arc<Maintenance>>) -> Self {
         let name = TableName::parse(JOB_RUNS).expect("system.job_runs is a valid name");
-        RunLog { catalog, name }
+        RunLog { catalog, name, maintenance }
     }
 
     /// Appends one attempt's row (one Delta commit; concurrent servers' commits retry on the
@@ -236,6 +238,9 @@ impl RunLog {
         };
         let table = table.append(vec![record.batch()?]).await?;
         self.catalog.remember(&self.name, &table);
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.after_commit(&self.name, &table);
+        }
         Ok(())
     }
 

@@ -247,6 +247,12 @@ pub struct Job {
 /// The most attempts a job may declare.
 pub const MAX_ATTEMPTS: u32 = 20;
 
+/// The longest timeout of an attempt.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest first backoff (later ones double, up to the same bound).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
 /// The placeholders an export location may hold.
 const PLACEHOLDERS: [&str; 3] = ["{date}", "{job}", "{run_id}"];
 
@@ -284,11 +290,20 @@ impl JobSpec {
             return Err(invalid("sql", "the query is empty".into()));
         }
         let timeout = parse_duration(&self.timeout).map_err(|e| invalid("timeout", e))?;
-        if timeout < Duration::from_secs(1) {
-            return Err(invalid("timeout", "must be at least 1s".into()));
+        if !(Duration::from_secs(1)..=MAX_TIMEOUT).contains(&timeout) {
+            return Err(invalid(
+                "timeout",
+                format!("must be between 1s and {}", format_duration(MAX_TIMEOUT)),
+            ));
         }
         let backoff =
             parse_duration(&self.retries.backoff).map_err(|e| invalid("retries.backoff", e))?;
+        if backoff > MAX_BACKOFF {
+            return Err(invalid(
+                "retries.backoff",
+                format!("must be at most {}", format_duration(MAX_BACKOFF)),
+            ));
+        }
         if !(1..=MAX_ATTEMPTS).contains(&self.retries.attempts) {
             return Err(invalid(
                 "retries.attempts",
@@ -475,6 +490,9 @@ mod tests {
             (json!({"schedule": "0 25 * * *"}), "schedule:"),
             (json!({"timezone": "Mars/Olympus"}), "schedule:"),
             (json!({"timeout": "10"}), "timeout:"),
+            (json!({"timeout": "18446744073709551615s"}), "timeout:"),
+            (json!({"timeout": "2d"}), "between 1s and 1d"),
+            (json!({"retries": {"backoff": "2h"}}), "at most 1h"),
             (json!({"retries": {"attempts": 0}}), "retries.attempts"),
             (json!({"retries": {"backoff": "soon"}}), "retries.backoff"),
             (json!({"into": {"table": "system.x"}}), "Tarn's own"),

@@ -258,6 +258,19 @@ impl QueryEngine {
         Ok(PlannedQuery { ctx, plan: physical, reads, deterministic })
     }
 
+    /// Checks `sql` without planning it against the tables: one statement that parses (after
+    /// the time-travel clauses) and only reads. For SQL kept to run later (a scheduled job's),
+    /// whose tables may not exist yet.
+    pub fn check_sql(&self, sql: &str) -> Result<()> {
+        if sql.trim().trim_end_matches(';').trim().is_empty() {
+            return Err(Error::BadQuery("the SQL text is empty".into()));
+        }
+        let sql = timetravel::rewrite(sql).map_err(Error::BadQuery)?;
+        let config = session_config(&self.config);
+        let statement = parse_one(&sql, config.options())?;
+        policy::check_statement(&statement)
+    }
+
     /// Like [`QueryEngine::plan`], but stops at the checked logical plan: for writers that
     /// plan the rest themselves (a scheduled job writing its result into a table).
     pub async fn plan_logical(&self, sql: &str) -> Result<LogicalQuery> {

@@ -174,6 +174,44 @@ async fn a_job_writes_its_table_by_each_mode(backend: Backend) {
         assert_eq!(success["rows"], 3);
     }
 
+    // Mistakes are caught when a job is declared, and say where.
+    let declare = |sql: &str, output: Value| {
+        let mut job = json!({"schedule": "@daily", "sql": sql});
+        job.as_object_mut().unwrap().extend(output.as_object().unwrap().clone());
+        job
+    };
+    let into = |table: &str| json!({"into": {"table": table}});
+    for (job, status, expected) in [
+        (declare("DELETE FROM leads", into("x")), 400, "sql:"),
+        (declare("SELEC 1", into("x")), 400, "sql:"),
+        (declare("SELECT 1", into("leads")), 409, "into.table: 'default.leads' exists"),
+        (declare("SELECT 1", json!({"schedule": "0 25 * * *"})), 400, "schedule: "),
+    ] {
+        let (got, body) = server.put_job("mistaken", job.clone()).await;
+        assert_eq!(got, status, "{job}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{job}: {message}");
+    }
+    // An export into a table's folder would clobber the table's files: refused when it runs,
+    // and the table is untouched.
+    let (status, _) = server
+        .put_job(
+            "clobber",
+            json!({"schedule": "@daily", "catch_up": "none", "sql": "SELECT 1 AS x",
+                   "export": {"location": "reports/by_country/", "format": "parquet"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let run = server.run_job("clobber").await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let error = run["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("inside the folder of table 'reports.by_country'"), "{error}");
+    assert_eq!(server.rows(sql).await, vec![json!(["NO", 2]), json!(["SE", 1])]);
+    assert_eq!(
+        server.client.delete(server.url("/v1/jobs/clobber")).send().await.unwrap().status(),
+        204
+    );
+
     // Every attempt is a row of system.job_runs.
     let runs = server
         .rows("SELECT job, count(*) FROM system.job_runs WHERE state = 'succeeded' GROUP BY job ORDER BY job")
@@ -239,8 +277,16 @@ async fn two_servers_run_each_occurrence_once(backend: Backend) {
     tokio::time::sleep(Duration::from_secs(11)).await;
     let response = two.client.delete(two.url("/v1/jobs/ticks")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 204);
-    // Runs in flight end; nothing new starts.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Runs in flight end (their table commit comes before their row); nothing new starts.
+    let settled = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rows = one.rows("SELECT count(*) FROM system.job_runs WHERE job = 'ticks'").await;
+        let ticks = one.rows("SELECT count(*) FROM ticks").await;
+        if rows == ticks || Instant::now() > settled {
+            break;
+        }
+    }
 
     let per_run = one
         .rows(

@@ -45,6 +45,7 @@ async fn serve(
         notifier,
         "http-test".into(),
         tarn_pipelines::JobsConfig::default(),
+        None,
     );
     let services = tarn_http::Services {
         catalog,
