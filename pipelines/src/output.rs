@@ -97,6 +97,13 @@ pub async fn write_table(
         .await
         .map_err(|e| match e {
             tarn_lake::Error::SchemaMismatch(reason) => output_error(reason),
+            // The query failed while its rows were written (a division by zero, a bad cast):
+            // said as the query's error, not as a storage one.
+            tarn_lake::Error::Delta(tarn_lake::deltalake::DeltaTableError::Arrow { source }) => {
+                Error::Query(tarn_query::Error::from(
+                    tarn_lake::deltalake::datafusion::error::DataFusionError::from(source),
+                ))
+            }
             e => e.into(),
         })?;
     catalog.remember(name, &table);
@@ -156,7 +163,13 @@ pub async fn export(
     let file = format!("part-00000.{}", format.extension());
     let temporary = base.clone().join("_temporary").join(format!("{}-{}", run.run_id, run.attempt));
     let staged = temporary.join(file.as_str());
-    let rows = write_file(engine, &job.spec.sql, store.clone(), &staged, format).await?;
+    let rows = match write_file(engine, &job.spec.sql, store.clone(), &staged, format).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = delete_quietly(store.as_ref(), &staged).await;
+            return Err(e);
+        }
+    };
     // Publish: the old marker goes first (readers never see a marker over other files), the
     // parts an earlier export of Tarn published there go (only those its marker names: other
     // files are left alone), the new file takes its name, and the marker says which run it is.
