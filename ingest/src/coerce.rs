@@ -299,6 +299,10 @@ fn naive_datetime(t: &str) -> Option<NaiveDateTime> {
     .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
 }
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z in microseconds since the epoch.
+const FIRST_MICROS: i64 = -62_135_596_800_000_000;
+const LAST_MICROS: i64 = 253_402_300_799_999_999;
+
 fn parse_timestamp(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let bad = || {
@@ -308,19 +312,34 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
         )
     };
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
-        if let Ok(n) = t.parse::<f64>() {
-            // Seconds until the year 5138, then milliseconds, then microseconds.
-            let micros = if n.abs() < 1e11 {
-                n * 1e6
-            } else if n.abs() < 1e14 {
-                n * 1e3
-            } else {
-                n
+        // Seconds until the year 5138, then milliseconds, then microseconds; whole numbers
+        // as integers (a double would round microseconds near the year 9999).
+        let micros = match t.parse::<i64>() {
+            Ok(n) if n.unsigned_abs() < 100_000_000_000 => n.checked_mul(1_000_000),
+            Ok(n) if n.unsigned_abs() < 100_000_000_000_000 => n.checked_mul(1_000),
+            Ok(n) => Some(n),
+            Err(_) => t.parse::<f64>().ok().and_then(|n| {
+                let micros = if n.abs() < 1e11 {
+                    n * 1e6
+                } else if n.abs() < 1e14 {
+                    n * 1e3
+                } else {
+                    n
+                };
+                (micros.is_finite() && micros.abs() < 9.2e18).then(|| micros.round() as i64)
+            }),
+        };
+        if t.parse::<f64>().is_ok() {
+            // Years 1 to 9999, what Delta readers (Spark, DuckDB) take, and well inside what
+            // Arrow's casts handle: a number past it is refused, not turned into a null.
+            return match micros {
+                Some(micros) if (FIRST_MICROS..=LAST_MICROS).contains(&micros) => Ok(micros),
+                _ => Err(format!(
+                    "{} is not a timestamp between the years 1 and 9999 (Unix seconds, \
+                     milliseconds or microseconds)",
+                    quote(s)
+                )),
             };
-            if micros.is_finite() && micros.abs() < 9.2e18 {
-                return Ok(micros.round() as i64);
-            }
-            return Err(bad());
         }
     }
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
@@ -376,6 +395,23 @@ mod tests {
         assert_eq!(bad[0].row, 5);
         assert!(bad[0].reason.contains("\"22/13/2026\" is not a date"), "{}", bad[0].reason);
         assert!(dates.is_null(6) && dates.is_null(7));
+    }
+
+    #[test]
+    fn unix_times_past_the_last_date_are_refused() {
+        // Found by prop_coerce_names_every_rejected_value: 8.21e18 µs (the year 262,143) was
+        // taken, and the cast that adds the zone made it null, unreported.
+        for value in ["8210267000000000000", "-8210267000000000000", "253402300800000000"] {
+            let (array, bad) = coerce(&text(&[Some(value)]), ColumnType::Timestamp, false);
+            assert!(array.is_null(0));
+            assert_eq!(bad.len(), 1, "{value}");
+            assert!(bad[0].reason.contains(value), "{:?}", bad[0]);
+            assert!(bad[0].reason.contains("years 1 and 9999"), "{:?}", bad[0]);
+        }
+        for value in ["253402300799999999", "-62135596800000000"] {
+            let (array, bad) = coerce(&text(&[Some(value)]), ColumnType::Timestamp, false);
+            assert!(bad.is_empty() && array.is_valid(0), "{value} is a date: {bad:?}");
+        }
     }
 
     #[test]
