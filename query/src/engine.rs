@@ -236,7 +236,9 @@ impl QueryEngine {
             .with_default_features()
             .with_catalog_list(catalogs)
             .build();
-        SessionContext::new_with_state(state)
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_udf(version_udf());
+        ctx
     }
 
     /// Plans `sql`, refuses anything that is not a read, and starts it. No admission, no
@@ -354,6 +356,35 @@ fn parse_one(sql: &str, options: &datafusion::config::ConfigOptions) -> Result<D
              Postgres endpoint, a message may hold several)"
         ))),
     }
+}
+
+/// The version of PostgreSQL whose protocol and catalog Tarn speaks (that of the pgwire and
+/// pg_catalog crates it is built on).
+pub const POSTGRES_VERSION: &str = "16.6";
+
+/// What `version()` answers: the form PostgreSQL and compatible servers use, which clients
+/// such as SQLAlchemy read the version from (`PostgreSQL 16.6 (Tarn 0.1.0 on DataFusion
+/// 55.2.0)`).
+pub fn version_text() -> String {
+    format!(
+        "PostgreSQL {POSTGRES_VERSION} (Tarn {} on DataFusion {})",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    )
+}
+
+/// `version()`, in place of DataFusion's own (`Apache DataFusion 55.2.0, x86_64 on linux`).
+fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::ColumnarValue;
+    let text = version_text();
+    datafusion::logical_expr::create_udf(
+        "version",
+        vec![],
+        arrow::datatypes::DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
 }
 
 /// The configuration of every query session.

@@ -37,7 +37,10 @@ mod provider;
 pub mod queries;
 pub mod timetravel;
 
-pub use engine::{Admission, LogicalQuery, PlannedQuery, QueryConfig, QueryEngine, Ticket};
+pub use engine::{
+    version_text, Admission, LogicalQuery, PlannedQuery, QueryConfig, QueryEngine, Ticket,
+    POSTGRES_VERSION,
+};
 pub use error::{Error, Result};
 pub use format::{BatchEncoder, OutputFormat, Trailer};
 pub use provider::{TableRead, CATALOG_NAME};

@@ -56,6 +56,10 @@ pub fn verdict(statement: &Statement) -> Verdict {
             "cursors (DECLARE ... CURSOR) are not supported: query results stream as they are computed".into(),
         ),
         Statement::Discard { .. } => Verdict::Answer("DISCARD ALL"),
+        // Nothing is written, so a savepoint has nothing to keep: drivers that wrap their
+        // catalog queries in one (SQLAlchemy over psycopg 3) go on.
+        Statement::Savepoint { .. } => Verdict::Answer("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Verdict::Answer("RELEASE"),
         Statement::Deallocate { .. } => Verdict::Answer("DEALLOCATE"),
         Statement::Set(set) => set_verdict(set),
         other => Verdict::Refuse(format!("{} statements are not allowed", statement_kind(other))),
@@ -182,6 +186,8 @@ fn changes_a_session(statement: &Statement) -> bool {
             | Statement::Close { .. }
             | Statement::Discard { .. }
             | Statement::Deallocate { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
     )
 }
 
@@ -225,11 +231,21 @@ mod tests {
             ("SELECT * INTO t2 FROM t", "write"),
             ("SET TIME ZONE '+01:00'", "SET statements are not allowed"),
             ("BEGIN", "no session"),
+            ("SAVEPOINT sp", "no session"),
         ] {
             match judge(sql) {
                 Err(Error::ReadOnly(why)) => assert!(why.contains(words), "{sql}: {why}"),
                 other => panic!("{sql}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn savepoints_are_answered_over_the_postgres_endpoint() {
+        use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+        for (sql, tag) in [("SAVEPOINT sp", "SAVEPOINT"), ("RELEASE SAVEPOINT sp", "RELEASE")] {
+            let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+            assert!(matches!(verdict(&statement), Verdict::Answer(t) if t == tag), "{sql}");
         }
     }
 }

@@ -329,3 +329,61 @@ with psycopg.connect(os.environ["TARN_PG"], autocommit=True) as conn:
     .await;
     assert_eq!(refused.lines().collect::<Vec<_>>(), vec!["25006", "54000", "5"]);
 }
+
+/// SQLAlchemy's postgres dialect (what Superset, `pandas.read_sql` and Airflow's Postgres hook
+/// use) reads the server's version from `SELECT pg_catalog.version()` and refused to connect
+/// while it said "Apache DataFusion …". With psycopg2 it now connects, reflects schemas, tables
+/// and columns, and `pandas.read_sql` binds a parameter; with psycopg 3 it connects and lists
+/// schemas and tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_connects_reflects_and_reads_with_pandas() {
+    let server = TestServer::start_with(Backend::Local, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let leads = "{\"email\": \"a@x.no\", \"country\": \"NO\", \"n\": 1}\n{\"email\": \"b@x.se\", \"country\": \"SE\", \"n\": 2}";
+    assert_eq!(server.ingest("leads", "application/x-ndjson", leads).await.0, 200);
+    let addr = server.pg_addr.unwrap();
+    let out = psycopg(
+        addr,
+        &format!(
+            r#"
+import pandas as pd, psycopg, sqlalchemy as sa
+with psycopg.connect("host={ip} port={port} user=analyst dbname=tarn") as conn:
+    print("version()", conn.execute("SELECT version()").fetchone()[0])
+    print("SHOW server_version", conn.execute("SHOW server_version").fetchone()[0])
+    print("server_version parameter", conn.info.server_version)
+for driver in ["psycopg2", "psycopg"]:
+    engine = sa.create_engine("postgresql+" + driver + "://analyst@{ip}:{port}/tarn")
+    with engine.connect():
+        print(driver, "version", engine.dialect.server_version_info)
+    inspector = sa.inspect(engine)
+    print(driver, "schemas", inspector.get_schema_names())
+    print(driver, "tables", inspector.get_table_names(schema="default"))
+engine = sa.create_engine("postgresql+psycopg2://analyst@{ip}:{port}/tarn")
+inspector = sa.inspect(engine)
+print("columns", [(c["name"], str(c["type"])) for c in inspector.get_columns("leads", schema="default")])
+frame = pd.read_sql(sa.text("SELECT email, n FROM leads WHERE n > :least ORDER BY email"), engine, params={{"least": 1}})
+print("read_sql", frame.to_dict("records"))
+"#,
+            ip = addr.ip(),
+            port = addr.port()
+        ),
+    )
+    .await;
+    println!("{out}");
+    let version = format!("PostgreSQL 16.6 (Tarn {}", env!("CARGO_PKG_VERSION"));
+    assert!(out.contains(&format!("version() {version} on DataFusion ")), "{out}");
+    assert!(out.contains("SHOW server_version 16.6 (Tarn "), "{out}");
+    assert!(out.contains("server_version parameter 160006"), "{out}");
+    for driver in ["psycopg2", "psycopg"] {
+        assert!(out.contains(&format!("{driver} version (16, 6)")), "{out}");
+        assert!(out.contains(&format!("{driver} schemas ['default']")), "{out}");
+        assert!(out.contains(&format!("{driver} tables ['leads']")), "{out}");
+    }
+    assert!(
+        out.contains("columns [('email', 'TEXT'), ('country', 'TEXT'), ('n', 'BIGINT')]"),
+        "{out}"
+    );
+    assert!(out.contains("read_sql [{'email': 'b@x.se', 'n': 2}]"), "{out}");
+}

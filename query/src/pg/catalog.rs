@@ -75,3 +75,127 @@ impl CatalogProvider for LiveCatalog {
         Ok(self.extra.write().expect("catalog lock").insert(name.to_string(), schema))
     }
 }
+
+/// `pg_type_is_visible(oid)`, which SQLAlchemy's column reflection asks about every type it
+/// lists (pg_catalog has `pg_table_is_visible` only): every type Tarn has is in the search
+/// path, so it is true for every type, and null for null.
+pub(super) fn pg_type_is_visible() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, BooleanArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    datafusion::logical_expr::create_udf(
+        "pg_type_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Immutable,
+        std::sync::Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(value) => ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::Boolean((!value.is_null()).then_some(true)),
+                ),
+                ColumnarValue::Array(oids) => {
+                    let visible: BooleanArray =
+                        (0..oids.len()).map(|i| oids.is_valid(i).then_some(true)).collect();
+                    ColumnarValue::Array(std::sync::Arc::new(visible))
+                }
+            })
+        }),
+    )
+}
+
+/// The OIDs of PostgreSQL's built-in types, by every name `to_regtype` takes for them.
+const BUILTIN_TYPES: &[(&str, i32)] = &[
+    ("bool", 16),
+    ("boolean", 16),
+    ("bytea", 17),
+    ("int8", 20),
+    ("bigint", 20),
+    ("int2", 21),
+    ("smallint", 21),
+    ("int4", 23),
+    ("integer", 23),
+    ("int", 23),
+    ("text", 25),
+    ("oid", 26),
+    ("json", 114),
+    ("float4", 700),
+    ("real", 700),
+    ("float8", 701),
+    ("double precision", 701),
+    ("varchar", 1043),
+    ("character varying", 1043),
+    ("date", 1082),
+    ("time", 1083),
+    ("timestamp", 1114),
+    ("timestamp without time zone", 1114),
+    ("timestamptz", 1184),
+    ("timestamp with time zone", 1184),
+    ("interval", 1186),
+    ("numeric", 1700),
+    ("decimal", 1700),
+    ("uuid", 2950),
+    ("jsonb", 3802),
+];
+
+/// `to_regtype(name)`: the OID of a built-in type, or null for a type Tarn does not have
+/// (psycopg 3 asks it for `hstore` when SQLAlchemy connects; null says "no such extension").
+pub(super) fn to_regtype() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, Int32Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    fn oid(name: &str) -> Option<i32> {
+        let name = name.trim().trim_start_matches("pg_catalog.").to_ascii_lowercase();
+        BUILTIN_TYPES.iter().find(|(n, _)| *n == name).map(|(_, oid)| *oid)
+    }
+    datafusion::logical_expr::create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        std::sync::Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(value) => {
+                    let name = match value {
+                        datafusion::common::ScalarValue::Utf8(Some(name)) => oid(name),
+                        _ => None,
+                    };
+                    ColumnarValue::Scalar(datafusion::common::ScalarValue::Int32(name))
+                }
+                ColumnarValue::Array(names) => {
+                    let names = datafusion::arrow::compute::cast(names, &DataType::Utf8)?;
+                    let names = names.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+                        datafusion::error::DataFusionError::Internal("to_regtype: not text".into())
+                    })?;
+                    let oids: Int32Array = (0..names.len())
+                        .map(|i| names.is_valid(i).then(|| oid(names.value(i))).flatten())
+                        .collect();
+                    ColumnarValue::Array(std::sync::Arc::new(oids))
+                }
+            })
+        }),
+    )
+}
+
+#[cfg(test)]
+mod function_tests {
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn type_functions_answer_like_postgres() {
+        let ctx = SessionContext::new();
+        ctx.register_udf(super::to_regtype());
+        ctx.register_udf(super::pg_type_is_visible());
+        let batches = ctx
+            .sql("SELECT to_regtype('int4'), to_regtype('Double Precision'), to_regtype('hstore'), pg_type_is_visible(CAST(23 AS INT))")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text =
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let row = text.lines().nth(3).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[1..cells.len() - 1], ["23", "701", "", "true"], "{text}");
+    }
+}

@@ -96,5 +96,69 @@ pub(super) fn runs_query(statement: &Statement) -> bool {
             | Statement::Close { .. }
             | Statement::Discard { .. }
             | Statement::Deallocate { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
     )
+}
+
+/// Answers `SHOW server_version` as the startup parameter says (datafusion-postgres answers
+/// `datafusion 55.2.0 on …`, which clients cannot read a version from).
+#[derive(Debug)]
+pub(super) struct ServerVersionHook;
+
+impl ServerVersionHook {
+    fn asks(statement: &Statement) -> bool {
+        matches!(statement, Statement::ShowVariable { variable }
+            if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("server_version"))
+    }
+
+    fn answer() -> PgWireResult<Response> {
+        use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse};
+        use pgwire::api::Type;
+        let fields = Arc::new(vec![FieldInfo::new(
+            "server_version".into(),
+            None,
+            None,
+            Type::VARCHAR,
+            FieldFormat::Text,
+        )]);
+        let mut encoder = DataRowEncoder::new(fields.clone());
+        encoder.encode_field(&Some(super::server_version()))?;
+        let row = encoder.take_row();
+        let rows = futures::stream::once(async move { Ok(row) });
+        Ok(Response::Query(QueryResponse::new(fields, Box::pin(rows))))
+    }
+}
+
+#[async_trait]
+impl QueryHook for ServerVersionHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::asks(statement).then(Self::answer)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        _statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // The SET/SHOW hook plans SHOW statements; the answer comes at execution, below.
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::asks(statement).then(Self::answer)
+    }
 }

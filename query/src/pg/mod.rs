@@ -145,6 +145,11 @@ impl PgServer {
     }
 }
 
+/// `server_version` as this endpoint reports it: `16.6 (Tarn 0.1.0)`.
+fn server_version() -> String {
+    format!("{} (Tarn {})", crate::POSTGRES_VERSION, env!("CARGO_PKG_VERSION"))
+}
+
 /// The handlers of every connection: key check at startup, then Tarn's query service.
 struct Handlers {
     service: Arc<TarnService>,
@@ -158,10 +163,13 @@ impl Handlers {
         // The table list is read before every query (not here: storage may be down at start).
         let ctx = engine.session_over(tables.clone());
         setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider).map_err(|e| *e)?;
+        ctx.register_udf(catalog::pg_type_is_visible());
+        ctx.register_udf(catalog::to_regtype());
         let ctx = Arc::new(ctx);
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyHook),
             Arc::new(CursorStatementHook),
+            Arc::new(hooks::ServerVersionHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
@@ -169,6 +177,9 @@ impl Handlers {
         let parser = Arc::new(TarnParser { inner: inner.query_parser(), tables: tables.clone() });
         let connections = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
+        // What clients read the server's version from at connection (libpq, psycopg, JDBC):
+        // PostgreSQL's major.minor first.
+        parameters.server_version = server_version();
         parameters.default_transaction_read_only = true;
         parameters.search_path = tarn_catalog::DEFAULT_NAMESPACE.to_string();
         Ok(Handlers {
