@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::spec::JobSpec;
@@ -233,34 +233,46 @@ impl JobStore {
         Ok(paths.len())
     }
 
-    /// Deletes the records of runs older than `before` (by run id, which sorts by time for
-    /// scheduled runs), keeping at least the newest `keep` runs of the job.
+    /// Deletes the records of runs older than `before`: scheduled runs by their id (which
+    /// sorts by time), keeping at least the newest `keep` of them; runs started by hand
+    /// (`m-…`) once nothing of theirs was written after `before`.
     pub async fn prune(&self, job: &str, before: DateTime<Utc>, keep: usize) -> Result<usize> {
         let prefix = Path::from(format!("{JOBS_PREFIX}/runs/{job}"));
         let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
-        let mut runs: Vec<Path> = listing.common_prefixes;
-        runs.sort();
+        let (mut scheduled, manual): (Vec<Path>, Vec<Path>) = listing
+            .common_prefixes
+            .into_iter()
+            .partition(|run| !run.filename().is_some_and(|id| id.starts_with("m-")));
+        scheduled.sort();
         let cutoff = crate::runs::run_id_for(before);
-        let doomed = runs.len().saturating_sub(keep);
+        let doomed = scheduled.len().saturating_sub(keep);
         let mut removed = 0;
-        for run in runs.into_iter().take(doomed) {
-            let Some(id) = run.filename() else { continue };
-            // Manual runs (`m-…`) and scheduled ones alike sort after their time only for
-            // scheduled ids; manual run records are kept until the job is deleted.
-            if !id.starts_with('2') || id >= cutoff.as_str() {
-                continue;
+        for run in scheduled.into_iter().take(doomed) {
+            if run.filename().is_some_and(|id| id < cutoff.as_str()) {
+                self.delete_folder(&run).await?;
+                removed += 1;
             }
-            let files: Vec<Path> =
-                self.store.list(Some(&run)).map_ok(|m| m.location).try_collect().await?;
-            for file in files {
-                match self.store.delete(&file).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        }
+        for run in manual {
+            let files: Vec<ObjectMeta> = self.store.list(Some(&run)).try_collect().await?;
+            if files.iter().all(|meta| meta.last_modified < before) {
+                self.delete_folder(&run).await?;
+                removed += 1;
             }
-            removed += 1;
         }
         Ok(removed)
+    }
+
+    async fn delete_folder(&self, folder: &Path) -> Result<()> {
+        let files: Vec<Path> =
+            self.store.list(Some(folder)).map_ok(|m| m.location).try_collect().await?;
+        for file in files {
+            match self.store.delete(&file).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     async fn create<T: Serialize>(&self, path: &Path, value: &T) -> Result<bool> {
@@ -285,5 +297,36 @@ impl JobStore {
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::Document(format!("{path} does not read as a job document: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[tokio::test]
+    async fn prune_keeps_recent_runs_and_deletes_old_ones() {
+        let store = JobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        let now = Utc::now();
+        let lease =
+            |attempt| Lease { attempt, server: "n".into(), started_at: now, expires_at: now };
+        let old = crate::runs::run_id_for(now - Duration::days(9));
+        let older = crate::runs::run_id_for(now - Duration::days(10));
+        let recent = crate::runs::run_id_for(now - Duration::hours(1));
+        for run in [&old, &older, &recent, "m-manual"] {
+            assert!(store.take("j", run, &lease(1)).await.unwrap());
+        }
+        // Nothing is older than 8 days by write time: the manual run stays; of the scheduled
+        // ones, the two before the cutoff go, however many are kept.
+        let removed = store.prune("j", now - Duration::days(8), 1).await.unwrap();
+        assert_eq!(removed, 2);
+        assert!(store.run_state("j", &recent).await.unwrap().leases.len() == 1);
+        assert!(store.run_state("j", &old).await.unwrap().leases.is_empty());
+        assert_eq!(store.run_state("j", "m-manual").await.unwrap().leases.len(), 1);
+        // A manual run nothing was written for since the cutoff goes too.
+        let removed = store.prune("j", Utc::now() + Duration::seconds(1), 5).await.unwrap();
+        assert_eq!(removed, 1, "the manual run; the recent scheduled one is within `keep`");
+        assert!(store.run_state("j", "m-manual").await.unwrap().leases.is_empty());
     }
 }
