@@ -367,6 +367,7 @@ pub fn key(args: &KeyArgs) -> anyhow::Result<()> {
                 scopes: scopes.clone(),
                 publishable: *publishable,
                 allowed_origins: origins.clone(),
+                rate_limit: None,
             };
             tarn_catalog::auth::KeyRing::new(std::slice::from_ref(&spec))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -8,8 +8,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tarn::telemetry::init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    tarn::telemetry::init(cli.log_format);
+    match cli.command {
         Command::Serve(args) => {
             let app =
                 tarn::Application::build(tarn::config::ServeConfig::from_args(*args)?).await?;

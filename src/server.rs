@@ -157,6 +157,7 @@ impl Services {
             keys,
             readiness,
             jobs,
+            rate_limit: config.rate_limit,
         };
         Ok(Services { api, nodes, stop })
     }

@@ -5,8 +5,8 @@
 //! `Authorization: Bearer <key>` or `X-Tarn-Key: <key>`; a publishable key (one meant to sit in
 //! a public web page's form) may also come as `?key=`.
 //!
-//! Scopes: `ingest:<table>` (or `ingest:*`), `query` (SQL and reading the catalog), `admin`
-//! (everything, including defining and dropping tables). A publishable key may only hold
+//! Scopes: `ingest:<table>` (or `ingest:*`), `query` (SQL and reading the catalog), `metrics`
+//! (`GET /metrics`), `admin` (everything, including defining and dropping tables). A publishable key may only hold
 //! ingest scopes and is only taken from its `allowed_origins` (the browser's `Origin`).
 //!
 //! With no keys declared, every endpoint is open (Tarn logs a warning at start). With keys,
@@ -64,6 +64,63 @@ pub struct KeySpec {
     /// Origins (`https://www.example.com`) a publishable key is accepted from.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// How fast this key may call (default: the server's `[rate_limit]`, and for publishable
+    /// keys [`RateLimit::PUBLISHABLE`]).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// How fast a caller may send requests, and ingest bytes: a token bucket that refills at the
+/// rate and holds `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second, sustained.
+    pub requests_per_second: u32,
+    /// Requests allowed at once (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Bytes of request bodies to ingest routes per second (none: not limited).
+    #[serde(default)]
+    pub ingest_bytes_per_second: Option<u64>,
+}
+
+impl RateLimit {
+    /// What a publishable key (one in a public page) gets unless it says otherwise: a form
+    /// post now and then from each visitor, not a flood.
+    pub const PUBLISHABLE: RateLimit = RateLimit {
+        requests_per_second: 10,
+        burst: Some(50),
+        ingest_bytes_per_second: Some(1024 * 1024),
+    };
+
+    /// Requests allowed at once.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.requests_per_second)
+    }
+
+    /// Refuses a rate of 0 or a burst of 0.
+    pub fn check(&self) -> Result<(), String> {
+        if self.requests_per_second == 0 {
+            return Err("rate_limit.requests_per_second must be at least 1".into());
+        }
+        if self.burst == Some(0) {
+            return Err("rate_limit.burst must be at least 1".into());
+        }
+        if self.ingest_bytes_per_second == Some(0) {
+            return Err("rate_limit.ingest_bytes_per_second must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Who a request comes from, once its key was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// No key was needed (an open server, or an open route) and none was checked.
+    Anonymous,
+    /// The key at this position of the ring.
+    Key(usize),
 }
 
 /// What a request needs.
@@ -75,6 +132,8 @@ pub enum Scope {
     Ingest(TableName),
     /// Reading: SQL and the catalog.
     Query,
+    /// Reading the server's metrics.
+    Metrics,
     /// Changing definitions, dropping tables, anything else.
     Admin,
 }
@@ -83,7 +142,20 @@ pub enum Scope {
 enum Grant {
     Ingest(Option<TableName>),
     Query,
+    Metrics,
     Admin,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Grant::Ingest(None) => f.write_str("ingest:*"),
+            Grant::Ingest(Some(table)) => write!(f, "ingest:{table}"),
+            Grant::Query => f.write_str("query"),
+            Grant::Metrics => f.write_str("metrics"),
+            Grant::Admin => f.write_str("admin"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +165,7 @@ struct Key {
     grants: Vec<Grant>,
     publishable: bool,
     origins: Vec<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// The declared keys.
@@ -139,6 +212,7 @@ impl KeyRing {
                 let grant = match scope.as_str() {
                     "admin" => Grant::Admin,
                     "query" => Grant::Query,
+                    "metrics" => Grant::Metrics,
                     "ingest:*" => Grant::Ingest(None),
                     other => match other.strip_prefix("ingest:") {
                         Some(table) => Grant::Ingest(Some(
@@ -146,7 +220,7 @@ impl KeyRing {
                         )),
                         None => {
                             return Err(bad(format!(
-                            "unknown scope '{other}'; use ingest:<table>, ingest:*, query or admin"
+                            "unknown scope '{other}'; use ingest:<table>, ingest:*, query, metrics or admin"
                         )))
                         }
                     },
@@ -161,12 +235,16 @@ impl KeyRing {
                     return Err(bad("a publishable key needs allowed_origins".into()));
                 }
             }
+            if let Some(limit) = &spec.rate_limit {
+                limit.check().map_err(bad)?;
+            }
             keys.push(Key {
                 name: spec.name.clone(),
                 digest,
                 grants,
                 publishable: spec.publishable,
                 origins: spec.allowed_origins.clone(),
+                rate_limit: spec.rate_limit,
             });
         }
         Ok(KeyRing { keys })
@@ -178,17 +256,45 @@ impl KeyRing {
     }
 
     /// Decides whether a request showing `presented` (from `origin`, via the query string or
-    /// not) may do what `scope` says.
+    /// not) may do what `scope` says; answers whose key it was.
     pub fn authorize(
         &self,
         presented: Option<&str>,
         from_query: bool,
         origin: Option<&str>,
         scope: &Scope,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Caller, AuthError> {
         if self.is_open() || *scope == Scope::Open {
-            return Ok(());
+            return Ok(Caller::Anonymous);
         }
+        let (index, key) = self.identify(presented, from_query, origin)?;
+        let allowed = key.grants.iter().any(|grant| match (grant, scope) {
+            (Grant::Admin, _) => true,
+            (Grant::Query, Scope::Query) => true,
+            (Grant::Metrics, Scope::Metrics) => true,
+            (Grant::Ingest(None), Scope::Ingest(_)) => true,
+            (Grant::Ingest(Some(t)), Scope::Ingest(wanted)) => t == wanted,
+            _ => false,
+        });
+        if allowed {
+            Ok(Caller::Key(index))
+        } else {
+            Err(AuthError::forbidden(format!(
+                "key '{}' does not allow {}",
+                key.name,
+                describe(scope)
+            )))
+        }
+    }
+
+    /// The key a request shows, when it is valid here (from `origin`, via the query string or
+    /// not): its position and the key.
+    fn identify(
+        &self,
+        presented: Option<&str>,
+        from_query: bool,
+        origin: Option<&str>,
+    ) -> Result<(usize, &Key), AuthError> {
         let presented = presented.ok_or_else(|| {
             AuthError::unauthenticated(
                 "an API key is required: send Authorization: Bearer <key> or X-Tarn-Key: <key>",
@@ -196,12 +302,13 @@ impl KeyRing {
         })?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
-        for key in &self.keys {
+        for (index, key) in self.keys.iter().enumerate() {
             if constant_time_eq(&key.digest, &digest) {
-                found = Some(key);
+                found = Some((index, key));
             }
         }
-        let key = found.ok_or_else(|| AuthError::unauthenticated("the API key is not valid"))?;
+        let (index, key) =
+            found.ok_or_else(|| AuthError::unauthenticated("the API key is not valid"))?;
         if from_query && !key.publishable {
             return Err(AuthError::unauthenticated(
                 "only publishable keys may be sent as ?key=; send this key in a header",
@@ -213,22 +320,47 @@ impl KeyRing {
                 key.name
             )));
         }
-        let allowed = key.grants.iter().any(|grant| match (grant, scope) {
-            (Grant::Admin, _) => true,
-            (Grant::Query, Scope::Query) => true,
-            (Grant::Ingest(None), Scope::Ingest(_)) => true,
-            (Grant::Ingest(Some(t)), Scope::Ingest(wanted)) => t == wanted,
-            _ => false,
-        });
-        if allowed {
-            Ok(())
-        } else {
-            Err(AuthError::forbidden(format!(
-                "key '{}' does not allow {}",
-                key.name,
-                describe(scope)
-            )))
+        Ok((index, key))
+    }
+
+    /// Whose key a request shows, and what it may do, without deciding on any scope: for
+    /// `GET /v1/whoami`. An open ring answers `None` (everything is allowed).
+    pub fn whoami(
+        &self,
+        presented: Option<&str>,
+        from_query: bool,
+        origin: Option<&str>,
+    ) -> Result<Option<(String, Vec<String>)>, AuthError> {
+        if self.is_open() {
+            return Ok(None);
         }
+        let (_, key) = self.identify(presented, from_query, origin)?;
+        Ok(Some((key.name.clone(), key.grants.iter().map(Grant::to_string).collect())))
+    }
+
+    /// The name of `caller`'s key (`None` for anonymous callers).
+    pub fn name_of(&self, caller: Caller) -> Option<&str> {
+        match caller {
+            Caller::Anonymous => None,
+            Caller::Key(index) => self.keys.get(index).map(|k| k.name.as_str()),
+        }
+    }
+
+    /// The rate limit of the key at `index`: its own, else [`RateLimit::PUBLISHABLE`] for a
+    /// publishable key, else `default`.
+    pub fn rate_limit_of(&self, index: usize, default: Option<RateLimit>) -> Option<RateLimit> {
+        let key = self.keys.get(index)?;
+        key.rate_limit.or(if key.publishable { Some(RateLimit::PUBLISHABLE) } else { default })
+    }
+
+    /// How many keys the ring holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the ring holds no key (the same as [`KeyRing::is_open`]).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// For each publishable key: the tables it may ingest into (`*` for all) and its origins,
@@ -257,6 +389,7 @@ fn describe(scope: &Scope) -> String {
         Scope::Open => "this".into(),
         Scope::Ingest(table) => format!("ingesting into {table}"),
         Scope::Query => "queries".into(),
+        Scope::Metrics => "reading metrics".into(),
         Scope::Admin => "administration".into(),
     }
 }
@@ -273,6 +406,7 @@ mod tests {
                 scopes: vec!["admin".into()],
                 publishable: false,
                 allowed_origins: vec![],
+                rate_limit: None,
             },
             KeySpec {
                 name: "analyst".into(),
@@ -280,6 +414,7 @@ mod tests {
                 scopes: vec!["query".into(), "ingest:events".into()],
                 publishable: false,
                 allowed_origins: vec![],
+                rate_limit: None,
             },
             KeySpec {
                 name: "site".into(),
@@ -287,14 +422,15 @@ mod tests {
                 scopes: vec!["ingest:leads".into()],
                 publishable: true,
                 allowed_origins: vec!["https://www.example.com".into()],
+                rate_limit: None,
             },
         ])
         .unwrap()
     }
 
-    fn code(r: Result<(), AuthError>) -> u16 {
+    fn code(r: Result<Caller, AuthError>) -> u16 {
         match r {
-            Ok(()) => 200,
+            Ok(_) => 200,
             Err(e) if e.kind == ErrorKind::Unauthenticated => 401,
             Err(e) if e.kind == ErrorKind::Forbidden => 403,
             Err(e) => panic!("{e}"),
@@ -326,6 +462,39 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_scope_and_whoami() {
+        let ring = KeyRing::new(&[KeySpec {
+            name: "prometheus".into(),
+            hash: hash_secret("tk_metrics"),
+            scopes: vec!["metrics".into(), "ingest:web.events".into()],
+            publishable: false,
+            allowed_origins: vec![],
+            rate_limit: None,
+        }])
+        .unwrap();
+        assert_eq!(code(ring.authorize(Some("tk_metrics"), false, None, &Scope::Metrics)), 200);
+        assert_eq!(code(ring.authorize(Some("tk_metrics"), false, None, &Scope::Query)), 403);
+        assert_eq!(
+            code(self::tests::ring().authorize(Some("tk_query"), false, None, &Scope::Metrics)),
+            403
+        );
+        assert_eq!(
+            code(self::tests::ring().authorize(Some("tk_admin"), false, None, &Scope::Metrics)),
+            200
+        );
+        let (name, scopes) = ring.whoami(Some("tk_metrics"), false, None).unwrap().unwrap();
+        assert_eq!(
+            (name.as_str(), scopes),
+            ("prometheus", vec!["metrics".to_string(), "ingest:web.events".into()])
+        );
+        assert_eq!(
+            ring.whoami(Some("nope"), false, None).unwrap_err().kind,
+            ErrorKind::Unauthenticated
+        );
+        assert!(KeyRing::default().whoami(None, false, None).unwrap().is_none());
+    }
+
+    #[test]
     fn bad_declarations_are_refused() {
         let spec = |scopes: Vec<&str>, publishable: bool| KeySpec {
             name: "k".into(),
@@ -333,6 +502,7 @@ mod tests {
             scopes: scopes.into_iter().map(String::from).collect(),
             publishable,
             allowed_origins: vec!["https://a.com".into()],
+            rate_limit: None,
         };
         assert!(KeyRing::new(&[spec(vec!["read"], false)]).unwrap_err().contains("unknown scope"));
         assert!(KeyRing::new(&[spec(vec!["query"], true)])

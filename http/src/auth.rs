@@ -8,6 +8,10 @@
 //!
 //! A request shows its key as `Authorization: Bearer <key>` or `X-Tarn-Key: <key>`; a
 //! publishable key (one meant to sit in a public web page's form) may also come as `?key=`.
+//!
+//! The same route layer applies the key's rate limit ([`crate::limit`]) and names the key (never
+//! the secret) in the request's log span. `GET /v1/whoami` tells a caller (the console) whose
+//! key it shows and what it may do.
 
 use std::sync::Arc;
 
@@ -16,12 +20,23 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::header;
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
-use axum::Router;
-use tarn_catalog::auth::{KeyRing, Scope};
+use axum::routing::{get, MethodRouter};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tarn_catalog::auth::{Caller, KeyRing, Scope};
 use tarn_catalog::TableName;
 
+use crate::limit::RateLimits;
 use crate::ApiError;
+
+/// What guards every route: the keys and their rate limits.
+pub struct Gate {
+    /// The declared keys.
+    pub keys: Arc<KeyRing>,
+    /// Their limits.
+    pub limits: RateLimits,
+}
 
 /// What a route needs from the caller's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +45,8 @@ pub enum Need {
     Open,
     /// The `query` scope: SQL and reading the catalog.
     Query,
+    /// The `metrics` scope: `GET /metrics`.
+    Metrics,
     /// The `admin` scope: changing definitions, dropping tables, crawling.
     Admin,
     /// `ingest:<table>` (or `ingest:*`) for the `{table}` of the route's path; a path whose
@@ -40,19 +57,19 @@ pub enum Need {
 /// A router whose every route declares its [`Need`].
 pub struct Routes<S> {
     router: Router<S>,
-    keys: Arc<KeyRing>,
+    gate: Arc<Gate>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Routes<S> {
-    /// No routes yet; keys checked against `keys`.
-    pub fn new(keys: Arc<KeyRing>) -> Self {
-        Routes { router: Router::new(), keys }
+    /// No routes yet; keys checked (and limits applied) by `gate`.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Routes { router: Router::new(), gate }
     }
 
     /// Adds `methods` at `path`, each of them needing `need`. The same path may be added again
     /// with other methods and another need.
     pub fn route(mut self, path: &str, need: Need, methods: MethodRouter<S>) -> Self {
-        let guarded = methods.route_layer(from_fn_with_state((self.keys.clone(), need), require));
+        let guarded = methods.route_layer(from_fn_with_state((self.gate.clone(), need), require));
         self.router = self.router.route(path, guarded);
         self
     }
@@ -63,9 +80,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 }
 
-/// Route layer: refuses requests whose key does not cover the route's need.
+/// Route layer: refuses requests whose key does not cover the route's need, and requests
+/// over their key's rate limit; names the key in the request's log span.
 async fn require(
-    State((keys, need)): State<(Arc<KeyRing>, Need)>,
+    State((gate, need)): State<(Arc<Gate>, Need)>,
     params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
     next: Next,
@@ -75,10 +93,57 @@ async fn require(
         Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
     };
     let table = params.iter().find(|(name, _)| *name == "table").map(|(_, value)| value);
-    match check(&keys, need, table, &request) {
-        Ok(()) => next.run(request).await,
+    let caller = match check(&gate.keys, need, table, &request) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    if need == Need::Open {
+        return next.run(request).await;
+    }
+    let name = gate.keys.name_of(caller);
+    if let Some(name) = name {
+        tracing::Span::current().record("key", name);
+    }
+    match gate.limits.admit(caller, need == Need::IngestInto, name) {
+        Ok(None) => next.run(request).await,
+        Ok(Some(budget)) => {
+            // The body is charged to the key's byte budget as it is read.
+            let request = request.map(|body| {
+                axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                    if let Ok(bytes) = &chunk {
+                        budget.charge(bytes.len());
+                    }
+                    chunk
+                }))
+            });
+            next.run(request).await
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// `GET /v1/whoami`: the name and scopes of the key the request shows; on an open server,
+/// `{"open": true}` and every scope. 401 without a valid key where keys are declared.
+pub(crate) async fn whoami(State(gate): State<Arc<Gate>>, request: Request) -> Response {
+    let (presented, from_query) = presented_key(&request);
+    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match gate.keys.whoami(presented.as_deref(), from_query, origin) {
+        Ok(None) => Json(json!({
+            "open": true,
+            "key": Value::Null,
+            "scopes": ["admin", "query", "metrics", "ingest:*"],
+        }))
+        .into_response(),
+        Ok(Some((name, scopes))) => {
+            Json(json!({"open": false, "key": name, "scopes": scopes})).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The routes about keys themselves: `GET /v1/whoami`, open (it checks the key it is shown).
+pub(crate) fn routes(routes: Routes<Arc<Gate>>) -> Routes<Arc<Gate>> {
+    routes.route("/v1/whoami", Need::Open, get(whoami))
 }
 
 /// Decides whether `request` may do what `need` says (`table`: the path's `{table}`).
@@ -87,13 +152,14 @@ pub(crate) fn check(
     need: Need,
     table: Option<&str>,
     request: &Request,
-) -> Result<(), ApiError> {
+) -> Result<Caller, ApiError> {
     if keys.is_open() {
-        return Ok(());
+        return Ok(Caller::Anonymous);
     }
     let scope = match need {
-        Need::Open => return Ok(()),
+        Need::Open => return Ok(Caller::Anonymous),
         Need::Query => Scope::Query,
+        Need::Metrics => Scope::Metrics,
         Need::Admin => Scope::Admin,
         Need::IngestInto => match table.map(TableName::parse) {
             Some(Ok(name)) => Scope::Ingest(name),

@@ -54,6 +54,13 @@ pub(crate) fn routes(routes: Routes<IngestState>, state: &IngestState) -> Routes
             options(|| async { StatusCode::NO_CONTENT }).layer(cors(&state.ingestor)),
         )
         .route("/v1/tables/{table}/files", Need::IngestInto, post(upload))
+        .route("/v1/ingest", Need::Query, axum::routing::get(status))
+}
+
+/// `GET /v1/ingest`: per table, what ingest took since the server started (records, rejected
+/// rows, bytes, commits, the last commit, rows buffered now), and the write-ahead log's depth.
+async fn status(State(state): State<IngestState>) -> axum::Json<tarn_ingest::IngestStatus> {
+    axum::Json(state.ingestor.status())
 }
 
 /// CORS for browser forms: an origin is allowed when the table (or a publishable key) says so.

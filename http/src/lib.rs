@@ -6,10 +6,11 @@
 //! domain crates' services; turns their
 //! errors into answers through one table ([`error::status_of`]: an error's
 //! [`tarn_lake::ErrorKind`] decides its status); checks API keys with the scope each route
-//! declares where it is defined ([`auth`]); and adds CORS for browser forms, body limits,
-//! request ids and tracing. `GET /healthz` says the process runs; `GET /readyz` says whether it
-//! is ready for traffic (503 with the reasons while it is not, e.g. while the write-ahead log
-//! is replayed into storage that is down).
+//! declares where it is defined ([`auth`]) and their rate limits ([`limit`]); and adds CORS for
+//! browser forms, body limits, gzip, request ids and tracing. `GET /healthz` says the process
+//! runs; `GET /readyz` says whether it is ready for traffic (503 with the reasons while it is
+//! not, e.g. while the write-ahead log is replayed into storage that is down); `GET /metrics`
+//! is for Prometheus ([`metrics`]); `GET /` is the web console ([`console`]).
 //!
 //! ```no_run
 //! # async fn demo(services: tarn_http::Services) -> std::io::Result<()> {
@@ -21,10 +22,13 @@
 
 pub mod auth;
 mod catalog;
+pub mod console;
 pub mod error;
 mod health;
 mod ingest;
 mod jobs;
+pub mod limit;
+pub mod metrics;
 mod query;
 mod stream;
 
@@ -34,16 +38,19 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tarn_catalog::auth::KeyRing;
+use tarn_catalog::auth::RateLimit;
 use tarn_catalog::Catalog;
 use tarn_ingest::{Ingestor, Loader};
 use tarn_query::queries::QueryManager;
 use tarn_query::QueryEngine;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
 
-pub use auth::{Need, Routes};
+pub use auth::{Gate, Need, Routes};
 pub use error::ApiError;
 pub use health::Readiness;
 pub use query::NEXT_PAGE_HEADER;
@@ -67,11 +74,19 @@ pub struct Services {
     pub readiness: Readiness,
     /// Scheduled jobs.
     pub jobs: Arc<tarn_pipelines::Jobs>,
+    /// The rate limit of keys that set none (and of everyone, on an open server).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The complete HTTP API over `services`.
 pub fn router(services: &Services) -> Router {
     let keys = &services.keys;
+    let gate = Arc::new(Gate {
+        keys: keys.clone(),
+        limits: limit::RateLimits::new(keys, services.rate_limit),
+    });
+    // Installed before any request is counted.
+    metrics::handle();
     let ingest = ingest::IngestState {
         ingestor: services.ingestor.clone(),
         loader: services.loader.clone(),
@@ -79,21 +94,29 @@ pub fn router(services: &Services) -> Router {
     let sql =
         query::SqlState { engine: services.engine.clone(), queries: services.queries.clone() };
     Router::new()
-        .merge(health::routes(Routes::new(keys.clone())).with_state(services.readiness.clone()))
-        .merge(ingest::routes(Routes::new(keys.clone()), &ingest).with_state(ingest))
-        .merge(query::routes(Routes::new(keys.clone())).with_state(sql))
-        .merge(catalog::routes(Routes::new(keys.clone())).with_state(services.catalog.clone()))
-        .merge(jobs::routes(Routes::new(keys.clone())).with_state(services.jobs.clone()))
+        .merge(health::routes(Routes::new(gate.clone())).with_state(services.readiness.clone()))
+        .merge(ingest::routes(Routes::new(gate.clone()), &ingest).with_state(ingest))
+        .merge(query::routes(Routes::new(gate.clone())).with_state(sql))
+        .merge(catalog::routes(Routes::new(gate.clone())).with_state(services.catalog.clone()))
+        .merge(jobs::routes(Routes::new(gate.clone())).with_state(services.jobs.clone()))
+        .merge(metrics::routes(Routes::new(gate.clone())).with_state(services.clone()))
+        .merge(auth::routes(Routes::new(gate.clone())).with_state(gate.clone()))
+        .merge(console::routes(Routes::new(gate.clone())).with_state(()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(keys.clone())
+        .layer(axum::middleware::from_fn(metrics::record))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
-                        // Answers of 5xx are logged where they arise (bugs as errors,
-                        // back-pressure as warnings); the access-level trace stays at debug.
+                        // Every answer is logged at info with its status and latency, in the
+                        // request's span (its id and, once checked, its key's name); 5xx are
+                        // also logged where they arise (bugs as errors, back-pressure as
+                        // warnings).
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Millis))
                         .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
                         .make_span_with(|request: &Request<_>| {
                             let id = request
@@ -101,9 +124,12 @@ pub fn router(services: &Services) -> Router {
                                 .get("x-request-id")
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("-");
-                            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id)
+                            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id, key = tracing::field::Empty)
                         }),
                 )
+                // Gzip for clients that take it (the console's scripts, JSON results); Arrow,
+                // Parquet and already-compressed bodies are left alone.
+                .layer(CompressionLayer::new().gzip(true))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // A bug that panics answers this request with 500 (logged with its message
                 // and request id) instead of dropping the connection.

@@ -13,6 +13,7 @@ use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
 use tarn_lake::ErrorKind;
+use tarn_query::observe::{Outcome, QueryRecord};
 use tarn_query::queries::{QueryManager, QueryRequest};
 use tarn_query::{Error, OutputFormat, QueryEngine};
 use tokio::time::Instant;
@@ -121,18 +122,30 @@ async fn sql(
     // The time limit counts from admission: waiting in the queue is bounded by the queue.
     let ticket = engine.admission().enter()?;
     let permit = ticket.admit().await;
+    let mut record = QueryRecord::start("sql");
     let deadline = Instant::now() + limit;
-    let timed_out = || ApiError::from(Error::Timeout(limit));
-    let planned =
-        tokio::time::timeout_at(deadline, engine.plan(&sql)).await.map_err(|_| timed_out())??;
-    let mut stream = planned.execute()?;
-    // Pull the first batch before answering, so that errors raised when execution starts
-    // still get a proper status instead of a cut-off 200.
-    let first = match tokio::time::timeout_at(deadline, stream.next()).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Some(Ok(batch))) => Some(batch),
-        Ok(Some(Err(e))) => return Err(Error::from(e).into()),
-        Ok(None) => None,
+    let started = async {
+        let planned = tokio::time::timeout_at(deadline, engine.plan(&sql))
+            .await
+            .map_err(|_| Error::Timeout(limit))??;
+        record.planned(&planned);
+        let mut stream = planned.execute()?;
+        // Pull the first batch before answering, so that errors raised when execution starts
+        // still get a proper status instead of a cut-off 200.
+        let first = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(Error::Timeout(limit)),
+            Ok(Some(Ok(batch))) => Some(batch),
+            Ok(Some(Err(e))) => return Err(Error::from(e)),
+            Ok(None) => None,
+        };
+        Ok((stream, first))
+    };
+    let (stream, first) = match started.await {
+        Ok(started) => started,
+        Err(e) => {
+            record.finish(Outcome::of(&e));
+            return Err(e.into());
+        }
     };
     let cap = format.is_buffered().then_some(engine.config().max_result_rows as u64);
     let encoder = format.encoder(stream.schema());
@@ -142,6 +155,7 @@ async fn sql(
         encoder,
         Limits { max_rows: cap, deadline: Some((deadline, limit)), next_page: None },
         Some(permit),
+        Some(record),
     );
     Ok(answer(format, body, &[]))
 }
@@ -246,6 +260,7 @@ async fn results(
         first,
         encoder,
         Limits { max_rows: None, deadline: None, next_page },
+        None,
         None,
     );
     Ok(answer(format, body, &extra))

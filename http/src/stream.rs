@@ -4,9 +4,11 @@
 use axum::body::{Body, Bytes};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
+use tarn_query::observe::{Outcome, QueryRecord};
 use tarn_query::{BatchEncoder, Error, Trailer};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Encoded chunks buffered between the query and a slow client; the query pauses when full.
 const STREAM_BUFFER_CHUNKS: usize = 2;
@@ -24,41 +26,56 @@ pub(crate) struct Limits {
 /// Streams the encoded result with bounded buffering. An error after the answer started
 /// (including the time limit) aborts the body, so the client sees a failed transfer rather
 /// than a silently short result. The execution slot (`permit`) is held until the end, or until
-/// the time limit, also while a client that stopped reading keeps the buffer full.
+/// the time limit, also while a client that stopped reading keeps the buffer full. A query's
+/// `record` is finished with how the stream ended.
 pub(crate) fn stream_body(
     stream: SendableRecordBatchStream,
     first: Option<arrow::array::RecordBatch>,
     encoder: Box<dyn BatchEncoder>,
     limits: Limits,
     permit: Option<OwnedSemaphorePermit>,
+    mut record: Option<QueryRecord>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_BUFFER_CHUNKS);
     let deadline = limits.deadline;
     let on_timeout = tx.clone();
-    let produce = produce(stream, first, encoder, limits.max_rows, limits.next_page, tx);
-    tokio::spawn(async move {
+    let task = async move {
+        let produce =
+            produce(stream, first, encoder, limits.max_rows, limits.next_page, tx, &mut record);
         let Some((deadline, limit)) = deadline else {
-            produce.await;
+            let outcome = produce.await;
             drop(permit);
+            if let Some(record) = record {
+                record.finish(outcome);
+            }
             return;
         };
-        let finished = tokio::time::timeout_at(deadline, produce).await.is_ok();
+        let outcome = tokio::time::timeout_at(deadline, produce).await.ok();
         // The query (dropped with `produce`) and its slot are released now; after a timeout
         // the error follows the buffered chunks when (if) the client reads on.
         drop(permit);
-        if !finished {
+        if let Some(record) = record {
+            record.finish(outcome.unwrap_or(Outcome::TimedOut));
+        }
+        if outcome.is_none() {
             let message = Error::Timeout(limit).to_string();
             tracing::warn!("{message}");
             let _ = on_timeout.send(Err(std::io::Error::other(message))).await;
         }
-    });
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    };
+    // In the request's span: the query's log lines carry its request id and key.
+    tokio::spawn(task.instrument(tracing::Span::current()));
+    // Fused: a body may be polled again after its end (the gzip encoder does), which an
+    // unfused `unfold` answers with a panic.
+    Body::from_stream(
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+            .fuse(),
+    )
 }
 
 /// Encodes the result into `tx`: the first batch (already pulled), then the rest of the
-/// stream, cut at `max_rows` (and saying so), then the end.
+/// stream, cut at `max_rows` (and saying so), then the end; counts the rows into `record`
+/// and answers how it ended.
 async fn produce(
     mut stream: SendableRecordBatchStream,
     first: Option<arrow::array::RecordBatch>,
@@ -66,7 +83,8 @@ async fn produce(
     max_rows: Option<u64>,
     next_page: Option<String>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+    record: &mut Option<QueryRecord>,
+) -> Outcome {
     let schema = stream.schema();
     let mut pending = first.map(Ok);
     let mut chunk = encoder.begin(&schema);
@@ -79,11 +97,11 @@ async fn produce(
             Err(e) => {
                 tracing::warn!(error = %e, "encoding a query result failed");
                 let _ = tx.send(Err(fail(e.to_string()))).await;
-                return;
+                return Outcome::Failed;
             }
         };
         if !bytes.is_empty() && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-            return; // the client went away; dropping the stream cancels the query
+            return Outcome::Cancelled; // the client went away; dropping the stream cancels the query
         }
         let next = match pending.take() {
             Some(batch) => Some(batch),
@@ -99,6 +117,9 @@ async fn produce(
                     }
                 }
                 sent_rows += batch.num_rows() as u64;
+                if let Some(record) = record.as_mut() {
+                    record.rows(batch.num_rows() as u64);
+                }
                 let encoded = encoder.batch(&batch);
                 if trailer.truncated {
                     // Cut: this batch, then the end.
@@ -107,7 +128,7 @@ async fn produce(
                             Ok(end) => {
                                 bytes.extend(end);
                                 let _ = tx.send(Ok(Bytes::from(bytes))).await;
-                                return;
+                                return Outcome::Succeeded;
                             }
                             Err(e) => Err(e),
                         },
@@ -120,15 +141,16 @@ async fn produce(
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "query failed while streaming its result");
                 let _ = tx.send(Err(fail(e.to_string()))).await;
-                return;
+                return Outcome::Failed;
             }
             None => {
                 let last = encoder.finish(&trailer).map(Bytes::from).map_err(|e| {
                     tracing::warn!(error = %e, "encoding a query result failed");
                     fail(e.to_string())
                 });
+                let outcome = if last.is_ok() { Outcome::Succeeded } else { Outcome::Failed };
                 let _ = tx.send(last).await;
-                return;
+                return outcome;
             }
         };
     }

@@ -54,6 +54,8 @@ struct TableBuffer {
     rows: usize,
     bytes: u64,
     since: Option<Instant>,
+    /// When the oldest record of the flush under way arrived.
+    flushing_since: Option<Instant>,
     last_seq: u64,
     flushing: bool,
     /// Someone waits for this buffer's commit (`?wait=commit`): flush without waiting for the
@@ -153,7 +155,7 @@ impl Buffers {
                     last_seq: buffer.last_seq,
                 });
                 buffer.bytes = 0;
-                buffer.since = None;
+                buffer.flushing_since = buffer.since.take();
                 buffer.urgent = false;
             }
         }
@@ -163,6 +165,7 @@ impl Buffers {
     fn finished(&self, table: &TableName, committed: Option<Committed>) {
         if let Some(buffer) = self.tables.lock().expect("buffers").get_mut(table) {
             buffer.flushing = false;
+            buffer.flushing_since = None;
         }
         if let Some(committed) = committed {
             self.set_committed(table, committed);
@@ -204,6 +207,23 @@ impl Buffers {
         *committed
     }
 
+    /// How long the oldest record not yet committed has waited (over all tables; `None` when
+    /// every durable record is committed).
+    pub fn oldest_pending(&self) -> Option<Duration> {
+        let tables = self.tables.lock().expect("buffers");
+        tables
+            .values()
+            .flat_map(|b| [b.since, b.flushing_since])
+            .flatten()
+            .min()
+            .map(|t| t.elapsed())
+    }
+
+    /// Rows buffered and not yet committed, per table.
+    pub fn pending_rows_of(&self, table: &TableName) -> usize {
+        self.tables.lock().expect("buffers").get(table).map_or(0, |b| b.rows)
+    }
+
     /// Rows buffered and not yet committed, over all tables.
     pub fn pending_rows(&self) -> usize {
         self.tables.lock().expect("buffers").values().map(|b| b.rows).sum()
@@ -228,6 +248,8 @@ pub struct Flusher {
     pub(crate) keys: Arc<crate::idempotency::KeyStore>,
     pub(crate) maintenance: Arc<crate::maintenance::Maintenance>,
     pub(crate) node_id: String,
+    /// Where commits are counted.
+    pub(crate) stats: Arc<crate::stats::IngestStats>,
 }
 
 /// How often the flusher looks at buffer ages.
@@ -285,10 +307,17 @@ impl Flusher {
         let app_id = self.app_id(&table);
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
+        let started = Instant::now();
         let outcome = loop {
             attempt += 1;
             match self.commit(&table, &batches, &app_id, last_seq, attempt > 1).await {
                 Ok(committed) => {
+                    self.stats.committed(
+                        &table,
+                        committed.version(),
+                        rows as u64,
+                        started.elapsed(),
+                    );
                     self.maintenance.after_commit(&table, &committed);
                     break Some(Committed { seq: last_seq, version: committed.version() });
                 }
@@ -297,6 +326,7 @@ impl Flusher {
                     break None;
                 }
                 Err(e) => {
+                    self.stats.commit_failed(&table);
                     let wait = backoff + jitter(backoff);
                     tracing::warn!(table = %table, rows, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "commit failed; retrying");
                     tokio::time::sleep(wait).await;

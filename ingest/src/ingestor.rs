@@ -121,6 +121,7 @@ impl Ingestor {
                 tables.events().clone(),
             )),
             node_id,
+            stats: tables.stats().clone(),
         });
         let (stop, stopped) = watch::channel(false);
         let ingestor = Arc::new(Ingestor {
@@ -299,6 +300,12 @@ impl Ingestor {
         let seq = logging
             .await
             .map_err(|e| Error::Internal(format!("logging the record failed: {e}")))??;
+        self.tables.stats().received(
+            name,
+            counts.accepted as u64,
+            counts.rejected as u64,
+            body.len() as u64,
+        );
         let mut receipt = IngestReceipt {
             table: table_key,
             accepted: counts.accepted,
@@ -379,6 +386,32 @@ impl Ingestor {
         self.wal.bytes()
     }
 
+    /// What ingest did since the start, per table, and the write-ahead log's depth now.
+    pub fn status(&self) -> IngestStatus {
+        let tables = self
+            .tables
+            .stats()
+            .snapshot()
+            .into_iter()
+            .map(|(name, stats)| TableStatus {
+                buffered: self.buffers.pending_rows_of(&name) as u64,
+                table: name.to_string(),
+                stats,
+            })
+            .collect();
+        IngestStatus {
+            tables,
+            wal: WalStatus {
+                bytes: self.wal.bytes(),
+                segments: self.wal.segments() as u64,
+                oldest_uncommitted_age_seconds: self
+                    .buffers
+                    .oldest_pending()
+                    .map(|age| age.as_secs_f64()),
+            },
+        }
+    }
+
     /// Stops at once, like a crash would: nothing buffered is committed, the write-ahead log
     /// is closed, and the next start replays what the lake does not hold.
     pub async fn shutdown_now(&self) {
@@ -412,6 +445,38 @@ impl Ingestor {
     pub fn not_ready(&self) -> Option<String> {
         self.pending.reason()
     }
+}
+
+/// What `GET /v1/ingest` shows: [`Ingestor::status`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestStatus {
+    /// Per table ingest wrote to since the start, by name.
+    pub tables: Vec<TableStatus>,
+    /// The write-ahead log now.
+    pub wal: WalStatus,
+}
+
+/// One table's ingest since the start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableStatus {
+    /// The qualified name.
+    pub table: String,
+    /// Records, rejected rows, bytes and commits since the start; the latest commit.
+    #[serde(flatten)]
+    pub stats: crate::TableStats,
+    /// Rows durable in the log and buffered for the table's next commit.
+    pub buffered: u64,
+}
+
+/// The write-ahead log's depth.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalStatus {
+    /// Bytes in its segments.
+    pub bytes: u64,
+    /// Its segment files.
+    pub segments: u64,
+    /// How long the oldest record not yet committed has waited; `None` when all are.
+    pub oldest_uncommitted_age_seconds: Option<f64>,
 }
 
 /// The WAL parts of a request: its rows (for tables without a contract, the body they came

@@ -69,6 +69,7 @@ mod plan;
 pub mod prepare;
 pub mod replay;
 mod snapshot;
+pub mod stats;
 mod submit;
 pub mod unique;
 pub mod wal;
@@ -81,7 +82,7 @@ pub use decode::{decode, decode_lenient, infer_schema, DecodeError, Format, Leni
 pub use dropzone::DropZoneConfig;
 pub use error::{Error, Result};
 pub use events::{Events, IngestEvent};
-pub use ingestor::{Ingestor, OpenIngest};
+pub use ingestor::{IngestStatus, Ingestor, OpenIngest, TableStatus, WalStatus};
 pub use load::{
     load_id_for, FileFormat, FileLoad, LoadConfig, LoadProgress, LoadReport, Loader, Upload,
     LOAD_CHUNK_BYTES, LOAD_CHUNK_ROWS, MAX_JSON_FILE_BYTES, MAX_LINE_BYTES,
@@ -89,5 +90,6 @@ pub use load::{
 pub use maintenance::MaintenanceConfig;
 pub use nodes::Nodes;
 pub use plan::{TablePlan, Tables, TablesConfig, UniqueKeyScope};
+pub use stats::{IngestStats, LastCommit, TableStats};
 pub use submit::FormAnswer;
 pub use wal::WalConfig;

@@ -11,7 +11,10 @@
 //!   `vacuum_retention_hours` are deleted.
 //!
 //! One maintenance run per table at a time, in the background; queries and ingest go on
-//! meanwhile (readers see either the old or the new files, never a mix). Each step is logged.
+//! meanwhile (readers see either the old or the new files, never a mix). Each step is logged
+//! and counted: `tarn_maintenance_runs_total{table, step}` (`compact`, `checkpoint`, `vacuum`)
+//! with `tarn_maintenance_duration_seconds{step}`, `tarn_compaction_files_rewritten_total`,
+//! `tarn_vacuum_files_deleted_total` and `tarn_maintenance_failures_total` by table.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -123,6 +126,8 @@ impl Maintenance {
         let name = name.clone();
         tokio::spawn(async move {
             if let Err(e) = this.run(&name, plan).await {
+                metrics::counter!("tarn_maintenance_failures_total", "table" => name.to_string())
+                    .increment(1);
                 tracing::warn!(table = %name, error = %e, "maintenance failed; it runs again after a later commit");
                 this.events.emit(crate::IngestEvent::MaintenanceFailed {
                     table: name.clone(),
@@ -141,6 +146,9 @@ impl Maintenance {
             let started = Instant::now();
             let (compacted, report) = table.optimize(self.config.target_file_bytes).await?;
             table = compacted;
+            step_done(name, "compact", started);
+            metrics::counter!("tarn_compaction_files_rewritten_total", "table" => name.to_string())
+                .increment(report.files_removed);
             tracing::info!(
                 table = %name,
                 files_before = report.files_before,
@@ -153,13 +161,19 @@ impl Maintenance {
             );
         }
         if plan.checkpoint || plan.compact {
+            let started = Instant::now();
             table.checkpoint().await?;
+            step_done(name, "checkpoint", started);
             tracing::info!(table = %name, version = table.version(), "wrote a checkpoint");
         }
         if plan.vacuum {
+            let started = Instant::now();
             let retention = Duration::from_secs(self.config.vacuum_retention_hours * 3600);
             let (vacuumed, report) = table.vacuum(retention, false).await?;
             table = vacuumed;
+            step_done(name, "vacuum", started);
+            metrics::counter!("tarn_vacuum_files_deleted_total", "table" => name.to_string())
+                .increment(report.files.len() as u64);
             tracing::info!(
                 table = %name,
                 deleted = report.files.len(),
@@ -170,4 +184,12 @@ impl Maintenance {
         self.catalog.remember(name, &table);
         Ok(())
     }
+}
+
+/// Counts a maintenance step of `table` that succeeded, and its duration.
+fn step_done(table: &TableName, step: &'static str, started: Instant) {
+    metrics::counter!("tarn_maintenance_runs_total", "table" => table.to_string(), "step" => step)
+        .increment(1);
+    metrics::histogram!("tarn_maintenance_duration_seconds", "step" => step)
+        .record(started.elapsed());
 }

@@ -21,6 +21,7 @@ use crate::buffer::FlushConfig;
 use crate::events::Events;
 use crate::nodes::Nodes;
 use crate::snapshot::Snapshots;
+use crate::stats::IngestStats;
 use crate::unique::UniqueKeys;
 use crate::{contract, Error, Result};
 
@@ -125,6 +126,8 @@ pub struct Tables {
     snapshots: Option<Snapshots>,
     /// What ingest reports to watchers (alarms).
     events: Events,
+    /// What ingest did since the start, per table.
+    stats: Arc<IngestStats>,
 }
 
 impl Tables {
@@ -143,12 +146,18 @@ impl Tables {
             peers: Mutex::new(None),
             replaying: Mutex::new(HashSet::new()),
             events: Events::default(),
+            stats: Arc::new(IngestStats::default()),
         }
     }
 
     /// What ingest reports (failed files, rejected rows, refusals, failed maintenance).
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// What ingest did since the start, per table (records, rejected rows, bytes, commits).
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
     }
 
     /// The catalog.

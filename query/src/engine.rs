@@ -133,21 +133,7 @@ impl PlannedQuery {
 
     /// The sum of one metric over every operator of the plan.
     fn metric_total(&self, metric: fn(&MetricsSet) -> Option<usize>) -> u64 {
-        fn visit(
-            plan: &dyn ExecutionPlan,
-            metric: fn(&MetricsSet) -> Option<usize>,
-            total: &mut u64,
-        ) {
-            if let Some(value) = plan.metrics().as_ref().and_then(metric) {
-                *total += value as u64;
-            }
-            for child in plan.children() {
-                visit(child.as_ref(), metric, total);
-            }
-        }
-        let mut total = 0;
-        visit(self.plan.as_ref(), metric, &mut total);
-        total
+        metric_total(self.plan.as_ref(), metric)
     }
 }
 
@@ -416,6 +402,18 @@ fn is_deterministic(plan: &LogicalPlan) -> bool {
     deterministic
 }
 
+/// The sum of one metric over every operator of `plan`.
+pub(crate) fn metric_total(
+    plan: &dyn ExecutionPlan,
+    metric: fn(&MetricsSet) -> Option<usize>,
+) -> u64 {
+    let mut total = plan.metrics().as_ref().and_then(metric).unwrap_or(0) as u64;
+    for child in plan.children() {
+        total += metric_total(child.as_ref(), metric);
+    }
+    total
+}
+
 /// The bound on concurrent queries: `max_concurrent` run, up to `max_queued` wait, the rest
 /// are refused ([`Error::TooManyQueries`], 429).
 #[derive(Debug)]
@@ -459,6 +457,11 @@ impl Admission {
     /// Queries running now.
     pub fn running(&self) -> usize {
         self.max_concurrent - self.slots.available_permits()
+    }
+
+    /// Queries waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 }
 

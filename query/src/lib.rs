@@ -31,6 +31,7 @@ mod error;
 mod external;
 mod format;
 #[cfg(feature = "pg")]
+pub mod observe;
 pub mod pg;
 pub mod policy;
 mod provider;

@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub jobs: Vec<(String, JobSpec)>,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
+    /// `[rate_limit]`: the limit of keys that set none (and of everyone, on an open server).
+    pub rate_limit: Option<tarn_catalog::auth::RateLimit>,
 }
 
 impl FileConfig {
@@ -78,6 +80,8 @@ impl FileConfig {
             jobs: Vec<toml::Table>,
             #[serde(default)]
             alerts: AlertsConfig,
+            #[serde(default)]
+            rate_limit: Option<tarn_catalog::auth::RateLimit>,
         }
         let raw: Raw = toml::from_str(text)?;
         let mut jobs = Vec::with_capacity(raw.jobs.len());
@@ -118,6 +122,15 @@ impl FileConfig {
                 .map_err(|e| anyhow::anyhow!("table '{name}': {e}"))?;
             tables.push((name, spec));
         }
-        Ok(FileConfig { tables, keys: raw.keys, jobs, alerts: raw.alerts })
+        if let Some(limit) = &raw.rate_limit {
+            limit.check().map_err(|e| anyhow::anyhow!("[rate_limit]: {e}"))?;
+        }
+        Ok(FileConfig {
+            tables,
+            keys: raw.keys,
+            jobs,
+            alerts: raw.alerts,
+            rate_limit: raw.rate_limit,
+        })
     }
 }

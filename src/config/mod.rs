@@ -20,6 +20,10 @@ pub use file::FileConfig;
 #[derive(Debug, Parser)]
 #[command(name = "tarn", version, about)]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the request's span: id, key name, method, path) for log shippers.
+    #[arg(long, global = true, env = "TARN_LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -429,6 +433,9 @@ pub struct ServeConfig {
     pub smtp: Option<SmtpConfig>,
     /// Alarms.
     pub alerts: AlertsConfig,
+    /// The rate limit of keys that set none (and of everyone, on an open server); none: no
+    /// limit (publishable keys have their own default).
+    pub rate_limit: Option<tarn_catalog::auth::RateLimit>,
 }
 
 impl ServeConfig {
@@ -448,6 +455,7 @@ impl ServeConfig {
             jobs_config: JobsConfig::default(),
             smtp: None,
             alerts: AlertsConfig::default(),
+            rate_limit: None,
         }
     }
 }
@@ -462,6 +470,7 @@ impl ServeConfig {
         config.keys = file.keys;
         config.jobs = file.jobs;
         config.alerts = file.alerts;
+        config.rate_limit = file.rate_limit;
         Ok(config)
     }
 }

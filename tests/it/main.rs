@@ -1,6 +1,7 @@
 //! End-to-end tests: a real Tarn server on a loopback socket, on a temp dir and on S3.
 
 mod cli;
+mod console;
 mod contracts;
 mod crash;
 mod crawl;

@@ -290,5 +290,6 @@ pub fn key(
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         publishable,
         allowed_origins: if publishable { vec!["https://www.example.com".into()] } else { vec![] },
+        rate_limit: None,
     }
 }

@@ -52,3 +52,29 @@ async fn streams_large_results(backend: Backend) {
         }
     }
 }
+
+/// A streamed result gzipped for a client that takes it (a browser): the whole result arrives
+/// and decodes. (The gzip encoder polls a body again after its end, which the result stream
+/// once answered with a panic: cut-off answers in the console.)
+#[tokio::test]
+async fn streamed_results_are_gzipped_whole() {
+    let f = Fixture::new(Backend::Local, |_| {}).await;
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/sql")
+        .header("content-type", "text/plain")
+        .header("accept", "text/csv")
+        .header("accept-encoding", "gzip")
+        .body(Body::from("SELECT value FROM generate_series(1, 20000)"))
+        .unwrap();
+    let response = f.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let gzipped = response.into_body().collect().await.unwrap().to_bytes();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gzipped[..]), &mut text)
+        .unwrap();
+    assert_eq!(text.lines().count(), 20_001);
+    assert!(text.ends_with("19999\n20000\n"), "{}", &text[text.len() - 20..]);
+    assert!(gzipped.len() * 2 < text.len(), "{} bytes gzipped of {}", gzipped.len(), text.len());
+}

@@ -56,6 +56,7 @@ async fn serve(
         keys: Arc::new(KeyRing::default()),
         readiness: Arc::new(Vec::new),
         jobs,
+        rate_limit: None,
     };
     (ingestor, tarn_http::router(&services))
 }

@@ -245,6 +245,7 @@ impl Loader {
             }
         }
         report.seconds = started.elapsed().as_secs_f64();
+        self.tables.stats().received(name, report.rows, report.rejected, report.bytes);
         tracing::info!(
             table = %name,
             file = %report.file,
@@ -285,9 +286,13 @@ impl Loader {
         app_id: &str,
         number: i64,
     ) -> Result<()> {
+        let started = Instant::now();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let (_, table) = self.tables.catalog().open(name).await?;
         let committed = table.append_txn(batches, app_id, number).await?;
         self.tables.catalog().remember(name, &committed);
+        let stats = self.tables.stats();
+        stats.committed(name, committed.version(), rows as u64, started.elapsed());
         Ok(())
     }
 }

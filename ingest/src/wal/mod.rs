@@ -225,6 +225,11 @@ impl Wal {
         self.state.lock().expect("wal state").bytes
     }
 
+    /// Segment files the log has (the one being written included).
+    pub fn segments(&self) -> usize {
+        self.state.lock().expect("wal state").sealed.len() + 1
+    }
+
     /// Stops the writer after the records already queued and releases the directory.
     pub fn close(&self) {
         self.sender.lock().expect("wal sender").take();

@@ -342,6 +342,9 @@ impl Jobs {
         if !self.store.finish(&job.name, run_id, &done).await? {
             return Ok(Some(outcome));
         }
+        // Counted by the server whose `done` decided the run, so once per run across servers.
+        metrics::counter!("tarn_job_runs_total", "job" => job.name.clone(), "state" => state)
+            .increment(1);
         let tell = if outcome.error.is_some() { job.notify_failure } else { job.notify_success };
         if tell && !job.recipients.is_empty() {
             let message = self.message(job, &outcome, scheduled_for).await;

@@ -78,7 +78,7 @@ impl StartupHandler for KeyStartup {
                 let password = password.into_password()?;
                 let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
                 match self.keys.authorize(Some(&password.password), false, None, &Scope::Query) {
-                    Ok(()) => {
+                    Ok(_) => {
                         tracing::debug!(user = user.as_deref().unwrap_or(""), "Postgres login");
                         return self.accept(client).await;
                     }

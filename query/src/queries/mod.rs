@@ -159,11 +159,18 @@ impl QueryManager {
         };
         self.persist_best_effort(&running).await;
         let limit = self.engine.config().async_timeout;
-        let outcome = match tokio::time::timeout(limit, self.execute(&id, &tracked, &request)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Error::Timeout(limit)),
-        };
+        let mut record = crate::observe::QueryRecord::start("async");
+        let outcome =
+            match tokio::time::timeout(limit, self.execute(&id, &tracked, &request, &mut record))
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::Timeout(limit)),
+            };
+        record.finish(match &outcome {
+            Ok(()) => crate::observe::Outcome::Succeeded,
+            Err(e) => crate::observe::Outcome::of(e),
+        });
         let final_status = {
             let mut status = tracked.status.lock().expect("status lock");
             if status.state != QueryState::Running {
@@ -196,8 +203,15 @@ impl QueryManager {
     }
 
     /// Plans, then answers from an earlier result or runs the query into a Parquet file.
-    async fn execute(&self, id: &str, tracked: &Tracked, request: &QueryRequest) -> Result<()> {
+    async fn execute(
+        &self,
+        id: &str,
+        tracked: &Tracked,
+        request: &QueryRequest,
+        record: &mut crate::observe::QueryRecord,
+    ) -> Result<()> {
         let planned = self.engine.plan(&request.sql).await?;
+        record.planned(&planned);
         let columns = columns_of(&planned.plan.schema());
         let key = (planned.deterministic && !planned.reads.is_empty())
             .then(|| reuse_key(&request.sql, &planned.reads));
@@ -220,6 +234,7 @@ impl QueryManager {
         let path = result_path(id);
         let mut stream = planned.execute()?;
         let (rows, bytes) = write_result(self.store.clone(), &path, &mut stream).await?;
+        record.rows(rows);
         let ttl = chrono::Duration::from_std(self.engine.config().results_ttl)
             .unwrap_or(chrono::Duration::days(1));
         {

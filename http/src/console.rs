@@ -1,0 +1,73 @@
+//! The web console: `GET /` (its page) and `GET /console/{*path}` (its scripts, styles and
+//! vendored libraries), plain files from `http/console/` with no build step.
+//!
+//! Release builds embed the files in the binary; debug builds read them from the source tree
+//! at each request (rust-embed's behaviour), so editing the console needs a reload, not a
+//! rebuild. Every answer carries a strong `ETag` (the file's SHA-256) and honours
+//! `If-None-Match` with 304; compression is the router's (gzip when the client takes it). The
+//! assets are open: what the console shows comes from the API, which checks the key.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rust_embed::RustEmbed;
+use tarn_lake::ErrorKind;
+
+use crate::auth::{Need, Routes};
+use crate::ApiError;
+
+/// The files of `http/console/`.
+#[derive(RustEmbed)]
+#[folder = "console/"]
+struct Assets;
+
+/// The console's routes, open to everyone.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(routes: Routes<S>) -> Routes<S> {
+    routes
+        .route("/", Need::Open, get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
+        .route(
+            "/console/{*path}",
+            Need::Open,
+            get(|Path(path): Path<String>, headers: HeaderMap| async move {
+                asset(&path, &headers)
+            }),
+        )
+}
+
+/// The file at `path` under `http/console/`, or 304 when the client has this version.
+fn asset(path: &str, headers: &HeaderMap) -> Response {
+    let Some(file) = Assets::get(path) else {
+        return ApiError::new(ErrorKind::NotFound, format!("the console has no file '{path}'"))
+            .into_response();
+    };
+    let hash = file.metadata.sha256_hash();
+    let etag = format!("\"{}\"", hex(&hash[..16]));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    let etag = HeaderValue::from_str(&etag).expect("hex digits and quotes");
+    // Revalidated at each load (a new binary may bring new files under the same name).
+    let cache = HeaderValue::from_static("no-cache");
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache)])
+            .into_response();
+    }
+    let mime = HeaderValue::from_str(file.metadata.mimetype())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        file.data,
+    )
+        .into_response()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
