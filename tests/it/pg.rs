@@ -332,9 +332,12 @@ with psycopg.connect(os.environ["TARN_PG"], autocommit=True) as conn:
 
 /// SQLAlchemy's postgres dialect (what Superset, `pandas.read_sql` and Airflow's Postgres hook
 /// use) reads the server's version from `SELECT pg_catalog.version()` and refused to connect
-/// while it said "Apache DataFusion …". With psycopg2 it now connects, reflects schemas, tables
-/// and columns, and `pandas.read_sql` binds a parameter; with psycopg 3 it connects and lists
-/// schemas and tables.
+/// while it said "Apache DataFusion …". With both drivers, psycopg2 (which puts parameters
+/// into the SQL itself) and psycopg 3 (which binds them server-side, with the extended
+/// protocol), it connects, reflects schemas, tables and columns, and `pandas.read_sql` binds a
+/// parameter. Column reflection over psycopg 3 failed with "Failed to parse parameter: invalid
+/// digit found in string": its query has parameters in scalar subqueries that the SQL rewrites
+/// drop, and the string parameters were read with the types of the ones after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_connects_reflects_and_reads_with_pandas() {
     let server = TestServer::start_with(Backend::Local, |config| {
@@ -360,11 +363,9 @@ for driver in ["psycopg2", "psycopg"]:
     inspector = sa.inspect(engine)
     print(driver, "schemas", inspector.get_schema_names())
     print(driver, "tables", inspector.get_table_names(schema="default"))
-engine = sa.create_engine("postgresql+psycopg2://analyst@{ip}:{port}/tarn")
-inspector = sa.inspect(engine)
-print("columns", [(c["name"], str(c["type"])) for c in inspector.get_columns("leads", schema="default")])
-frame = pd.read_sql(sa.text("SELECT email, n FROM leads WHERE n > :least ORDER BY email"), engine, params={{"least": 1}})
-print("read_sql", frame.to_dict("records"))
+    print(driver, "columns", [(c["name"], str(c["type"])) for c in inspector.get_columns("leads", schema="default")])
+    frame = pd.read_sql(sa.text("SELECT email, n FROM leads WHERE n > :least AND country <> :not ORDER BY email"), engine, params={{"least": 1, "not": "DK"}})
+    print(driver, "read_sql", frame.to_dict("records"))
 "#,
             ip = addr.ip(),
             port = addr.port()
@@ -380,10 +381,159 @@ print("read_sql", frame.to_dict("records"))
         assert!(out.contains(&format!("{driver} version (16, 6)")), "{out}");
         assert!(out.contains(&format!("{driver} schemas ['default']")), "{out}");
         assert!(out.contains(&format!("{driver} tables ['leads']")), "{out}");
+        assert!(
+            out.contains(&format!(
+                "{driver} columns [('email', 'TEXT'), ('country', 'TEXT'), ('n', 'BIGINT')]"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{driver} read_sql [{{'email': 'b@x.se', 'n': 2}}]")),
+            "{out}"
+        );
     }
+}
+
+/// Runs `program` with `args`, within two minutes; its stdout, or a failure with everything it
+/// printed. `missing` says what to install when the program is not there.
+async fn run_client(program: &str, args: &[&str], env: &[(&str, &str)], missing: &str) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within 2 minutes"))
+    .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {missing}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
-        out.contains("columns [('email', 'TEXT'), ('country', 'TEXT'), ('n', 'BIGINT')]"),
+        output.status.success(),
+        "{program} {args:?} failed\n--- stdout\n{stdout}--- stderr\n{stderr}"
+    );
+    stdout
+}
+
+/// Fails, saying what to install, when `path` is missing (scripts/test installs it).
+fn require(path: &str, package: &str) {
+    assert!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: install the Debian package {package} (scripts/test does)"
+    );
+}
+
+/// A server with the Postgres endpoint, table `leads` (two rows) and declared table
+/// `metrics` (a timestamp, a host, a value: four rows, one of them outside 10:00–11:00).
+async fn bi_server(max_result_rows: usize) -> TestServer {
+    let server = TestServer::start_with(Backend::Local, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.query.max_result_rows = max_result_rows;
+    })
+    .await;
+    let leads = "{\"email\": \"a@x.no\", \"country\": \"NO\", \"n\": 1}\n{\"email\": \"b@x.se\", \"country\": \"SE\", \"n\": 2}";
+    assert_eq!(server.ingest("leads", "application/x-ndjson", leads).await.0, 200);
+    let (code, body) = server
+        .define(
+            "metrics",
+            serde_json::json!({"columns": [
+                {"name": "ts", "type": "timestamp"},
+                {"name": "host", "type": "string"},
+                {"name": "value", "type": "float64"}
+            ]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let metrics = "{\"ts\": \"2024-05-01T10:00:00Z\", \"host\": \"a\", \"value\": 1.5}\n\
+                   {\"ts\": \"2024-05-01T10:00:30Z\", \"host\": \"b\", \"value\": 2.5}\n\
+                   {\"ts\": \"2024-05-01T10:01:10Z\", \"host\": \"a\", \"value\": 4}\n\
+                   {\"ts\": \"2024-05-02T00:00:00Z\", \"host\": \"a\", \"value\": 100}";
+    let (code, body) = server.ingest("metrics", "application/x-ndjson", metrics).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["accepted"], 4, "{body}");
+    server
+}
+
+/// The real PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java), as DBeaver and Metabase
+/// use it: DatabaseMetaData lists schemas, tables and columns, and a PreparedStatement with a
+/// bound parameter and a fetch size pages its rows (Execute with a row limit), past the row
+/// cap that an Execute without one has (10 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_lists_schemas_tables_columns_and_pages_a_prepared_statement() {
+    const JAR: &str = "/usr/share/java/postgresql.jar";
+    require(JAR, "libpostgresql-jdbc-java");
+    let server = bi_server(10).await;
+    let addr = server.pg_addr.unwrap();
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let out = run_client(
+        "java",
+        &["-cp", JAR, "tests/pg/JdbcCheck.java", &host, &port],
+        &[],
+        "install Java 17 or later (Debian's default-jdk-headless)",
+    )
+    .await;
+    println!("{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"product PostgreSQL 16.6 (Tarn 0.1.0)"), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("driver PostgreSQL JDBC Driver ")), "{out}");
+    assert!(lines.contains(&"schemas [default, pg_catalog]"), "{out}");
+    assert!(
+        lines.contains(
+            &"tables [default.leads:TABLE, default.metrics:TABLE, default.metrics_rejected:TABLE]"
+        ),
         "{out}"
     );
-    assert!(out.contains("read_sql [{'email': 'b@x.se', 'n': 2}]"), "{out}");
+    assert!(lines.contains(&"columns [email:text, country:text, n:int8]"), "{out}");
+    // 9..=20: twelve rows, more than the cap of 10, fetched four at a time.
+    assert!(lines.contains(&"paged rows 12 sum 174"), "{out}");
+    assert!(lines.contains(&"leads [b@x.se/2]"), "{out}");
+}
+
+/// Grafana's PostgreSQL data source, reproduced with Go's pgx (Debian's
+/// golang-github-jackc-pgx-v4-dev, built offline against /usr/share/gocode): the health check,
+/// the version, the schema, table and column pickers' queries, and a time-series panel query
+/// with `$__timeGroupAlias(ts, 1m)` and `$__timeFilter(ts)` expanded, sent like Grafana over
+/// the simple protocol and decoded by type OID, then with the time range bound as parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_queries_through_pgx() {
+    require("/usr/share/gocode/src/github.com/jackc/pgx/v4", "golang-github-jackc-pgx-v4-dev");
+    let server = bi_server(10_000).await;
+    let addr = server.pg_addr.unwrap();
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let out = run_client(
+        "go",
+        &["run", "tests/pg/grafana_pgx.go", &host, &port],
+        &[("GO111MODULE", "off"), ("GOPATH", "/usr/share/gocode"), ("GOFLAGS", "")],
+        "install the Debian packages golang-go and golang-github-jackc-pgx-v4-dev (scripts/test does)",
+    )
+    .await;
+    println!("{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let version =
+        format!("version() PostgreSQL 16.6 (Tarn {} on DataFusion ", env!("CARGO_PKG_VERSION"));
+    assert!(lines.iter().any(|l| l.starts_with(&version)), "{out}");
+    assert!(lines.contains(&"server_version 16.6 (Tarn 0.1.0)"), "{out}");
+    assert!(lines.contains(&"version [1600]"), "{out}");
+    assert!(lines.contains(&"schemas [default]"), "{out}");
+    // Named with their schema: the search-path test of this list is in its select list and
+    // ORDER BY, where it stays replaced (see query/src/pg/rewrite.rs).
+    assert!(
+        lines.contains(
+            &"tables [\"default\".leads \"default\".metrics \"default\".metrics_rejected]"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("columns [ts|")
+            && l.contains(" host|")
+            && l.contains(" value|")),
+        "{out}"
+    );
+    // Minute buckets of 10:00 to 11:00 on 2024-05-01 (1714557600 is 10:00): the row of the
+    // next day is outside the range.
+    assert!(lines.contains(&"panel [1714557600|a|1.5 1714557600|b|2.5 1714557660|a|4]"), "{out}");
+    assert!(lines.contains(&"bound panel [10:00/a/1.5 10:00/b/2.5 10:01/a/4]"), "{out}");
 }

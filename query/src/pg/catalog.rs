@@ -176,6 +176,59 @@ pub(super) fn to_regtype() -> datafusion::logical_expr::ScalarUDF {
     )
 }
 
+/// `current_setting(name)`: the server's settings as clients read them at connection
+/// (`server_version`, `server_version_num`, `search_path`, ...; Grafana reads the version and
+/// the search path this way). They are the server's, shared by every session: a `SET` in one
+/// session is acknowledged but not seen here. A name Tarn does not have fails as in
+/// PostgreSQL ("unrecognized configuration parameter").
+pub(super) fn current_setting(
+    settings: BTreeMap<String, String>,
+) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    let settings: BTreeMap<String, String> =
+        settings.into_iter().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
+    let lookup = move |name: &str| {
+        settings.get(&name.trim().to_ascii_lowercase()).cloned().ok_or_else(|| {
+            datafusion::error::DataFusionError::Execution(format!(
+                "unrecognized configuration parameter \"{name}\""
+            ))
+        })
+    };
+    datafusion::logical_expr::create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(value) => {
+                    ColumnarValue::Scalar(ScalarValue::Utf8(match value {
+                        ScalarValue::Utf8(Some(name))
+                        | ScalarValue::LargeUtf8(Some(name))
+                        | ScalarValue::Utf8View(Some(name)) => Some(lookup(name)?),
+                        _ => None,
+                    }))
+                }
+                ColumnarValue::Array(names) => {
+                    let names = datafusion::arrow::compute::cast(names, &DataType::Utf8)?;
+                    let names = names.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+                        datafusion::error::DataFusionError::Internal(
+                            "current_setting: not text".into(),
+                        )
+                    })?;
+                    let values = (0..names.len())
+                        .map(|i| names.is_valid(i).then(|| lookup(names.value(i))).transpose())
+                        .collect::<datafusion::error::Result<StringArray>>()?;
+                    ColumnarValue::Array(Arc::new(values))
+                }
+            })
+        }),
+    )
+}
+
 #[cfg(test)]
 mod function_tests {
     use datafusion::prelude::SessionContext;
@@ -197,5 +250,27 @@ mod function_tests {
         let row = text.lines().nth(3).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells[1..cells.len() - 1], ["23", "701", "", "true"], "{text}");
+    }
+
+    #[tokio::test]
+    async fn current_setting_reads_the_servers_settings() {
+        let ctx = SessionContext::new();
+        let settings = [("server_version_num", "160006"), ("search_path", "\"default\"")];
+        ctx.register_udf(super::current_setting(
+            settings.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        ));
+        let batches = ctx
+            .sql("SELECT current_setting('server_version_num')::int/100 AS v, current_setting('Search_Path') AS p")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text =
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(text.contains("| 1600 | \"default\" |"), "{text}");
+        let error = ctx.sql("SELECT current_setting('no_such')").await.unwrap().collect().await;
+        let error = error.unwrap_err().to_string();
+        assert!(error.contains("unrecognized configuration parameter \"no_such\""), "{error}");
     }
 }

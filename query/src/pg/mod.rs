@@ -33,8 +33,11 @@ mod auth;
 mod catalog;
 mod errors;
 mod hooks;
+mod params;
+mod rewrite;
 mod service;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +49,7 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire;
-use datafusion_postgres::{DfSessionService, QueryHook};
+use datafusion_postgres::QueryHook;
 use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -150,6 +153,35 @@ fn server_version() -> String {
     format!("{} (Tarn {})", crate::POSTGRES_VERSION, env!("CARGO_PKG_VERSION"))
 }
 
+/// The settings `current_setting(name)` answers: the parameters sent at connection, and
+/// `server_version_num` (`160006` for 16.6) beside them.
+fn settings(parameters: &DefaultServerParameterProvider) -> BTreeMap<String, String> {
+    let on = |flag: bool| if flag { "on" } else { "off" }.to_string();
+    let (major, minor) =
+        crate::POSTGRES_VERSION.split_once('.').unwrap_or((crate::POSTGRES_VERSION, "0"));
+    let number = major.parse::<u32>().unwrap_or(0) * 10_000 + minor.parse::<u32>().unwrap_or(0);
+    BTreeMap::from([
+        ("server_version".to_string(), parameters.server_version.clone()),
+        ("server_version_num".to_string(), number.to_string()),
+        ("server_encoding".to_string(), parameters.server_encoding.clone()),
+        (
+            "client_encoding".to_string(),
+            parameters.client_encoding.clone().unwrap_or_else(|| "UTF8".to_string()),
+        ),
+        ("integer_datetimes".to_string(), on(parameters.integer_datetimes)),
+        ("in_hot_standby".to_string(), on(parameters.in_hot_standby)),
+        ("search_path".to_string(), parameters.search_path.clone()),
+        ("is_superuser".to_string(), on(parameters.is_superuser)),
+        ("default_transaction_read_only".to_string(), on(parameters.default_transaction_read_only)),
+        ("transaction_read_only".to_string(), on(parameters.default_transaction_read_only)),
+        ("timezone".to_string(), parameters.time_zone.clone()),
+        ("datestyle".to_string(), parameters.date_style.clone()),
+        ("intervalstyle".to_string(), parameters.interval_style.clone()),
+        ("standard_conforming_strings".to_string(), on(parameters.standard_conforming_strings)),
+        ("max_identifier_length".to_string(), "63".to_string()),
+    ])
+}
+
 /// The handlers of every connection: key check at startup, then Tarn's query service.
 struct Handlers {
     service: Arc<TarnService>,
@@ -165,6 +197,15 @@ impl Handlers {
         setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider).map_err(|e| *e)?;
         ctx.register_udf(catalog::pg_type_is_visible());
         ctx.register_udf(catalog::to_regtype());
+        let mut parameters = DefaultServerParameterProvider::default();
+        // What clients read the server's version from at connection (libpq, psycopg, JDBC):
+        // PostgreSQL's major.minor first.
+        parameters.server_version = server_version();
+        parameters.default_transaction_read_only = true;
+        // Quoted as PostgreSQL writes a reserved word in it: Grafana's table and column
+        // pickers compare quote_ident(table_schema) with its parts.
+        parameters.search_path = format!("\"{}\"", tarn_catalog::DEFAULT_NAMESPACE);
+        ctx.register_udf(catalog::current_setting(settings(&parameters)));
         let ctx = Arc::new(ctx);
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyHook),
@@ -173,25 +214,15 @@ impl Handlers {
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
-        let inner = DfSessionService::new_with_hooks(ctx.clone(), hooks.clone());
-        let parser = Arc::new(TarnParser { inner: inner.query_parser(), tables: tables.clone() });
+        let parser = Arc::new(TarnParser {
+            ctx: ctx.clone(),
+            tables: tables.clone(),
+            hooks: hooks.clone(),
+            sql_parser: PostgresCompatibilityParser::new(),
+        });
         let connections = Arc::new(ConnectionManager::new());
-        let mut parameters = DefaultServerParameterProvider::default();
-        // What clients read the server's version from at connection (libpq, psycopg, JDBC):
-        // PostgreSQL's major.minor first.
-        parameters.server_version = server_version();
-        parameters.default_transaction_read_only = true;
-        parameters.search_path = tarn_catalog::DEFAULT_NAMESPACE.to_string();
         Ok(Handlers {
-            service: Arc::new(TarnService {
-                engine,
-                ctx,
-                tables,
-                hooks,
-                inner,
-                parser,
-                sql_parser: PostgresCompatibilityParser::new(),
-            }),
+            service: Arc::new(TarnService { engine, ctx, tables, hooks, parser }),
             startup: Arc::new(KeyStartup {
                 keys,
                 connections: connections.clone(),

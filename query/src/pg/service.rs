@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
-use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use datafusion_postgres::QueryHook;
 use futures::{Sink, StreamExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -30,6 +32,7 @@ use tokio::time::Instant;
 use super::catalog::LiveCatalog;
 use super::errors::{pg_error, user_error};
 use super::hooks::{check_read_only, runs_query};
+use super::{params, rewrite};
 use crate::{timetravel, Error, QueryEngine};
 
 /// Tarn's query service over the wire: DataFusion on the lake, read-only, within the
@@ -39,11 +42,12 @@ pub(super) struct TarnService {
     pub ctx: Arc<SessionContext>,
     pub tables: Arc<LiveCatalog>,
     pub hooks: Vec<Arc<dyn QueryHook>>,
-    /// datafusion-postgres's service, for the extended protocol (parse, bind, describe).
-    pub inner: DfSessionService,
     pub parser: Arc<TarnParser>,
-    pub sql_parser: PostgresCompatibilityParser,
 }
+
+/// A statement of the extended protocol: its SQL, and the statement with its plan (none for
+/// an empty query). The same as datafusion-postgres's, whose hooks read it.
+pub(super) type PgStatement = (String, Option<(Statement, LogicalPlan)>);
 
 /// A query's execution slot and its deadline. The statements of one simple-query message
 /// share one slot: pgwire sends their rows only after all of them are planned, so a slot per
@@ -137,8 +141,7 @@ impl SimpleQueryHandler for TarnService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let sql = timetravel::rewrite(query).map_err(|e| pg_error(Error::BadQuery(e)))?;
-        let statements =
-            self.sql_parser.parse(&sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let statements = self.parser.parse(&sql)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -186,7 +189,7 @@ impl SimpleQueryHandler for TarnService {
 
 #[async_trait]
 impl ExtendedQueryHandler for TarnService {
-    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type Statement = PgStatement;
     type QueryParser = TarnParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
@@ -205,52 +208,126 @@ impl ExtendedQueryHandler for TarnService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let runs =
-            matches!(&portal.statement.statement.1, Some((statement, _)) if runs_query(statement));
-        if !runs {
-            return ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await;
+        let (_, Some((statement, plan))) = &portal.statement.statement else {
+            return Ok(Response::EmptyQuery);
+        };
+        if !runs_query(statement) {
+            return self.execute(client, portal, statement, plan).await;
         }
         let mut slot = self.slot().await?;
         if max_rows == 0 {
             // pgwire holds such an answer in memory before it sends a row.
             slot.max_rows = Some(self.engine.config().max_result_rows);
         }
-        Self::within(slot, ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows))
-            .await
+        Self::within(slot, self.execute(client, portal, statement, plan)).await
     }
 }
 
-/// datafusion-postgres's parser, after time travel is rewritten and the table list
-/// refreshed; the plans it makes are checked to be reads.
+impl TarnService {
+    /// Executes a portal: its parameters bound by position ([`params::bind`]), then the
+    /// hooks' answer or the plan's rows, in the result formats the client asked for.
+    async fn execute<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<PgStatement>,
+        statement: &Statement,
+        plan: &LogicalPlan,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let values = params::bind(portal, plan)?;
+        for hook in &self.hooks {
+            if let Some(answer) =
+                hook.handle_extended_query(statement, plan, &values, &self.ctx, client).await
+            {
+                return answer;
+            }
+        }
+        let plan =
+            plan.clone().replace_params_with_values(&values).map_err(|e| pg_error(e.into()))?;
+        let frame = self.ctx.execute_logical_plan(plan).await.map_err(|e| pg_error(e.into()))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        Ok(Response::Query(
+            encode_dataframe(frame, &portal.result_column_format, Some(options)).await?,
+        ))
+    }
+}
+
+/// Parses and plans statements: datafusion-pg-catalog's PostgreSQL rewrites, then Tarn's
+/// ([`rewrite`]); for the extended protocol, time travel is rewritten and the table list
+/// refreshed first, the hooks plan the statements they answer, and every plan is checked to
+/// be a read.
 pub(super) struct TarnParser {
-    pub inner: Arc<Parser>,
+    pub ctx: Arc<SessionContext>,
     pub tables: Arc<LiveCatalog>,
+    pub hooks: Vec<Arc<dyn QueryHook>>,
+    pub sql_parser: PostgresCompatibilityParser,
+}
+
+impl TarnParser {
+    /// The statements of `sql`, rewritten for DataFusion.
+    pub fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        let statements = self
+            .sql_parser
+            .parse(&rewrite::before_parsing(sql))
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let state = self.ctx.state();
+        Ok(statements.into_iter().map(|s| rewrite::rewrite(s, &state)).collect())
+    }
 }
 
 #[async_trait]
 impl QueryParser for TarnParser {
-    type Statement = <Parser as QueryParser>::Statement;
+    type Statement = PgStatement;
 
     async fn parse_sql<C>(
         &self,
         client: &C,
         sql: &str,
-        types: &[Option<Type>],
+        _types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let sql = timetravel::rewrite(sql).map_err(|e| pg_error(Error::BadQuery(e)))?;
         self.tables.refresh().await.map_err(pg_error)?;
-        let parsed = self.inner.parse_sql(client, &sql, types).await?;
-        if let Some((_, Some((_, plan)))) = &parsed {
-            check_read_only(plan)?;
+        let Some(statement) = self.parse(&sql)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let query = statement.to_string();
+        let mut planned = None;
+        for hook in &self.hooks {
+            if let Some(plan) =
+                hook.handle_extended_parse_query(&statement, &self.ctx, client).await
+            {
+                planned = Some(plan?);
+                break;
+            }
         }
-        Ok(parsed)
+        let plan = match planned {
+            Some(plan) => plan,
+            None => self
+                .ctx
+                .state()
+                .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+                .await
+                .map_err(|e| pg_error(e.into()))?,
+        };
+        check_read_only(&plan)?;
+        Ok(Some((query, Some((statement, plan)))))
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.inner.get_parameter_types(statement)
+        match statement {
+            (_, Some((_, plan))) => {
+                Ok(params::parameters(plan)?.into_iter().map(|p| p.wire).collect())
+            }
+            (_, None) => Ok(Vec::new()),
+        }
     }
 
     fn get_result_schema(
@@ -258,6 +335,13 @@ impl QueryParser for TarnParser {
         statement: &Self::Statement,
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.inner.get_result_schema(statement, format)
+        match statement {
+            (_, Some((_, plan))) => arrow_schema_to_pg_fields(
+                plan.schema().as_arrow(),
+                format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            (_, None) => Ok(Vec::new()),
+        }
     }
 }
