@@ -19,6 +19,8 @@ ENV TARN_LISTEN=0.0.0.0:8080 \
     TARN_LAKE=/data/lake
 VOLUME ["/data"]
 EXPOSE 8080 5433
-HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+# Healthy = ready for traffic (/readyz: storage answers, the write-ahead log is replayed);
+# /healthz is liveness only.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=5 CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
 ENTRYPOINT ["tarn"]
 CMD ["serve"]

@@ -138,10 +138,20 @@ impl Services {
             ingest.dropzone.clone(),
             stopped,
         ));
+        let unreachable = Arc::new(Mutex::new(None::<String>));
+        tokio::spawn(probe_storage(
+            catalog.lake().store().clone(),
+            unreachable.clone(),
+            stop.subscribe(),
+        ));
         let readiness: tarn_http::Readiness = {
             let ingestor = ingestor.clone();
             Arc::new(move || {
-                let mut reasons: Vec<String> = ingestor.not_ready().into_iter().collect();
+                let mut reasons: Vec<String> = Vec::new();
+                if let Some(e) = unreachable.lock().expect("storage probe").as_ref() {
+                    reasons.push(format!("the lake's storage does not answer: {e}"));
+                }
+                reasons.extend(ingestor.not_ready());
                 if let Some(e) = configured.lock().expect("configured").as_ref() {
                     reasons.push(format!("applying the configured tables: {e}"));
                 }
@@ -160,6 +170,42 @@ impl Services {
             rate_limit: config.rate_limit,
         };
         Ok(Services { api, nodes, stop })
+    }
+}
+
+/// How often `/readyz`'s look at storage is renewed, and how long one look may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps `unreachable` saying whether the lake's storage answers: one `HEAD` of a key that
+/// does not exist per [`PROBE_EVERY`] (a "not found" is an answer), until `stop`.
+async fn probe_storage(
+    store: Arc<dyn object_store::ObjectStore>,
+    unreachable: Arc<Mutex<Option<String>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use object_store::ObjectStoreExt;
+    let probe = object_store::path::Path::from("_tarn/readyz-probe");
+    loop {
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, store.head(&probe)).await;
+        let failure = match answer {
+            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        let was = std::mem::replace(&mut *unreachable.lock().expect("storage probe"), failure);
+        let now = unreachable.lock().expect("storage probe").clone();
+        match (was.is_some(), now) {
+            (false, Some(e)) => {
+                tracing::warn!(error = %e, "the lake's storage does not answer; /readyz says 503")
+            }
+            (true, None) => tracing::info!("the lake's storage answers again"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

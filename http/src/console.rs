@@ -6,6 +6,11 @@
 //! rebuild. Every answer carries a strong `ETag` (the file's SHA-256) and honours
 //! `If-None-Match` with 304; compression is the router's (gzip when the client takes it). The
 //! assets are open: what the console shows comes from the API, which checks the key.
+//!
+//! The page runs under a strict Content-Security-Policy: scripts, styles, data and images only
+//! from this server (inline styles allowed, which CodeMirror and uPlot set), no inline
+//! scripts, no frames; so data shown by the console cannot run as script even if it were
+//! inserted as markup.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,6 +21,11 @@ use tarn_lake::ErrorKind;
 
 use crate::auth::{Need, Routes};
 use crate::ApiError;
+
+/// What the console's page may load and run.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// The files of `http/console/`.
 #[derive(RustEmbed)]
@@ -62,6 +72,8 @@ fn asset(path: &str, headers: &HeaderMap) -> Response {
             (header::ETAG, etag),
             (header::CACHE_CONTROL, cache),
             (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
         ],
         file.data,
     )

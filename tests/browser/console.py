@@ -67,6 +67,13 @@ def run_with_ctrl_enter(page):
                    return s && ['succeeded', 'failed', 'cancelled'].includes(s.textContent); }""",
         timeout=TIMEOUT_MS,
     )
+    if state.inner_text() == "succeeded":
+        # The state shows before the first page of the result is read and drawn.
+        page.wait_for_function(
+            """() => { const i = document.querySelector('[data-testid="page-info"]');
+                       return i && /( of |^0 rows$)/.test(i.textContent); }""",
+            timeout=TIMEOUT_MS,
+        )
     return state.inner_text()
 
 

@@ -126,3 +126,49 @@ async fn outage_longer_than_the_definition_cache_still_takes_records() {
     assert_eq!(status, 202, "the WAL has room: {body}");
     proxy.heal();
 }
+
+/// `/readyz` says 503, with the reason, while the lake's storage does not answer, and 200 again
+/// once it does; `/healthz` (liveness) stays 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_storage_does_not_answer() {
+    let (proxy, server) = behind_a_proxy(|config| {
+        config.lake_options.storage.insert("timeout".into(), "2s".into());
+    })
+    .await;
+    let ready = |path: &'static str| {
+        let client = server.client.clone();
+        let url = server.url(path);
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    // Waits up to a minute for `/readyz` to answer `want`.
+    let until = |want: u16| async move {
+        let started = Instant::now();
+        loop {
+            let (status, body) = ready("/readyz").await;
+            if status == want {
+                return (body, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "/readyz never said {want}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    until(200).await;
+    proxy.cut();
+    let (body, after) = until(503).await;
+    assert!(body.contains("the lake's storage does not answer"), "{body}");
+    assert_eq!(ready("/healthz").await.0, 200);
+    proxy.heal();
+    let (_, healed) = until(200).await;
+    println!(
+        "/readyz: 503 {} ms after the cut, 200 {} ms after healing",
+        after.as_millis(),
+        healed.as_millis()
+    );
+}

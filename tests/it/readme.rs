@@ -135,4 +135,11 @@ async fn compose_file_is_consistent() {
     assert_eq!(services["tarn"]["ports"][0], "8080:8080");
     assert_eq!(tarn["TARN_PG_LISTEN"], "0.0.0.0:5433");
     assert_eq!(services["tarn"]["ports"][1], "5433:5433");
+    // Healthy means ready for traffic: /readyz on the port Tarn listens on, with curl, which
+    // the Dockerfile's runtime image installs and its own HEALTHCHECK uses the same way.
+    let check = &services["tarn"]["healthcheck"]["test"];
+    assert_eq!(check, &serde_json::json!(["CMD", "curl", "-fsS", "http://127.0.0.1:8080/readyz"]));
+    let dockerfile = read("Dockerfile");
+    assert!(dockerfile.contains("curl -fsS http://127.0.0.1:8080/readyz"), "{dockerfile}");
+    assert!(dockerfile.contains("ca-certificates curl"), "{dockerfile}");
 }

@@ -176,8 +176,10 @@ impl ServeProcess {
             while let Some(line) = lines.next_line().await.unwrap() {
                 seen.push_str(&line);
                 seen.push('\n');
+                // Text or JSON lines (`..."message":"... on http://127.0.0.1:1234",...`).
                 if let Some(rest) = line.split("on http://").nth(1) {
-                    return rest.split_whitespace().next().unwrap().to_string();
+                    let end = rest.find(|c: char| c.is_whitespace() || c == '"');
+                    return rest[..end.unwrap_or(rest.len())].to_string();
                 }
             }
             panic!("tarn serve exited before listening:\n{seen}");

@@ -2,6 +2,7 @@
 //! and the S3 test server.
 
 mod catalog;
+mod console;
 mod ingest;
 mod query;
 mod support;
