@@ -26,6 +26,8 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
+import chromium
+
 TIMEOUT_MS = 20_000
 
 
@@ -315,18 +317,7 @@ def main():
     url, shots = sys.argv[1].rstrip("/"), sys.argv[2]
     os.makedirs(shots, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=os.environ.get("TARN_TEST_CHROMIUM", "/usr/bin/chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = chromium.launch(p)
         context = browser.new_context(viewport={"width": 1360, "height": 860}, accept_downloads=True)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)

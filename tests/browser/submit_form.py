@@ -9,20 +9,11 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
+import chromium
+
 url = sys.argv[1]
 with sync_playwright() as p:
-    browser = p.chromium.launch(
-        executable_path=os.environ.get("TARN_TEST_CHROMIUM", "/usr/bin/chromium"),
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
+    browser = chromium.launch(p)
     page = browser.new_page()
     # What the browser asked for, shown when the test fails.
     page.on("request", lambda r: print("request:", r.method, r.url, file=sys.stderr))

@@ -233,20 +233,22 @@ pub(super) fn current_setting(
 mod function_tests {
     use datafusion::prelude::SessionContext;
 
+    /// The answer to `sql` as an aligned text table.
+    async fn answer(ctx: &SessionContext, sql: &str) -> String {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+    }
+
     #[tokio::test]
     async fn type_functions_answer_like_postgres() {
         let ctx = SessionContext::new();
         ctx.register_udf(super::to_regtype());
         ctx.register_udf(super::pg_type_is_visible());
-        let batches = ctx
-            .sql("SELECT to_regtype('int4'), to_regtype('Double Precision'), to_regtype('hstore'), pg_type_is_visible(CAST(23 AS INT))")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let text =
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let text = answer(
+            &ctx,
+            "SELECT to_regtype('int4'), to_regtype('Double Precision'), to_regtype('hstore'), pg_type_is_visible(CAST(23 AS INT))",
+        )
+        .await;
         let row = text.lines().nth(3).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells[1..cells.len() - 1], ["23", "701", "", "true"], "{text}");
@@ -259,15 +261,11 @@ mod function_tests {
         ctx.register_udf(super::current_setting(
             settings.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
         ));
-        let batches = ctx
-            .sql("SELECT current_setting('server_version_num')::int/100 AS v, current_setting('Search_Path') AS p")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let text =
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let text = answer(
+            &ctx,
+            "SELECT current_setting('server_version_num')::int/100 AS v, current_setting('Search_Path') AS p",
+        )
+        .await;
         assert!(text.contains("| 1600 | \"default\" |"), "{text}");
         let error = ctx.sql("SELECT current_setting('no_such')").await.unwrap().collect().await;
         let error = error.unwrap_err().to_string();
