@@ -3,5 +3,6 @@
 
 mod catalog;
 mod ingest;
+mod openapi;
 mod query;
 mod support;
