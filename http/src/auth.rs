@@ -12,15 +12,21 @@
 //! The same route layer applies the key's rate limit ([`crate::limit`]) and names the key (never
 //! the secret) in the request's log span. `GET /v1/whoami` tells a caller (the console) whose
 //! key it shows and what it may do.
+//!
+//! Every route added is recorded in the route table ([`Gate::routes`]: each method at each
+//! path, with its [`Need`]), which the tests hold against the OpenAPI document
+//! ([`crate::openapi`]). Axum's `MethodRouter` does not tell its methods, so routes are built
+//! with this module's [`get`], [`post`], [`put`], [`delete`] and [`options`], which name them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, Request, State};
-use axum::http::header;
+use axum::handler::Handler;
+use axum::http::{header, Method};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{MethodRouter, Route};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -30,12 +36,37 @@ use tarn_catalog::TableName;
 use crate::limit::RateLimits;
 use crate::ApiError;
 
-/// What guards every route: the keys and their rate limits.
+/// What guards every route: the keys and their rate limits; and the table of the routes.
 pub struct Gate {
     /// The declared keys.
     pub keys: Arc<KeyRing>,
     /// Their limits.
     pub limits: RateLimits,
+    /// Every method at every path added through [`Routes::route`] with this gate.
+    table: Mutex<Vec<RouteEntry>>,
+}
+
+impl Gate {
+    /// A gate of `keys` with `limits`, no routes yet.
+    pub fn new(keys: Arc<KeyRing>, limits: RateLimits) -> Self {
+        Gate { keys, limits, table: Mutex::new(Vec::new()) }
+    }
+
+    /// The routes added with this gate so far, in the order they were added.
+    pub fn routes(&self) -> Vec<RouteEntry> {
+        self.table.lock().expect("route table lock").clone()
+    }
+}
+
+/// One method at one path, as [`Routes::route`] added it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// The method (a `GET` route also answers `HEAD`, as axum does; `HEAD` is not listed).
+    pub method: Method,
+    /// The path template, in axum's (and OpenAPI's) `{param}` syntax.
+    pub path: String,
+    /// What it needs from the caller's key.
+    pub need: Need,
 }
 
 /// What a route needs from the caller's key.
@@ -54,6 +85,79 @@ pub enum Need {
     IngestInto,
 }
 
+impl Need {
+    /// The scope this need asks for, as the API's documentation names it: `open`, `query`,
+    /// `metrics`, `admin` or `ingest:<table>`.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Need::Open => "open",
+            Need::Query => "query",
+            Need::Metrics => "metrics",
+            Need::Admin => "admin",
+            Need::IngestInto => "ingest:<table>",
+        }
+    }
+}
+
+/// The methods of one route with their handlers: axum's [`MethodRouter`] together with the
+/// names of its methods (which a `MethodRouter` does not tell), for the route table.
+pub struct Endpoint<S> {
+    methods: Vec<Method>,
+    router: MethodRouter<S>,
+}
+
+/// The constructors ([`get`], ...) and chaining methods ([`Endpoint::delete`], ...) of
+/// [`Endpoint`], one per method, delegating to axum's.
+macro_rules! endpoint_methods {
+    ($($name:ident => $method:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("`", stringify!($method), "` requests to `handler` (axum's [`axum::routing::", stringify!($name), "`], named for the route table).")]
+            pub fn $name<H, T, S>(handler: H) -> Endpoint<S>
+            where
+                H: Handler<T, S>,
+                T: 'static,
+                S: Clone + Send + Sync + 'static,
+            {
+                Endpoint { methods: vec![Method::$method], router: axum::routing::$name(handler) }
+            }
+        )*
+
+        impl<S: Clone + Send + Sync + 'static> Endpoint<S> {
+            $(
+                #[doc = concat!("Adds `", stringify!($method), "` requests to `handler`.")]
+                pub fn $name<H, T>(mut self, handler: H) -> Self
+                where
+                    H: Handler<T, S>,
+                    T: 'static,
+                {
+                    self.methods.push(Method::$method);
+                    self.router = self.router.$name(handler);
+                    self
+                }
+            )*
+        }
+    };
+}
+
+endpoint_methods!(get => GET, post => POST, put => PUT, delete => DELETE, options => OPTIONS);
+
+impl<S: Clone + Send + Sync + 'static> Endpoint<S> {
+    /// Wraps the handlers in `layer` (axum's [`MethodRouter::layer`]).
+    pub fn layer<L>(self, layer: L) -> Self
+    where
+        L: tower::Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: tower::Service<Request, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        Endpoint { methods: self.methods, router: self.router.layer(layer) }
+    }
+}
+
 /// A router whose every route declares its [`Need`].
 pub struct Routes<S> {
     router: Router<S>,
@@ -66,10 +170,14 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         Routes { router: Router::new(), gate }
     }
 
-    /// Adds `methods` at `path`, each of them needing `need`. The same path may be added again
-    /// with other methods and another need.
-    pub fn route(mut self, path: &str, need: Need, methods: MethodRouter<S>) -> Self {
-        let guarded = methods.route_layer(from_fn_with_state((self.gate.clone(), need), require));
+    /// Adds `methods` at `path`, each of them needing `need`, and records them in the gate's
+    /// route table. The same path may be added again with other methods and another need.
+    pub fn route(mut self, path: &str, need: Need, methods: Endpoint<S>) -> Self {
+        let Endpoint { methods, router } = methods;
+        self.gate.table.lock().expect("route table lock").extend(
+            methods.into_iter().map(|method| RouteEntry { method, path: path.to_string(), need }),
+        );
+        let guarded = router.route_layer(from_fn_with_state((self.gate.clone(), need), require));
         self.router = self.router.route(path, guarded);
         self
     }
@@ -122,8 +230,24 @@ async fn require(
     }
 }
 
-/// `GET /v1/whoami`: the name and scopes of the key the request shows; on an open server,
-/// `{"open": true}` and every scope. 401 without a valid key where keys are declared.
+/// Whose key is this
+///
+/// The name and scopes of the key the request shows; on an open server, `{"open": true}` and
+/// every scope. 401 without a valid key where keys are declared.
+///
+/// Scope: `open` (it checks the key it is shown).
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    operation_id = "whoami",
+    tag = "operations",
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The key's name and scopes", body = crate::openapi::WhoAmI),
+        (status = 401, description = "No key, or a key the server does not know", body = crate::error::ErrorBody),
+        (status = 403, description = "A publishable key shown from an origin it does not allow", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn whoami(State(gate): State<Arc<Gate>>, request: Request) -> Response {
     let (presented, from_query) = presented_key(&request);
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());

@@ -8,13 +8,14 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tarn_catalog::{Catalog, CrawlFrom, CrawlOptions, Crawler, DefineStatus, TableName, TableSpec};
 
-use crate::auth::{Need, Routes};
+use crate::auth::{get, post, put, Need, Routes};
+use crate::error::ErrorBody;
+use crate::openapi::{CrawlReport, History, NamespaceList, TableDefinition, TableInfo, TableList};
 use crate::ApiError;
 
 /// The catalog routes: reading needs the `query` scope, changing `admin`.
@@ -28,7 +29,23 @@ pub(crate) fn routes(routes: Routes<Arc<Catalog>>) -> Routes<Arc<Catalog>> {
         .route("/v1/crawl", Need::Admin, post(crawl))
 }
 
-/// `GET /v1/namespaces`: every namespace with its number of tables (`default` always).
+/// List namespaces
+///
+/// Every namespace with its number of tables (`default` always).
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "The namespaces", body = NamespaceList),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn list_namespaces(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>, ApiError> {
     let mut counts =
         std::collections::BTreeMap::from([(tarn_catalog::DEFAULT_NAMESPACE.to_string(), 0)]);
@@ -40,6 +57,23 @@ async fn list_namespaces(State(catalog): State<Arc<Catalog>>) -> Result<Json<Val
     Ok(Json(json!({ "namespaces": namespaces })))
 }
 
+/// List tables
+///
+/// Every table of every namespace, with its partitioning, owner and external source.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/tables",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "The tables", body = TableList),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>, ApiError> {
     let tables: Vec<Value> = catalog
         .list()
@@ -61,6 +95,26 @@ async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>,
     Ok(Json(json!({ "tables": tables })))
 }
 
+/// Describe a table
+///
+/// The table's definition (its contract), columns and statistics.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/tables/{table}",
+    tag = "catalog",
+    params(("table" = String, Path, description = "The table: `name` or `namespace.name`")),
+    responses(
+        (status = 200, description = "The table", body = TableInfo),
+        (status = 400, description = "The table name is not valid", body = ErrorBody),
+        (status = 404, description = "No such table", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn get_table(
     State(catalog): State<Arc<Catalog>>,
     Path(table): Path<String>,
@@ -70,8 +124,31 @@ async fn get_table(
     Ok(Json(serde_json::to_value(info).map_err(ApiError::internal)?))
 }
 
-/// `PUT /v1/tables/{table}`: create or change a table from its definition. 201 when created,
-/// 200 otherwise; the answer is the table as `GET` shows it, with `"status"`.
+/// Define a table
+///
+/// Creates or changes a table from its definition (its contract). 201 when created, 200
+/// otherwise; the answer is the table as `GET` shows it, with `"status"`.
+///
+/// Scope: `admin`.
+#[utoipa::path(
+    put,
+    path = "/v1/tables/{table}",
+    tag = "catalog",
+    params(("table" = String, Path, description = "The table: `name` or `namespace.name`")),
+    request_body(content = TableDefinition, content_type = "application/json", description = "The definition"),
+    responses(
+        (status = 200, description = "Changed or unchanged", body = TableInfo),
+        (status = 201, description = "Created", body = TableInfo),
+        (status = 400, description = "The name or the definition is not valid", body = ErrorBody),
+        (status = 409, description = "The change is not allowed (e.g. a column's type changed, a table Tarn owns)", body = ErrorBody),
+        (status = 413, description = "The definition is larger than the server takes", body = ErrorBody),
+        (status = 422, description = "The definition does not fit the table's data", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn put_table(
     State(catalog): State<Arc<Catalog>>,
     Path(table): Path<String>,
@@ -103,6 +180,29 @@ struct HistoryParams {
     limit: Option<usize>,
 }
 
+/// A table's history
+///
+/// Its Delta commits, newest first.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/tables/{table}/history",
+    tag = "catalog",
+    params(
+        ("table" = String, Path, description = "The table: `name` or `namespace.name`"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000, description = "Most commits to list (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The commits", body = History),
+        (status = 400, description = "The name or the limit is not valid", body = ErrorBody),
+        (status = 404, description = "No such table", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn history(
     State(catalog): State<Arc<Catalog>>,
     Path(table): Path<String>,
@@ -122,6 +222,32 @@ struct DeleteParams {
     purge: bool,
 }
 
+/// Drop a table
+///
+/// Removes the table from the catalog, with its `_rejected` and `_raw` tables; with
+/// `?purge=true` its data is deleted too (refused with 409 for a crawled table: Tarn never
+/// deletes the data of a table it does not own).
+///
+/// Scope: `admin`.
+#[utoipa::path(
+    delete,
+    path = "/v1/tables/{table}",
+    tag = "catalog",
+    params(
+        ("table" = String, Path, description = "The table: `name` or `namespace.name`"),
+        ("purge" = Option<bool>, Query, description = "Delete the table's data too (default false)"),
+    ),
+    responses(
+        (status = 204, description = "Dropped"),
+        (status = 400, description = "The name or a parameter is not valid", body = ErrorBody),
+        (status = 404, description = "No such table", body = ErrorBody),
+        (status = 409, description = "`purge=true` on a crawled table, or a table Tarn keeps for another", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn delete_table(
     State(catalog): State<Arc<Catalog>>,
     Path(table): Path<String>,
@@ -134,9 +260,9 @@ async fn delete_table(
 }
 
 /// The body of `POST /v1/crawl`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CrawlRequest {
+pub struct CrawlRequest {
     /// `s3://bucket/prefix`, or a directory inside the lake (`imports/sales`, relative to the
     /// lake's root, or an absolute path / `file://` URL inside it).
     location: String,
@@ -148,9 +274,27 @@ struct CrawlRequest {
     table_prefix: Option<String>,
 }
 
-/// `POST /v1/crawl`: registers the Delta tables and Parquet / CSV / NDJSON prefixes under a
-/// location as external tables (see `tarn_catalog::crawl`); answers what it found, per table
-/// `created`, `updated` (with the changes) or `unchanged`.
+/// Crawl a location
+///
+/// Registers the Delta tables and Parquet / CSV / NDJSON prefixes under a location as
+/// external tables; answers what it found, per table `created`, `updated` or `unchanged`.
+///
+/// Scope: `admin`.
+#[utoipa::path(
+    post,
+    path = "/v1/crawl",
+    tag = "catalog",
+    request_body(content = CrawlRequest, content_type = "application/json", description = "Where to crawl"),
+    responses(
+        (status = 200, description = "What the crawl found and did", body = CrawlReport),
+        (status = 400, description = "The request or the location is not valid", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope, or the location is outside what the server may crawl", body = ErrorBody),
+        (status = 404, description = "Nothing at the location", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn crawl(
     State(catalog): State<Arc<Catalog>>,
     body: Result<Bytes, BytesRejection>,

@@ -15,11 +15,11 @@
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use rust_embed::RustEmbed;
 use tarn_lake::ErrorKind;
 
-use crate::auth::{Need, Routes};
+use crate::auth::{get, Need, Routes};
+use crate::error::ErrorBody;
 use crate::ApiError;
 
 /// What the console's page may load and run.
@@ -34,15 +34,55 @@ struct Assets;
 
 /// The console's routes, open to everyone.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>(routes: Routes<S>) -> Routes<S> {
-    routes
-        .route("/", Need::Open, get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
-        .route(
-            "/console/{*path}",
-            Need::Open,
-            get(|Path(path): Path<String>, headers: HeaderMap| async move {
-                asset(&path, &headers)
-            }),
-        )
+    routes.route("/", Need::Open, get(index)).route("/console/{*path}", Need::Open, get(file))
+}
+
+/// The web console
+///
+/// The console's page (HTML). What it shows comes from the API, which checks the key.
+///
+/// Scope: `open`.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "console",
+    tag = "console",
+    security(()),
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer")),
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html",
+            headers(("ETag" = String, description = "The file's version"))),
+        (status = 304, description = "Not modified since the ETag given"),
+    )
+)]
+pub(crate) async fn index(headers: HeaderMap) -> Response {
+    asset("index.html", &headers)
+}
+
+/// A file of the web console
+///
+/// The console's scripts, styles and vendored libraries, with their media types.
+///
+/// Scope: `open`.
+#[utoipa::path(
+    get,
+    path = "/console/{path}",
+    operation_id = "console_file",
+    tag = "console",
+    security(()),
+    params(
+        ("path" = String, Path, description = "The file's path under the console (may hold `/`)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The file", content(("application/octet-stream")),
+            headers(("ETag" = String, description = "The file's version"))),
+        (status = 304, description = "Not modified since the ETag given"),
+        (status = 404, description = "The console has no such file", body = ErrorBody),
+    )
+)]
+pub(crate) async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    asset(&path, &headers)
 }
 
 /// The file at `path` under `http/console/`, or 304 when the client has this version.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use tarn_lake::{Classify, ErrorKind};
 
 /// The HTTP status of each kind of error: the one place that decides statuses.
@@ -106,14 +106,41 @@ impl<E: Classify> From<E> for ApiError {
     }
 }
 
-/// The body of every error answer.
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: the kind of error and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The kind of error, a stable name (its HTTP status follows from it).
+    #[schema(schema_with = error_codes)]
+    pub code: String,
+    /// For humans: what went wrong and where.
+    pub message: String,
+}
+
+/// The schema of [`ErrorDetail::code`]: one of the kinds' names.
+fn error_codes() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("The kind of error, a stable name (its HTTP status follows from it)."))
+        .enum_values(Some(ErrorKind::ALL.iter().map(|kind| kind.as_str())))
+        .examples([serde_json::json!(ErrorKind::BadInput.as_str())])
+        .build()
+}
+
+/// The answer of every error.
 pub(crate) fn error_response(
     status: StatusCode,
     code: &str,
     message: &str,
     retry_after: Option<Duration>,
 ) -> Response {
-    let body = json!({"error": {"code": code, "message": message}});
+    let body = ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } };
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(after) = retry_after {
         let secs = after.as_secs().max(1).to_string();

@@ -13,7 +13,6 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{options, post};
 use axum::Json;
 use futures::TryStreamExt;
 use tarn_catalog::TableName;
@@ -23,7 +22,9 @@ use tarn_ingest::{
 use tarn_lake::ErrorKind;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{Need, Routes};
+use crate::auth::{get, options, post, Need, Routes};
+use crate::error::ErrorBody;
+use crate::openapi::{FormRejected, IngestAccepted, IngestReceipt, LoadReport};
 use crate::ApiError;
 
 /// What the ingest handlers share.
@@ -48,17 +49,48 @@ pub(crate) fn routes(routes: Routes<IngestState>, state: &IngestState) -> Routes
                     .layer(DefaultBodyLimit::max(limit)),
             ),
         )
-        .route(
-            "/v1/ingest/{table}",
-            Need::Open,
-            options(|| async { StatusCode::NO_CONTENT }).layer(cors(&state.ingestor)),
-        )
+        .route("/v1/ingest/{table}", Need::Open, options(preflight).layer(cors(&state.ingestor)))
         .route("/v1/tables/{table}/files", Need::IngestInto, post(upload))
-        .route("/v1/ingest", Need::Query, axum::routing::get(status))
+        .route("/v1/ingest", Need::Query, get(status))
 }
 
-/// `GET /v1/ingest`: per table, what ingest took since the server started (records, rejected
-/// rows, bytes, commits, the last commit, rows buffered now), and the write-ahead log's depth.
+/// CORS preflight of a browser form
+///
+/// 204; the CORS headers allow `POST` from the origins the table's `forms.allowed_origins` (or
+/// a publishable key allowed to ingest into it) names.
+///
+/// Scope: `open`.
+#[utoipa::path(
+    options,
+    path = "/v1/ingest/{table}",
+    operation_id = "ingest_preflight",
+    tag = "ingest",
+    security(()),
+    params(("table" = String, Path, description = "The table: `name` or `namespace.name`")),
+    responses((status = 204, description = "Preflight answered (with CORS headers when the origin is allowed)"))
+)]
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// Ingest status
+///
+/// Per table, what ingest took since the server started (records, rejected rows, bytes,
+/// commits, the last commit, rows buffered now), and the write-ahead log's depth.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/ingest",
+    operation_id = "ingest_status",
+    tag = "ingest",
+    responses(
+        (status = 200, description = "Ingest since the start", body = crate::openapi::IngestStatus),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+    )
+)]
 async fn status(State(state): State<IngestState>) -> axum::Json<tarn_ingest::IngestStatus> {
     axum::Json(state.ingestor.status())
 }
@@ -106,11 +138,49 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     })
 }
 
-/// `POST /v1/tables/{table}/files`: a whole file (CSV, NDJSON, JSON array or Parquet) as the
-/// body, streamed to local disk and loaded like `tarn load`. The format comes from
-/// `?format=`, the content type, or the extension of `?name=`. With an `Idempotency-Key`, a
-/// retried upload resumes the earlier load instead of loading the file twice. Answers 200 with
-/// the load's report once every row is committed.
+/// Upload a file
+///
+/// A whole file (CSV, NDJSON, JSON array or Parquet) as the body, streamed to local disk and
+/// loaded like `tarn load`. The format comes from `?format=`, the content type, or the
+/// extension of `?name=`. With an `Idempotency-Key`, a retried upload resumes the earlier load
+/// instead of loading the file twice. Answers 200 with the load's report once every row is
+/// committed. The body is taken uncompressed.
+///
+/// Scope: `ingest:<table>`.
+#[utoipa::path(
+    post,
+    path = "/v1/tables/{table}/files",
+    operation_id = "upload_file",
+    tag = "ingest",
+    params(
+        ("table" = String, Path, description = "The table: `name` or `namespace.name`; created on first load"),
+        ("format" = Option<String>, Query, description = "`csv`, `ndjson`, `json` or `parquet`; default from the content type or the name's extension"),
+        ("name" = Option<String>, Query, description = "The file's name (its extension may give the format); default `upload`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key resumes the earlier load"),
+    ),
+    request_body(
+        description = "The file",
+        content(
+            ("text/csv"),
+            ("application/x-ndjson"),
+            ("application/json"),
+            ("application/vnd.apache.parquet"),
+            ("application/octet-stream"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Every row committed", body = LoadReport),
+        (status = 400, description = "A bad table name, parameter, Idempotency-Key or file", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks `ingest:<table>`", body = ErrorBody),
+        (status = 409, description = "The load conflicts with the table (e.g. another load with the same Idempotency-Key runs)", body = ErrorBody),
+        (status = 413, description = "The file is larger than the server takes", body = ErrorBody),
+        (status = 415, description = "The format is not known or the body is compressed", body = ErrorBody),
+        (status = 422, description = "The file does not fit the table's schema", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage or the write-ahead log is unavailable", body = ErrorBody),
+    )
+)]
 async fn upload(
     State(state): State<IngestState>,
     Path(table): Path<String>,
@@ -155,7 +225,56 @@ async fn upload(
     Ok((StatusCode::OK, Json(report)).into_response())
 }
 
-/// `POST /v1/ingest/{table}`.
+/// Ingest records
+///
+/// Records as JSON (an object or an array of objects), NDJSON, CSV with a header line, or a
+/// browser form (`application/x-www-form-urlencoded`, `multipart/form-data`; a body that
+/// starts like JSON is JSON whatever its type). Bodies may be gzip- or zstd-compressed
+/// (`Content-Encoding`). The table is created from the first records
+/// unless it is declared. 202 once the records are durable in the write-ahead log; with
+/// `?wait=commit`, 200 once they are in a Delta commit. A form with a success URL (or
+/// `?redirect=`) answers 303. A retry with the same `Idempotency-Key` answers the first
+/// receipt again with `Idempotent-Replayed: true`. Browser forms from other origins get CORS
+/// answers when the table allows their origin.
+///
+/// Scope: `ingest:<table>` (a publishable key may come as `?key=`).
+#[utoipa::path(
+    post,
+    path = "/v1/ingest/{table}",
+    operation_id = "ingest",
+    tag = "ingest",
+    params(
+        ("table" = String, Path, description = "The table: `name` or `namespace.name`"),
+        ("wait" = Option<String>, Query, description = "`commit`: answer after the Delta commit that holds the records"),
+        ("redirect" = Option<String>, Query, description = "Forms: where to send the browser after the record is taken (303)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key is not ingested twice"),
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip`, `zstd` or `identity`"),
+    ),
+    request_body(
+        description = "The records",
+        content(
+            (Object = "application/json"),
+            ("application/x-ndjson"),
+            ("text/csv"),
+            (Object = "application/x-www-form-urlencoded"),
+            (Object = "multipart/form-data"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Committed (`?wait=commit`)", body = IngestReceipt),
+        (status = 202, description = "Durable in the write-ahead log, not committed yet; or a form taken", body = IngestAccepted),
+        (status = 303, description = "A form's record taken: the browser is sent on to the success URL", headers(("Location" = String, description = "The success URL"))),
+        (status = 400, description = "A bad table name, parameter, Idempotency-Key or body", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks `ingest:<table>`", body = ErrorBody),
+        (status = 409, description = "The same Idempotency-Key with another body, or a table being changed", body = ErrorBody),
+        (status = 413, description = "The body (decompressed) is larger than the server takes", body = ErrorBody),
+        (status = 415, description = "A content type or encoding the server does not read", body = ErrorBody),
+        (status = 422, description = "Records that do not fit the table (a form: its receipt, with the rejections)", body = FormRejected),
+        (status = 429, description = "Over the key's rate limit (requests or ingest bytes)", body = ErrorBody),
+        (status = 503, description = "The write-ahead log is full or storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn ingest(
     State(state): State<IngestState>,
     Path(table): Path<String>,

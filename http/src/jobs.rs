@@ -11,13 +11,14 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tarn_pipelines::{JobSpec, Jobs};
 
-use crate::auth::{Need, Routes};
+use crate::auth::{get, post, put, Need, Routes};
+use crate::error::ErrorBody;
+use crate::openapi::{JobInfo, JobList, RunList, RunStarted, RunView};
 use crate::ApiError;
 
 /// Most runs one answer lists.
@@ -28,16 +29,55 @@ pub(crate) fn routes(routes: Routes<Arc<Jobs>>) -> Routes<Arc<Jobs>> {
     routes
         .route("/v1/jobs", Need::Query, get(list))
         .route("/v1/jobs/{name}", Need::Query, get(get_job))
-        .route("/v1/jobs/{name}", Need::Admin, axum::routing::put(put_job).delete(delete_job))
+        .route("/v1/jobs/{name}", Need::Admin, put(put_job).delete(delete_job))
         .route("/v1/jobs/{name}/runs", Need::Query, get(runs))
-        .route("/v1/jobs/{name}/runs", Need::Admin, axum::routing::post(run_now))
+        .route("/v1/jobs/{name}/runs", Need::Admin, post(run_now))
         .route("/v1/jobs/{name}/runs/{run_id}", Need::Query, get(run))
 }
 
+/// List jobs
+///
+/// Every scheduled job with its definition and next run.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn list(State(jobs): State<Arc<Jobs>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "jobs": jobs.list().await? })))
 }
 
+/// Describe a job
+///
+/// Its definition, next run and latest attempt.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The job's name")),
+    responses(
+        (status = 200, description = "The job", body = JobInfo),
+        (status = 400, description = "The name is not valid", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn get_job(
     State(jobs): State<Arc<Jobs>>,
     Path(name): Path<String>,
@@ -45,7 +85,30 @@ async fn get_job(
     Ok(Json(serde_json::to_value(jobs.get(&name).await?).map_err(ApiError::internal)?))
 }
 
-/// `PUT /v1/jobs/{name}`: 201 when the job is new, 200 when it replaced one.
+/// Define a job
+///
+/// Creates or replaces a scheduled job: 201 when the job is new, 200 when it replaced one.
+///
+/// Scope: `admin`.
+#[utoipa::path(
+    put,
+    path = "/v1/jobs/{name}",
+    operation_id = "put_job",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The job's name")),
+    request_body(content = crate::openapi::JobSpec, content_type = "application/json", description = "The job's definition"),
+    responses(
+        (status = 200, description = "Replaced", body = JobInfo),
+        (status = 201, description = "Created", body = JobInfo),
+        (status = 400, description = "The name or the definition is not valid", body = ErrorBody),
+        (status = 409, description = "A job defined in the configuration file cannot be changed here", body = ErrorBody),
+        (status = 413, description = "The definition is larger than the server takes", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn put_job(
     State(jobs): State<Arc<Jobs>>,
     Path(name): Path<String>,
@@ -65,6 +128,28 @@ async fn put_job(
     Ok((status, Json(serde_json::to_value(info).map_err(ApiError::internal)?)).into_response())
 }
 
+/// Delete a job
+///
+/// Removes a job defined through the API; its runs' records stay.
+///
+/// Scope: `admin`.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{name}",
+    operation_id = "delete_job",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The job's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The name is not valid", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "A job defined in the configuration file cannot be deleted here", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn delete_job(
     State(jobs): State<Arc<Jobs>>,
     Path(name): Path<String>,
@@ -73,7 +158,28 @@ async fn delete_job(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/jobs/{name}/runs`: 202 with the run, which goes on in the background.
+/// Run a job now
+///
+/// Starts a run by hand: 202 with the run, which goes on in the background.
+///
+/// Scope: `admin`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{name}/runs",
+    operation_id = "run_job_now",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The job's name")),
+    responses(
+        (status = 202, description = "Started", body = RunStarted),
+        (status = 400, description = "The name is not valid", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is running already", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn run_now(
     State(jobs): State<Arc<Jobs>>,
     Path(name): Path<String>,
@@ -88,6 +194,30 @@ struct RunsParams {
     limit: Option<usize>,
 }
 
+/// A job's runs
+///
+/// Its attempts, newest first, with those running now.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}/runs",
+    operation_id = "list_runs",
+    tag = "jobs",
+    params(
+        ("name" = String, Path, description = "The job's name"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most attempts to list (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The attempts", body = RunList),
+        (status = 400, description = "The name or the limit is not valid", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn runs(
     State(jobs): State<Arc<Jobs>>,
     Path(name): Path<String>,
@@ -98,8 +228,30 @@ async fn runs(
     Ok(Json(json!({ "runs": jobs.runs(&name, None, limit).await? })))
 }
 
-/// `GET /v1/jobs/{name}/runs/{run_id}`: the run's state (`running` until it is over) and its
-/// attempts, newest first.
+/// A run of a job
+///
+/// The run's state (`running` until it is over) and its attempts, newest first.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}/runs/{run_id}",
+    operation_id = "get_run",
+    tag = "jobs",
+    params(
+        ("name" = String, Path, description = "The job's name"),
+        ("run_id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 400, description = "The name is not valid", body = ErrorBody),
+        (status = 404, description = "No such job or run", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn run(
     State(jobs): State<Arc<Jobs>>,
     Path((name, run_id)): Path<(String, String)>,

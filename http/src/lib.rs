@@ -10,7 +10,8 @@
 //! browser forms, body limits, gzip, request ids and tracing. `GET /healthz` says the process
 //! runs; `GET /readyz` says whether it is ready for traffic (503 with the reasons while it is
 //! not, e.g. while the write-ahead log is replayed into storage that is down); `GET /metrics`
-//! is for Prometheus ([`metrics`]); `GET /` is the web console ([`console`]).
+//! is for Prometheus ([`metrics`]); `GET /` is the web console ([`console`]);
+//! `GET /v1/openapi.json` describes the API in OpenAPI 3.1 ([`openapi`]).
 //!
 //! ```no_run
 //! # async fn demo(services: tarn_http::Services) -> std::io::Result<()> {
@@ -29,6 +30,7 @@ mod ingest;
 mod jobs;
 pub mod limit;
 pub mod metrics;
+pub mod openapi;
 mod query;
 mod stream;
 
@@ -50,7 +52,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 
-pub use auth::{Gate, Need, Routes};
+pub use auth::{Gate, Need, RouteEntry, Routes};
 pub use error::ApiError;
 pub use health::Readiness;
 pub use query::NEXT_PAGE_HEADER;
@@ -80,11 +82,14 @@ pub struct Services {
 
 /// The complete HTTP API over `services`.
 pub fn router(services: &Services) -> Router {
+    router_and_table(services).0
+}
+
+/// The complete HTTP API over `services`, and the table of its routes: every method at every
+/// path, with what it needs (the OpenAPI document, [`openapi::document`], lists the same).
+pub fn router_and_table(services: &Services) -> (Router, Vec<RouteEntry>) {
     let keys = &services.keys;
-    let gate = Arc::new(Gate {
-        keys: keys.clone(),
-        limits: limit::RateLimits::new(keys, services.rate_limit),
-    });
+    let gate = Arc::new(Gate::new(keys.clone(), limit::RateLimits::new(keys, services.rate_limit)));
     // Installed before any request is counted.
     metrics::handle();
     let ingest = ingest::IngestState {
@@ -93,7 +98,7 @@ pub fn router(services: &Services) -> Router {
     };
     let sql =
         query::SqlState { engine: services.engine.clone(), queries: services.queries.clone() };
-    Router::new()
+    let router = Router::new()
         .merge(health::routes(Routes::new(gate.clone())).with_state(services.readiness.clone()))
         .merge(ingest::routes(Routes::new(gate.clone()), &ingest).with_state(ingest))
         .merge(query::routes(Routes::new(gate.clone())).with_state(sql))
@@ -102,6 +107,7 @@ pub fn router(services: &Services) -> Router {
         .merge(metrics::routes(Routes::new(gate.clone())).with_state(services.clone()))
         .merge(auth::routes(Routes::new(gate.clone())).with_state(gate.clone()))
         .merge(console::routes(Routes::new(gate.clone())).with_state(()))
+        .merge(openapi::routes(Routes::new(gate.clone())).with_state(()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(keys.clone())
@@ -134,7 +140,8 @@ pub fn router(services: &Services) -> Router {
                 // A bug that panics answers this request with 500 (logged with its message
                 // and request id) instead of dropping the connection.
                 .layer(CatchPanicLayer::custom(panic_response)),
-        )
+        );
+    (router, gate.routes())
 }
 
 /// The answer to a request whose handler panicked.

@@ -16,10 +16,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::{Need, Routes};
+use crate::auth::{get, Need, Routes};
+use crate::error::ErrorBody;
 use crate::Services;
 
 /// Histogram buckets of every `_seconds` metric: 1 ms to 5 min.
@@ -144,7 +144,24 @@ pub(crate) fn routes(routes: Routes<Services>) -> Routes<Services> {
     routes.route("/metrics", Need::Metrics, get(render))
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics
+///
+/// The process's metrics in Prometheus' text format: HTTP requests, ingest, commits,
+/// maintenance, queries, job runs, the write-ahead log's depth.
+///
+/// Scope: `metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `metrics` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+    )
+)]
 async fn render(State(services): State<Services>) -> Response {
     let handle = handle();
     let status = services.ingestor.status();

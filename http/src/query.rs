@@ -8,7 +8,6 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -18,7 +17,9 @@ use tarn_query::queries::{QueryManager, QueryRequest};
 use tarn_query::{Error, OutputFormat, QueryEngine};
 use tokio::time::Instant;
 
-use crate::auth::{Need, Routes};
+use crate::auth::{get, post, Need, Routes};
+use crate::error::ErrorBody;
+use crate::openapi::{JsonResult, QueryStatus};
 use crate::stream::{stream_body, Limits};
 use crate::ApiError;
 
@@ -49,9 +50,11 @@ pub(crate) fn routes(routes: Routes<SqlState>) -> Routes<SqlState> {
         .route("/v1/queries/{id}/results", Need::Query, get(results))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/sql` as JSON.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SqlRequest {
+pub struct SqlRequest {
+    /// The SQL text (at most 1 MiB).
     sql: String,
 }
 
@@ -110,6 +113,46 @@ fn output_format(headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
     })
 }
 
+/// Run SQL
+///
+/// Runs one read-only SQL statement and streams its result in the format `Accept` asks for:
+/// `application/json` (the default, cut at the server's row cap), `application/x-ndjson`,
+/// `text/csv`, `application/vnd.apache.arrow.stream` or `application/vnd.apache.parquet`. The
+/// body is `{"sql": "..."}` as JSON, or the SQL text itself. Errors raised before the first
+/// batch get their status; a failure later ends the stream early.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    post,
+    path = "/v1/sql",
+    operation_id = "run_sql",
+    tag = "sql",
+    request_body(
+        description = "The statement",
+        content(
+            (SqlRequest = "application/json"),
+            (String = "text/plain"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The result, in the format `Accept` asks for", content(
+            (JsonResult = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.apache.arrow.stream"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+        )),
+        (status = 400, description = "The body or the SQL is not valid", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 404, description = "A table the SQL names does not exist", body = ErrorBody),
+        (status = 406, description = "`Accept` names no supported format", body = ErrorBody),
+        (status = 413, description = "The SQL text is larger than 1 MiB", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit, or the query queue is full", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+        (status = 504, description = "The query ran past the server's time limit", body = ErrorBody),
+    )
+)]
 async fn sql(
     State(state): State<SqlState>,
     headers: HeaderMap,
@@ -172,7 +215,36 @@ fn answer(format: OutputFormat, body: Body, headers: &[(&'static str, String)]) 
     response
 }
 
-/// `POST /v1/queries`: 202 with the new query's status.
+/// Submit an async query
+///
+/// Starts a query that runs in the background and keeps its result (Parquet in the lake)
+/// for paging through `GET /v1/queries/{id}/results`. A query whose tables have not changed
+/// since an earlier one's may reuse its result (`"reuse": false` to refuse). Answers 202 with
+/// the query's status and `Location`.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    post,
+    path = "/v1/queries",
+    operation_id = "submit_query",
+    tag = "sql",
+    request_body(
+        description = "The query",
+        content(
+            (crate::openapi::QueryRequest = "application/json"),
+            (String = "text/plain"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Submitted", body = QueryStatus, headers(("Location" = String, description = "`/v1/queries/{id}`"))),
+        (status = 400, description = "The body is not valid", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 413, description = "The SQL text is larger than 256 KiB", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit, or too many queries are tracked", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn submit(
     State(state): State<SqlState>,
     headers: HeaderMap,
@@ -197,6 +269,27 @@ async fn submit(
     Ok(response)
 }
 
+/// An async query's status
+///
+/// Where the query is (`queued`, `running`, `succeeded`, `failed`, `cancelled`), what it read
+/// and, once it succeeded, its result's columns and rows.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/queries/{id}",
+    operation_id = "query_status",
+    tag = "sql",
+    params(("id" = String, Path, description = "The query's id")),
+    responses(
+        (status = 200, description = "The status", body = QueryStatus),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 404, description = "No query with this id (or it expired)", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn status(
     State(state): State<SqlState>,
     Path(id): Path<String>,
@@ -204,6 +297,27 @@ async fn status(
     Ok(Json(state.queries.status(&id).await?).into_response())
 }
 
+/// Cancel an async query
+///
+/// Stops a queued or running query; for a finished one, deletes its result now. Answers its
+/// status.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    delete,
+    path = "/v1/queries/{id}",
+    operation_id = "cancel_query",
+    tag = "sql",
+    params(("id" = String, Path, description = "The query's id")),
+    responses(
+        (status = 200, description = "The status after cancelling", body = QueryStatus),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 404, description = "No query with this id (or it expired)", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(state): State<SqlState>,
     Path(id): Path<String>,
@@ -218,9 +332,44 @@ struct PageParams {
     max_rows: Option<u64>,
 }
 
-/// `GET /v1/queries/{id}/results?page_token=&max_rows=`: a page of the stored result, in the
-/// format `Accept` asks for. JSON pages hold at most the row cap and name the next page in
-/// the document; every format names it in the `Tarn-Next-Page-Token` header.
+/// An async query's results
+///
+/// A page of the stored result, in the format `Accept` asks for (the same formats as
+/// `POST /v1/sql`). JSON pages hold at most the row cap and name the next page in the
+/// document; every format names it in the `Tarn-Next-Page-Token` header.
+///
+/// Scope: `query`.
+#[utoipa::path(
+    get,
+    path = "/v1/queries/{id}/results",
+    operation_id = "query_results",
+    tag = "sql",
+    params(
+        ("id" = String, Path, description = "The query's id"),
+        ("page_token" = Option<String>, Query, description = "Where the page starts: the previous page's `next_page_token` (default: the first row)"),
+        ("max_rows" = Option<u64>, Query, minimum = 1, description = "Most rows in the page (JSON: at most the row cap; default the cap, or all rows for streamed formats)"),
+    ),
+    responses(
+        (status = 200, description = "A page of the result", content(
+            (JsonResult = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.apache.arrow.stream"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+        ), headers(
+            ("Tarn-Total-Rows" = u64, description = "Rows of the whole result"),
+            ("Tarn-Next-Page-Token" = String, description = "Where the next page starts (absent on the last page)"),
+        )),
+        (status = 400, description = "A bad page_token or max_rows", body = ErrorBody),
+        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
+        (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
+        (status = 404, description = "No query with this id (or it expired)", body = ErrorBody),
+        (status = 406, description = "`Accept` names no supported format", body = ErrorBody),
+        (status = 409, description = "The query has not succeeded (still running, failed or cancelled)", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
+        (status = 503, description = "Storage is unavailable", body = ErrorBody),
+    )
+)]
 async fn results(
     State(state): State<SqlState>,
     Path(id): Path<String>,

@@ -4,5 +4,6 @@
 mod catalog;
 mod console;
 mod ingest;
+mod openapi;
 mod query;
 mod support;

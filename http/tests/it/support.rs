@@ -20,6 +20,8 @@ pub struct Fixture {
     pub catalog: Arc<Catalog>,
     pub ingestor: Arc<Ingestor>,
     pub router: axum::Router,
+    /// The router's route table: every method at every path.
+    pub routes: Vec<tarn_http::RouteEntry>,
 }
 
 fn config(wal_dir: &std::path::Path) -> IngestConfig {
@@ -33,7 +35,7 @@ async fn serve(
     catalog: Arc<Catalog>,
     ingest: IngestConfig,
     query: QueryConfig,
-) -> (Arc<Ingestor>, axum::Router) {
+) -> (Arc<Ingestor>, axum::Router, Vec<tarn_http::RouteEntry>) {
     let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables(), None));
     let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
     let ingestor = Ingestor::start(tables, ingest).await.unwrap();
@@ -58,7 +60,8 @@ async fn serve(
         jobs,
         rate_limit: None,
     };
-    (ingestor, tarn_http::router(&services))
+    let (router, routes) = tarn_http::router_and_table(&services);
+    (ingestor, router, routes)
 }
 
 impl Fixture {
@@ -76,8 +79,8 @@ impl Fixture {
         let mut config = config(wal_dir.path());
         configure(&mut config);
         let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
-        let (ingestor, router) = serve(catalog.clone(), config, query).await;
-        Fixture { lake, wal_dir, catalog, ingestor, router }
+        let (ingestor, router, routes) = serve(catalog.clone(), config, query).await;
+        Fixture { lake, wal_dir, catalog, ingestor, router, routes }
     }
 
     /// Starts new services (a new process) on the same lake and WAL directory.
@@ -85,9 +88,11 @@ impl Fixture {
         let mut config = config(self.wal_dir.path());
         configure(&mut config);
         self.catalog = Arc::new(Catalog::new(Arc::new(self.lake.open().await)));
-        let (ingestor, router) = serve(self.catalog.clone(), config, QueryConfig::default()).await;
+        let (ingestor, router, routes) =
+            serve(self.catalog.clone(), config, QueryConfig::default()).await;
         self.ingestor = ingestor;
         self.router = router;
+        self.routes = routes;
     }
 
     /// Rows of `table` at its latest version.
