@@ -117,7 +117,7 @@ fn describe() {
     );
     describe_counter!(
         "tarn_queries_total",
-        "Queries that ended, by interface (sql, async) and outcome"
+        "Queries that ended, by interface (sql, async, pg) and outcome"
     );
     describe_histogram!(
         "tarn_query_duration_seconds",

@@ -2,9 +2,9 @@
 //!
 //! | metric | labels | |
 //! |---|---|---|
-//! | `tarn_queries_total` | `interface` (`sql`, `async`), `outcome` | queries that ended |
+//! | `tarn_queries_total` | `interface` (`sql`, `async`, `pg`), `outcome` | queries that ended |
 //! | `tarn_query_duration_seconds` | `interface` | from admission to the end |
-//! | `tarn_query_scanned_bytes_total` | `interface` | bytes read from Parquet files |
+//! | `tarn_query_scanned_bytes_total` | `interface` | bytes read from Parquet files (not yet counted for `pg`) |
 //! | `tarn_query_spilled_bytes_total` | `interface` | bytes spilled to disk |
 //!
 //! Running and queued queries are gauges the metrics endpoint reads from
@@ -61,7 +61,7 @@ pub struct QueryRecord {
 }
 
 impl QueryRecord {
-    /// A query of `interface` (`sql`, `async`) starts now.
+    /// A query of `interface` (`sql`, `async`, `pg`) starts now.
     pub fn start(interface: &'static str) -> Self {
         QueryRecord { interface, started: Instant::now(), plan: None, rows: 0, finished: false }
     }

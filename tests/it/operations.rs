@@ -98,13 +98,24 @@ fn family_type(samples: &[Sample], name: &str) -> String {
 /// is this test's own, and route and query counts are at least this test's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_its_parser_reads() {
-    let server = TestServer::start(Backend::Local).await;
+    let server = TestServer::start_with(Backend::Local, |config| {
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let (status, receipt) = server
         .ingest("ops_metrics_probe", "application/x-ndjson", "{\"n\": 1}\n{\"n\": 2}\n{\"n\": 3}\n")
         .await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(server.sql("SELECT sum(n) FROM ops_metrics_probe").await.0, 200);
     assert_eq!(server.sql("SELECT nope FROM ops_metrics_probe").await.0, 400);
+    let pg = server.pg_addr.unwrap();
+    let psql = tokio::process::Command::new("psql")
+        .args(["-X", "-w", "-h", &pg.ip().to_string(), "-p", &pg.port().to_string()])
+        .args(["-U", "ops", "-d", "tarn", "-c", "SELECT count(*) FROM ops_metrics_probe"])
+        .output()
+        .await
+        .expect("psql runs (Debian package postgresql-client)");
+    assert!(psql.status.success(), "{}", String::from_utf8_lossy(&psql.stderr));
     let (status, _, text) = get_as(&server, None, "/metrics").await;
     assert_eq!(status, 200);
     let samples = parse_prometheus(&text).await;
@@ -123,6 +134,8 @@ async fn metrics_are_prometheus_text_its_parser_reads() {
     assert!(value(&samples, "tarn_queries_total", ok) >= 1.0);
     let failed = json!({"interface": "sql", "outcome": "failed"});
     assert!(value(&samples, "tarn_queries_total", failed) >= 1.0);
+    let over_pg = json!({"interface": "pg", "outcome": "succeeded"});
+    assert!(value(&samples, "tarn_queries_total", over_pg) >= 1.0);
     assert_eq!(family_type(&samples, "tarn_queries_total"), "counter");
     assert_eq!(family_type(&samples, "tarn_wal_bytes"), "gauge");
     assert!(value(&samples, "tarn_wal_segments", json!({})) >= 1.0);

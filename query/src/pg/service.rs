@@ -33,6 +33,7 @@ use super::catalog::LiveCatalog;
 use super::errors::{pg_error, user_error};
 use super::hooks::{check_read_only, runs_query};
 use super::{params, rewrite};
+use crate::observe::{Outcome, QueryRecord};
 use crate::{timetravel, Error, QueryEngine};
 
 /// Tarn's query service over the wire: DataFusion on the lake, read-only, within the
@@ -73,17 +74,30 @@ impl TarnService {
     }
 
     /// Runs `work` within the slot's deadline; a query's rows stream within it too, and the
-    /// slot is held until the last row.
+    /// slot is held until the last row. The statement is counted and logged as a query of the
+    /// `pg` interface when its answer ends ([`QueryRecord`]).
     async fn within(
         slot: Slot,
         work: impl Future<Output = PgWireResult<Response>>,
     ) -> PgWireResult<Response> {
-        let response = tokio::time::timeout_at(slot.deadline, work)
-            .await
-            .map_err(|_| pg_error(Error::Timeout(slot.limit)))??;
+        let record = QueryRecord::start("pg");
+        let response = match tokio::time::timeout_at(slot.deadline, work).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                record.finish(Outcome::Failed);
+                return Err(e);
+            }
+            Err(_) => {
+                record.finish(Outcome::TimedOut);
+                return Err(pg_error(Error::Timeout(slot.limit)));
+            }
+        };
         Ok(match response {
-            Response::Query(query) => Response::Query(limit_rows(query, slot)),
-            other => other,
+            Response::Query(query) => Response::Query(limit_rows(query, slot, record)),
+            other => {
+                record.finish(Outcome::Succeeded);
+                other
+            }
         })
     }
 
@@ -106,24 +120,38 @@ impl TarnService {
 
 /// The rows of `query`, cut with `57014` at the slot's deadline (and with `54000` past the
 /// slot's row cap); the slot is freed after the last row (or when the client stops reading
-/// and the response is dropped).
-fn limit_rows(query: QueryResponse, slot: Slot) -> QueryResponse {
+/// and the response is dropped), and `record` finished with how the rows ended.
+fn limit_rows(query: QueryResponse, slot: Slot, record: QueryRecord) -> QueryResponse {
     let tag = query.command_tag().to_string();
     let schema = query.row_schema();
     let Slot { permit, deadline, limit, max_rows } = slot;
-    let state = Some((query.data_rows, permit, 0usize));
+    let state = Some((query.data_rows, permit, 0usize, record));
     let rows = futures::stream::unfold(state, move |state| async move {
-        let (mut rows, permit, sent) = state?;
+        let (mut rows, permit, sent, mut record) = state?;
         match tokio::time::timeout_at(deadline, rows.next()).await {
             Ok(Some(_)) if max_rows.is_some_and(|cap| sent >= cap) => {
+                record.finish(Outcome::Failed);
                 let message = format!(
                     "the answer has more than {sent} rows, the most one Execute without a row limit may hold; fetch it in pages (e.g. JDBC setFetchSize) or add a LIMIT"
                 );
                 Some((Err(user_error("ERROR", "54000", message)), None))
             }
-            Ok(Some(row)) => Some((row, Some((rows, permit, sent + 1)))),
-            Ok(None) => None,
-            Err(_) => Some((Err(pg_error(Error::Timeout(limit))), None)),
+            Ok(Some(Err(e))) => {
+                record.finish(Outcome::Failed);
+                Some((Err(e), None))
+            }
+            Ok(Some(row)) => {
+                record.rows(1);
+                Some((row, Some((rows, permit, sent + 1, record))))
+            }
+            Ok(None) => {
+                record.finish(Outcome::Succeeded);
+                None
+            }
+            Err(_) => {
+                record.finish(Outcome::TimedOut);
+                Some((Err(pg_error(Error::Timeout(limit))), None))
+            }
         }
     });
     let mut limited = QueryResponse::new(schema, rows);
