@@ -244,7 +244,6 @@ async fn require(
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The key's name and scopes", body = crate::openapi::WhoAmI),
-        (status = 401, description = "No key, or a key the server does not know", body = crate::error::ErrorBody),
         (status = 403, description = "A publishable key shown from an origin it does not allow", body = crate::error::ErrorBody),
     )
 )]

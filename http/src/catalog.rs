@@ -40,9 +40,7 @@ pub(crate) fn routes(routes: Routes<Arc<Catalog>>) -> Routes<Arc<Catalog>> {
     tag = "catalog",
     responses(
         (status = 200, description = "The namespaces", body = NamespaceList),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -68,9 +66,7 @@ async fn list_namespaces(State(catalog): State<Arc<Catalog>>) -> Result<Json<Val
     tag = "catalog",
     responses(
         (status = 200, description = "The tables", body = TableList),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -109,9 +105,7 @@ async fn list_tables(State(catalog): State<Arc<Catalog>>) -> Result<Json<Value>,
         (status = 200, description = "The table", body = TableInfo),
         (status = 400, description = "The table name is not valid", body = ErrorBody),
         (status = 404, description = "No such table", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -143,9 +137,7 @@ async fn get_table(
         (status = 409, description = "The change is not allowed (e.g. a column's type changed, a table Tarn owns)", body = ErrorBody),
         (status = 413, description = "The definition is larger than the server takes", body = ErrorBody),
         (status = 422, description = "The definition does not fit the table's data", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -197,9 +189,7 @@ struct HistoryParams {
         (status = 200, description = "The commits", body = History),
         (status = 400, description = "The name or the limit is not valid", body = ErrorBody),
         (status = 404, description = "No such table", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -242,9 +232,7 @@ struct DeleteParams {
         (status = 400, description = "The name or a parameter is not valid", body = ErrorBody),
         (status = 404, description = "No such table", body = ErrorBody),
         (status = 409, description = "`purge=true` on a crawled table, or a table Tarn keeps for another", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -290,8 +278,6 @@ pub struct CrawlRequest {
         (status = 400, description = "The request or the location is not valid", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope, or the location is outside what the server may crawl", body = ErrorBody),
         (status = 404, description = "Nothing at the location", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]

@@ -86,9 +86,7 @@ async fn preflight() -> StatusCode {
     tag = "ingest",
     responses(
         (status = 200, description = "Ingest since the start", body = crate::openapi::IngestStatus),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
     )
 )]
 async fn status(State(state): State<IngestState>) -> axum::Json<tarn_ingest::IngestStatus> {
@@ -171,13 +169,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     responses(
         (status = 200, description = "Every row committed", body = LoadReport),
         (status = 400, description = "A bad table name, parameter, Idempotency-Key or file", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks `ingest:<table>`", body = ErrorBody),
         (status = 409, description = "The load conflicts with the table (e.g. another load with the same Idempotency-Key runs)", body = ErrorBody),
         (status = 413, description = "The file is larger than the server takes", body = ErrorBody),
         (status = 415, description = "The format is not known or the body is compressed", body = ErrorBody),
         (status = 422, description = "The file does not fit the table's schema", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage or the write-ahead log is unavailable", body = ErrorBody),
     )
 )]
@@ -265,7 +261,6 @@ async fn upload(
         (status = 202, description = "Durable in the write-ahead log, not committed yet; or a form taken", body = IngestAccepted),
         (status = 303, description = "A form's record taken: the browser is sent on to the success URL", headers(("Location" = String, description = "The success URL"))),
         (status = 400, description = "A bad table name, parameter, Idempotency-Key or body", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks `ingest:<table>`", body = ErrorBody),
         (status = 409, description = "The same Idempotency-Key with another body, or a table being changed", body = ErrorBody),
         (status = 413, description = "The body (decompressed) is larger than the server takes", body = ErrorBody),

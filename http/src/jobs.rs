@@ -47,9 +47,7 @@ pub(crate) fn routes(routes: Routes<Arc<Jobs>>) -> Routes<Arc<Jobs>> {
     tag = "jobs",
     responses(
         (status = 200, description = "The jobs", body = JobList),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -72,9 +70,7 @@ async fn list(State(jobs): State<Arc<Jobs>>) -> Result<Json<Value>, ApiError> {
         (status = 200, description = "The job", body = JobInfo),
         (status = 400, description = "The name is not valid", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -103,9 +99,7 @@ async fn get_job(
         (status = 400, description = "The name or the definition is not valid", body = ErrorBody),
         (status = 409, description = "A job defined in the configuration file cannot be changed here", body = ErrorBody),
         (status = 413, description = "The definition is larger than the server takes", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -144,9 +138,7 @@ async fn put_job(
         (status = 400, description = "The name is not valid", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "A job defined in the configuration file cannot be deleted here", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -174,9 +166,7 @@ async fn delete_job(
         (status = 400, description = "The name is not valid", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is running already", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -212,9 +202,7 @@ struct RunsParams {
         (status = 200, description = "The attempts", body = RunList),
         (status = 400, description = "The name or the limit is not valid", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -246,9 +234,7 @@ async fn runs(
         (status = 200, description = "The run", body = RunView),
         (status = 400, description = "The name is not valid", body = ErrorBody),
         (status = 404, description = "No such job or run", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]

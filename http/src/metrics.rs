@@ -157,9 +157,7 @@ pub(crate) fn routes(routes: Routes<Services>) -> Routes<Services> {
     tag = "operations",
     responses(
         (status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4"),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `metrics` scope", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
     )
 )]
 async fn render(State(services): State<Services>) -> Response {

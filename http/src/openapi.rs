@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{OpenApi as Document, RefOr};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::auth::{get, Need, Routes};
@@ -138,6 +138,28 @@ impl Modify for Finish {
                 &mut item.trace,
             ];
             for operation in operations.into_iter().flatten() {
+                if needs_a_key(operation) {
+                    // What every route behind a key may answer, unless it says more.
+                    let responses = &mut operation.responses.responses;
+                    for (status, description) in [
+                        ("401", "No key, or a key the server does not know"),
+                        ("429", "Over the key's rate limit"),
+                    ] {
+                        responses.entry(status.to_string()).or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(description)
+                                    .content(
+                                        "application/json",
+                                        ContentBuilder::new()
+                                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                        });
+                    }
+                }
                 for (status, response) in operation.responses.responses.iter_mut() {
                     if let (RefOr::T(response), "429" | "503") = (response, status.as_str()) {
                         let header = HeaderBuilder::new()
@@ -167,6 +189,14 @@ impl Modify for Finish {
             ))),
         );
     }
+}
+
+/// True unless `operation` is open (its security is the one empty requirement, `security(())`).
+fn needs_a_key(operation: &utoipa::openapi::path::Operation) -> bool {
+    let open = operation.security.as_ref().is_some_and(|requirements| {
+        requirements.iter().all(|r| serde_json::to_value(r).ok() == Some(serde_json::json!({})))
+    });
+    !open
 }
 
 /// `{"status": "ok"}` or `{"status": "ready"}`.

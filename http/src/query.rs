@@ -143,7 +143,6 @@ fn output_format(headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
             (Vec<u8> = "application/vnd.apache.parquet"),
         )),
         (status = 400, description = "The body or the SQL is not valid", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
         (status = 404, description = "A table the SQL names does not exist", body = ErrorBody),
         (status = 406, description = "`Accept` names no supported format", body = ErrorBody),
@@ -238,7 +237,6 @@ fn answer(format: OutputFormat, body: Body, headers: &[(&'static str, String)]) 
     responses(
         (status = 202, description = "Submitted", body = QueryStatus, headers(("Location" = String, description = "`/v1/queries/{id}`"))),
         (status = 400, description = "The body is not valid", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
         (status = 413, description = "The SQL text is larger than 256 KiB", body = ErrorBody),
         (status = 429, description = "Over the key's rate limit, or too many queries are tracked", body = ErrorBody),
@@ -283,10 +281,8 @@ async fn submit(
     params(("id" = String, Path, description = "The query's id")),
     responses(
         (status = 200, description = "The status", body = QueryStatus),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
         (status = 404, description = "No query with this id (or it expired)", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -311,10 +307,8 @@ async fn status(
     params(("id" = String, Path, description = "The query's id")),
     responses(
         (status = 200, description = "The status after cancelling", body = QueryStatus),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
         (status = 404, description = "No query with this id (or it expired)", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
@@ -361,12 +355,10 @@ struct PageParams {
             ("Tarn-Next-Page-Token" = String, description = "Where the next page starts (absent on the last page)"),
         )),
         (status = 400, description = "A bad page_token or max_rows", body = ErrorBody),
-        (status = 401, description = "No key, or a key the server does not know", body = ErrorBody),
         (status = 403, description = "The key lacks the `query` scope", body = ErrorBody),
         (status = 404, description = "No query with this id (or it expired)", body = ErrorBody),
         (status = 406, description = "`Accept` names no supported format", body = ErrorBody),
         (status = 409, description = "The query has not succeeded (still running, failed or cancelled)", body = ErrorBody),
-        (status = 429, description = "Over the key's rate limit", body = ErrorBody),
         (status = 503, description = "Storage is unavailable", body = ErrorBody),
     )
 )]
