@@ -741,24 +741,73 @@ pub struct JobSpec {
     pub timezone: Option<String>,
     /// The query; read-only, like every query Tarn runs.
     pub sql: String,
-    /// Write the result into a table: `{"table", "mode": "append"|"replace"|"merge", ...}`.
-    #[schema(nullable = false, value_type = Option<Object>)]
-    pub into: Option<Value>,
-    /// Write the result as files: `{"path", "format", ...}`.
-    #[schema(nullable = false, value_type = Option<Object>)]
-    pub export: Option<Value>,
+    /// Write the result into a table.
+    #[schema(nullable = false)]
+    pub into: Option<JobInto>,
+    /// Write the result as files.
+    #[schema(nullable = false)]
+    pub export: Option<JobExport>,
     /// Attempts and backoff.
-    #[schema(nullable = false, value_type = Option<Object>)]
-    pub retries: Option<Value>,
+    #[schema(nullable = false)]
+    pub retries: Option<JobRetries>,
     /// Longest one attempt may run (default `10m`).
     #[schema(nullable = false)]
     pub timeout: Option<String>,
     /// Who is told about runs.
-    #[schema(nullable = false, value_type = Option<Object>)]
-    pub notify: Option<Value>,
+    #[schema(nullable = false)]
+    pub notify: Option<JobNotify>,
     /// Occurrences missed while no server ran: `latest` or `none`.
     #[schema(nullable = false)]
     pub catch_up: Option<String>,
+}
+
+/// A job's `into` (`tarn_pipelines::IntoSpec`): the table its result is written into.
+#[derive(ToSchema)]
+pub struct JobInto {
+    /// `name` or `namespace.name`; created from the result's schema when missing.
+    pub table: String,
+    /// `append` (default), `replace` or `merge`.
+    #[schema(nullable = false)]
+    pub mode: Option<String>,
+    /// For `merge`: the key columns (absent when none).
+    #[schema(nullable = false)]
+    pub key: Option<Vec<String>>,
+}
+
+/// A job's `export` (`tarn_pipelines::ExportSpec`): files written at a location.
+#[derive(ToSchema)]
+pub struct JobExport {
+    /// A directory in the lake (`exports/{date}/`) or `s3://bucket/prefix/{date}/`, with the
+    /// placeholders `{date}`, `{job}`, `{run_id}`.
+    pub location: String,
+    /// `parquet` (default), `csv` or `ndjson`.
+    #[schema(nullable = false)]
+    pub format: Option<String>,
+}
+
+/// A job's `retries` (`tarn_pipelines::RetrySpec`).
+#[derive(ToSchema)]
+pub struct JobRetries {
+    /// Attempts in all (default 1: no retry).
+    #[schema(nullable = false)]
+    pub attempts: Option<u32>,
+    /// Wait before the second attempt (default `30s`); doubles for each further one.
+    #[schema(nullable = false)]
+    pub backoff: Option<String>,
+}
+
+/// A job's `notify` (`tarn_pipelines::NotifySpec`).
+#[derive(ToSchema)]
+pub struct JobNotify {
+    /// When: `failure` (default) and / or `success`.
+    #[schema(nullable = false)]
+    pub on: Option<Vec<String>>,
+    /// A URL that gets a POST of the run's facts as JSON.
+    #[schema(nullable = false)]
+    pub webhook: Option<String>,
+    /// Addresses that get an e-mail (needs `--smtp-url`).
+    #[schema(nullable = false)]
+    pub email: Option<Vec<String>>,
 }
 
 /// One attempt of a job's run (`tarn_pipelines::RunRecord`).

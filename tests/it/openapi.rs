@@ -55,3 +55,58 @@ async fn the_openapi_document_passes_the_validator() {
     let operations: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
     println!("{operations} operations on {} paths", paths.len());
 }
+
+/// The console's API calls are typed from the same document: `http/console-check/api.d.ts` is
+/// what openapi-typescript makes of the served document (set `TARN_UPDATE_CONSOLE_TYPES=1` to
+/// write it anew after a change of the API), and TypeScript's checker finds no error in the
+/// console's JavaScript against it (`http/console-check/jsconfig.json`). Both tools are
+/// pinned in `http/console-check/package.json`; scripts/test installs them with `npm ci`.
+#[tokio::test]
+async fn the_console_is_typed_from_the_openapi_document() {
+    let check = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("http/console-check");
+    let bin = check.join("node_modules/.bin");
+    assert!(
+        bin.join("tsc").exists() && bin.join("openapi-typescript").exists(),
+        "the console's type checker is not installed: run scripts/test (it runs `npm ci` in \
+         http/console-check), or `npm ci --prefix http/console-check`"
+    );
+    let server = TestServer::start(Backend::Local).await;
+    let text = server.client.get(server.url("/v1/openapi.json")).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (document, generated) = (dir.path().join("openapi.json"), dir.path().join("api.d.ts"));
+    std::fs::write(&document, &text).unwrap();
+    let output = tokio::process::Command::new(bin.join("openapi-typescript"))
+        .arg(&document)
+        .arg("-o")
+        .arg(&generated)
+        .current_dir(&check)
+        .output()
+        .await
+        .expect("openapi-typescript runs (node)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let generated = std::fs::read_to_string(&generated).unwrap();
+    let checked_in = check.join("api.d.ts");
+    if std::env::var_os("TARN_UPDATE_CONSOLE_TYPES").is_some() {
+        std::fs::write(&checked_in, &generated).unwrap();
+    }
+    let current = std::fs::read_to_string(&checked_in).unwrap_or_default();
+    assert!(
+        current == generated,
+        "http/console-check/api.d.ts is not the API's current description: run this test with \
+         TARN_UPDATE_CONSOLE_TYPES=1 to write it anew, then fix what the type check finds"
+    );
+
+    let output = tokio::process::Command::new(bin.join("tsc"))
+        .args(["-p", "jsconfig.json", "--pretty", "false"])
+        .current_dir(&check)
+        .output()
+        .await
+        .expect("tsc runs (node)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the console does not fit the API's types:\n{stdout}");
+    let typed = std::fs::read_to_string(check.join("../console/js/api.js")).unwrap();
+    let calls = typed.matches("@returns {Promise<Schemas[").count();
+    assert!(calls >= 15, "api.js types {calls} calls by the document's schemas");
+    println!("tsc: the console's JavaScript fits api.d.ts ({} lines); {calls} calls typed by the document's schemas", generated.lines().count());
+}

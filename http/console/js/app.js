@@ -2,7 +2,7 @@
 // scopes allow (Catalog, SQL, Ingest & jobs need `query`; Send records needs an `ingest:`
 // scope).
 
-import { api, getKey, onUnauthenticated, setKey } from "./api.js";
+import { getKey, onUnauthenticated, setKey, whoami } from "./api.js";
 import { $, fill, h } from "./dom.js";
 import { can, clearError, showError, state } from "./state.js";
 import * as catalog from "./catalog.js";
@@ -25,7 +25,7 @@ function showLogin() {
   current = null;
   $("#app").hidden = true;
   $("#who").hidden = true;
-  for (const tab of document.querySelectorAll("#tabs a")) tab.hidden = true;
+  for (const tab of document.querySelectorAll("#tabs a")) /** @type {HTMLElement} */ (tab).hidden = true;
   $("#login").hidden = false;
   $("#login-key").focus();
 }
@@ -38,7 +38,7 @@ async function signIn(event) {
   const button = $("#login-form button[type=submit]");
   button.disabled = true;
   try {
-    const who = await api("/v1/whoami", { key, quiet401: true });
+    const who = await whoami(key);
     setKey(key);
     input.value = "";
     clearError();
@@ -76,7 +76,10 @@ function start(who) {
   fill($("#who-text"), describeWho(who));
   $("#who").hidden = false;
   $("#logout").hidden = !getKey();
-  for (const tab of document.querySelectorAll("#tabs a")) tab.hidden = !can(tab.dataset.needs);
+  for (const tab of document.querySelectorAll("#tabs a")) {
+    const link = /** @type {HTMLElement} */ (tab);
+    link.hidden = !can(link.dataset.needs);
+  }
   $("#sidebar").hidden = !can("query");
   if (!started) {
     started = true;
@@ -101,8 +104,9 @@ function route() {
   }
   $("#view-none").hidden = chosen !== null;
   for (const tab of document.querySelectorAll("#tabs a")) {
-    tab.classList.toggle("active", tab.dataset.view === chosen);
-    if (tab.dataset.view === chosen) tab.setAttribute("aria-current", "page");
+    const { view } = /** @type {HTMLElement} */ (tab).dataset;
+    tab.classList.toggle("active", view === chosen);
+    if (view === chosen) tab.setAttribute("aria-current", "page");
     else tab.removeAttribute("aria-current");
   }
   current = chosen;
@@ -126,7 +130,7 @@ async function boot() {
   send.init();
   let who;
   try {
-    who = await api("/v1/whoami", { quiet401: true });
+    who = await whoami();
   } catch (e) {
     if (e.status === 401) {
       if (getKey()) {

@@ -1,7 +1,7 @@
 // The catalog: the sidebar's tables, an overview of namespaces and tables, and one table in
 // detail (columns, contract, partitions, statistics, history, and its `_rejected` table).
 
-import { api, sql, tablePath } from "./api.js";
+import { describeTable, listNamespaces, listTables, sql, tableHistory } from "./api.js";
 import {
   $,
   badge,
@@ -37,7 +37,7 @@ const qualified = (t) => t.qualified_name || `${t.namespace}.${t.name}`;
 /** Reads `GET /v1/tables`, redraws the sidebar, then reads every table's columns (for the
  * editor's completion) in the background. */
 export async function loadTables() {
-  const answer = await guarded("Reading the catalog", () => api("/v1/tables"));
+  const answer = await guarded("Reading the catalog", () => listTables());
   if (!answer) return;
   const tables = (answer.tables || []).slice();
   tables.sort((a, b) => qualified(a).localeCompare(qualified(b)));
@@ -53,7 +53,7 @@ async function loadColumns(names) {
     while (queue.length) {
       const name = queue.shift();
       try {
-        const info = await api(`/v1/tables/${tablePath(name)}`);
+        const info = await describeTable(name);
         state.columns.set(name, info.columns || []);
       } catch {
         // completion is best effort; the catalog view shows errors when a table is opened
@@ -130,7 +130,7 @@ function section(title, testid, ...body) {
 async function renderOverview() {
   const token = ++renderToken;
   const view = $("#view-catalog");
-  const namespaces = await guarded("Reading the namespaces", () => api("/v1/namespaces"));
+  const namespaces = await guarded("Reading the namespaces", () => listNamespaces());
   if (token !== renderToken) return;
   fill(
     view,
@@ -176,7 +176,7 @@ async function renderTable(name) {
   const token = ++renderToken;
   const view = $("#view-catalog");
   fill(view, h("p", { class: "muted" }, `Reading ${name}…`));
-  const info = await guarded(`Reading ${name}`, () => api(`/v1/tables/${tablePath(name)}`));
+  const info = await guarded(`Reading ${name}`, () => describeTable(name));
   if (token !== renderToken) return;
   if (!info) {
     fill(view, h("p", { class: "muted" }, `${name} could not be read.`));
@@ -184,7 +184,7 @@ async function renderTable(name) {
   }
   const full = `${info.namespace}.${info.name}`;
   state.columns.set(full, info.columns || []);
-  const stats = info.stats || {};
+  const { stats } = info;
   const rejected = state.tables.find((t) => qualified(t) === `${full}_rejected`);
   const queryButton = h(
     "a",
@@ -267,7 +267,7 @@ async function renderTable(name) {
 
   // The slower parts, each on its own.
   guarded(`History of ${full}`, async () => {
-    const answer = await api(`/v1/tables/${tablePath(full)}/history?limit=20`);
+    const answer = await tableHistory(full, 20);
     if (token !== renderToken) return;
     fill(
       history,

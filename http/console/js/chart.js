@@ -1,7 +1,7 @@
 // A chart of the query's result with uPlot: line or bar, over a chosen x column and one or
 // more y columns; drawn again when the query runs again.
 
-import { api } from "./api.js";
+import { resultPage } from "./api.js";
 import { $, fill, h } from "./dom.js";
 import { showError } from "./state.js";
 
@@ -66,7 +66,7 @@ export function resultChanged() {
   const xSelect = $("#chart-x");
   const previousX = xSelect.value;
   const previousY = new Set(
-    [...document.querySelectorAll("#chart-y input:checked")].map((i) => i.value),
+    [...document.querySelectorAll("#chart-y input:checked")].map((i) => /** @type {HTMLInputElement} */ (i).value),
   );
   const names = columns.map((c) => c.name);
   const defaultX =
@@ -112,9 +112,7 @@ export function redraw() {
 
 async function rowsOf(result) {
   if (data && data.id === result.id) return data;
-  const page = await api(
-    `/v1/queries/${encodeURIComponent(result.id)}/results?max_rows=${MAX_POINTS}`,
-  );
+  const page = await resultPage(result.id, MAX_POINTS);
   data = { id: result.id, columns: page.columns || result.columns, rows: page.rows || [], total: result.total };
   return data;
 }
@@ -136,7 +134,9 @@ export async function draw() {
   }
   if (drawing !== mine) return;
   const xName = $("#chart-x").value;
-  const yNames = [...document.querySelectorAll("#chart-y input:checked")].map((i) => i.value);
+  const yNames = [...document.querySelectorAll("#chart-y input:checked")].map(
+    (i) => /** @type {HTMLInputElement} */ (i).value,
+  );
   const xi = d.columns.findIndex((c) => c.name === xName);
   const yis = yNames.map((n) => d.columns.findIndex((c) => c.name === n)).filter((i) => i >= 0);
   if (xi < 0 || !yis.length) {

@@ -2,7 +2,7 @@
 // polls of GET /v1/ingest), the last commit and its age, what waits in the write-ahead log
 // and the rejected rows; the scheduled jobs with their last runs and failures.
 
-import { api } from "./api.js";
+import { ingestStatus, jobRuns, listJobs, runJob } from "./api.js";
 import { $, age, badge, duration, facts, fill, formatBytes, formatNumber, h, table, timeEl } from "./dom.js";
 import { can, guarded, showError } from "./state.js";
 
@@ -41,7 +41,7 @@ export function hide() {
 async function poll() {
   let answer;
   try {
-    answer = await api("/v1/ingest");
+    answer = await ingestStatus();
   } catch (e) {
     if (e.status === 401 || e.status === 403) {
       hide();
@@ -129,7 +129,7 @@ function stat(label, value, sub, testid) {
 
 async function loadJobs() {
   const el = $("#jobs");
-  const answer = await guarded("Jobs", () => api("/v1/jobs"));
+  const answer = await guarded("Jobs", () => listJobs());
   if (!answer) {
     fill(el, h("p", { class: "muted" }, "The jobs could not be read."));
     return;
@@ -141,7 +141,7 @@ async function loadJobs() {
   }
   const runs = await Promise.all(
     jobs.map((job) =>
-      api(`/v1/jobs/${encodeURIComponent(job.name)}/runs?limit=${RUNS_SHOWN}`)
+      jobRuns(job.name, RUNS_SHOWN)
         .then((a) => a.runs || [])
         .catch((e) => {
           if (e.status === 401 || e.status === 403) showError(e, `Runs of ${job.name}`);
@@ -152,7 +152,7 @@ async function loadJobs() {
   const admin = can("admin");
   const rows = [];
   jobs.forEach((job, i) => {
-    const def = job.definition || {};
+    const def = job.definition;
     const jobRuns = runs[i];
     const last = jobRuns && jobRuns[0];
     const failures = jobRuns ? jobRuns.filter((r) => r.state === "failed" || r.state === "timed_out").length : null;
@@ -264,7 +264,7 @@ function stateClass(s) {
 
 async function runNow(name) {
   const started = await guarded(`Run ${name}`, () =>
-    api(`/v1/jobs/${encodeURIComponent(name)}/runs`, { method: "POST" }),
+    runJob(name),
   );
   if (started) {
     openJobs.add(name);

@@ -1,7 +1,7 @@
 // Send records: for keys that may ingest (`ingest:<table>`, `ingest:*`), a form that posts
 // NDJSON or a JSON array to POST /v1/ingest/{table}.
 
-import { api, tablePath } from "./api.js";
+import { ingestRecords } from "./api.js";
 import { $ } from "./dom.js";
 import { clearError, showError, state } from "./state.js";
 
@@ -38,11 +38,7 @@ async function send(event) {
   button.disabled = true;
   clearError();
   try {
-    const answer = await api(`/v1/ingest/${tablePath(table)}${wait ? "?wait=commit" : ""}`, {
-      method: "POST",
-      body,
-      contentType: body.startsWith("[") ? "application/json" : "application/x-ndjson",
-    });
+    const answer = await ingestRecords(table, body, wait);
     out.textContent = JSON.stringify(answer, null, 2);
     out.hidden = false;
   } catch (e) {

@@ -2,7 +2,7 @@
 // run as async queries (POST /v1/queries, polled, DELETE to cancel), their results read one
 // page at a time, downloaded as CSV or Parquet, and charted.
 
-import { api } from "./api.js";
+import { cancelQuery, queryStatus, resultFile, resultPage, submitQuery } from "./api.js";
 import { $, cellText, fill, formatBytes, formatNumber, h } from "./dom.js";
 import { clearError, guarded, showError, state } from "./state.js";
 import * as chart from "./chart.js";
@@ -63,7 +63,8 @@ export function init() {
     event.target.selectedIndex = 0;
   });
   for (const tab of document.querySelectorAll("[data-result-tab]")) {
-    tab.addEventListener("click", () => showResultTab(tab.dataset.resultTab));
+    const { resultTab: name } = /** @type {HTMLElement} */ (tab).dataset;
+    tab.addEventListener("click", () => showResultTab(name));
   }
   chart.init(() => result);
   renderHistory();
@@ -181,7 +182,7 @@ export async function run() {
   setRunning(true);
   setStatus(h("span", { class: "spinner" }), " starting…");
   try {
-    let status = await api("/v1/queries", { json: { sql: sqlText, reuse: true } });
+    let status = await submitQuery(sqlText);
     mine.id = status.id;
     let wait = 100;
     while (status.state === "queued" || status.state === "running") {
@@ -191,10 +192,10 @@ export async function run() {
       await sleep(wait);
       wait = Math.min(wait * 1.5, 1000);
       if (mine.cancelled) break;
-      status = await api(`/v1/queries/${encodeURIComponent(status.id)}`);
+      status = await queryStatus(status.id);
     }
     if (mine.cancelled) {
-      status = await api(`/v1/queries/${encodeURIComponent(mine.id)}`).catch(() => ({ state: "cancelled" }));
+      status = await queryStatus(mine.id).catch(() => ({ ...status, state: "cancelled" }));
     }
     if (status.state === "succeeded") {
       await showResult(status);
@@ -219,7 +220,7 @@ async function cancel() {
   running.cancelled = true;
   if (running.id) {
     await guarded("Cancel", () =>
-      api(`/v1/queries/${encodeURIComponent(running.id)}`, { method: "DELETE" }),
+      cancelQuery(running.id),
     );
   }
 }
@@ -255,9 +256,7 @@ async function showResult(status) {
 
 async function loadPage() {
   const r = result;
-  const token = r.tokens[r.page];
-  const query = `max_rows=${PAGE_SIZE}${token ? `&page_token=${encodeURIComponent(token)}` : ""}`;
-  const page = await api(`/v1/queries/${encodeURIComponent(r.id)}/results?${query}`);
+  const page = await resultPage(r.id, PAGE_SIZE, r.tokens[r.page]);
   if (result !== r) return;
   r.columns = page.columns || r.columns;
   r.rows = page.rows || [];
@@ -346,10 +345,7 @@ async function download(accept, extension) {
   const button = extension === "csv" ? $("#download-csv") : $("#download-parquet");
   button.disabled = true;
   try {
-    const response = await api(`/v1/queries/${encodeURIComponent(r.id)}/results`, {
-      accept,
-      raw: true,
-    });
+    const response = await resultFile(r.id, accept);
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
     const a = h("a", { href: url, download: `tarn-result-${r.id.slice(0, 12)}.${extension}` });
@@ -367,7 +363,7 @@ async function download(accept, extension) {
 function showResultTab(name) {
   resultTab = name;
   for (const tab of document.querySelectorAll("[data-result-tab]")) {
-    const on = tab.dataset.resultTab === name;
+    const on = /** @type {HTMLElement} */ (tab).dataset.resultTab === name;
     tab.classList.toggle("active", on);
     tab.setAttribute("aria-selected", on ? "true" : "false");
   }

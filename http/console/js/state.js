@@ -49,6 +49,13 @@ export function clearError() {
 }
 
 /** Reports errors of a promise-returning `fn` instead of throwing them. */
+/**
+ * Runs `fn`; an error is shown (with `context`) and answers `undefined`.
+ * @template T
+ * @param {string} context
+ * @param {() => Promise<T>} fn
+ * @returns {Promise<T | undefined>}
+ */
 export async function guarded(context, fn) {
   try {
     return await fn();
