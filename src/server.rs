@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tarn_catalog::auth::KeyRing;
+use tarn_catalog::limit::RateLimits;
 use tarn_catalog::{Catalog, DefineStatus, TableName, TableSpec};
 use tarn_ingest::maintenance::Maintenance;
 use tarn_ingest::{CorsGrant, Ingestor, Loader, Nodes, Tables};
@@ -58,6 +59,7 @@ impl Services {
     /// in the background once it answers (`/readyz` says so meanwhile).
     pub async fn open(config: &ServeConfig) -> anyhow::Result<Self> {
         let keys = Arc::new(KeyRing::new(&config.keys).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let limits = Arc::new(RateLimits::new(&keys, config.rate_limit));
         let lake = Lake::open(&config.lake, config.lake_options.clone())
             .await
             .with_context(|| format!("cannot open the lake at {}", config.lake))?;
@@ -167,7 +169,7 @@ impl Services {
             keys,
             readiness,
             jobs,
-            rate_limit: config.rate_limit,
+            limits,
         };
         Ok(Services { api, nodes, stop })
     }
@@ -338,6 +340,7 @@ async fn bind_pg(
     let server = tarn_query::pg::PgServer::new(
         services.engine.clone(),
         services.keys.clone(),
+        services.limits.clone(),
         tarn_query::pg::PgConfig::default(),
     )
     .await

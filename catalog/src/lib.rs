@@ -51,6 +51,7 @@ mod contract;
 pub mod crawl;
 mod definition;
 mod error;
+pub mod limit;
 mod name;
 pub mod spec;
 mod types;

@@ -33,22 +33,22 @@ use serde_json::{json, Value};
 use tarn_catalog::auth::{Caller, KeyRing, Scope};
 use tarn_catalog::TableName;
 
-use crate::limit::RateLimits;
 use crate::ApiError;
+use tarn_catalog::limit::RateLimits;
 
 /// What guards every route: the keys and their rate limits; and the table of the routes.
 pub struct Gate {
     /// The declared keys.
     pub keys: Arc<KeyRing>,
     /// Their limits.
-    pub limits: RateLimits,
+    pub limits: Arc<RateLimits>,
     /// Every method at every path added through [`Routes::route`] with this gate.
     table: Mutex<Vec<RouteEntry>>,
 }
 
 impl Gate {
     /// A gate of `keys` with `limits`, no routes yet.
-    pub fn new(keys: Arc<KeyRing>, limits: RateLimits) -> Self {
+    pub fn new(keys: Arc<KeyRing>, limits: Arc<RateLimits>) -> Self {
         Gate { keys, limits, table: Mutex::new(Vec::new()) }
     }
 
@@ -212,7 +212,7 @@ async fn require(
     if let Some(name) = name {
         tracing::Span::current().record("key", name);
     }
-    match gate.limits.admit(caller, need == Need::IngestInto, name) {
+    match gate.limits.admit(caller, need == Need::IngestInto, name, "http") {
         Ok(None) => next.run(request).await,
         Ok(Some(budget)) => {
             // The body is charged to the key's byte budget as it is read.
@@ -226,7 +226,7 @@ async fn require(
             });
             next.run(request).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! domain crates' services; turns their
 //! errors into answers through one table ([`error::status_of`]: an error's
 //! [`tarn_lake::ErrorKind`] decides its status); checks API keys with the scope each route
-//! declares where it is defined ([`auth`]) and their rate limits ([`limit`]); and adds CORS for
+//! declares where it is defined ([`auth`]) and their rate limits (`tarn_catalog::limit`); and adds CORS for
 //! browser forms, body limits, gzip, request ids and tracing. `GET /healthz` says the process
 //! runs; `GET /readyz` says whether it is ready for traffic (503 with the reasons while it is
 //! not, e.g. while the write-ahead log is replayed into storage that is down); `GET /metrics`
@@ -28,7 +28,6 @@ pub mod error;
 mod health;
 mod ingest;
 mod jobs;
-pub mod limit;
 pub mod metrics;
 pub mod openapi;
 mod query;
@@ -40,7 +39,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tarn_catalog::auth::KeyRing;
-use tarn_catalog::auth::RateLimit;
+use tarn_catalog::limit::RateLimits;
 use tarn_catalog::Catalog;
 use tarn_ingest::{Ingestor, Loader};
 use tarn_query::queries::QueryManager;
@@ -76,8 +75,8 @@ pub struct Services {
     pub readiness: Readiness,
     /// Scheduled jobs.
     pub jobs: Arc<tarn_pipelines::Jobs>,
-    /// The rate limit of keys that set none (and of everyone, on an open server).
-    pub rate_limit: Option<RateLimit>,
+    /// The keys' rate limits (shared with the Postgres endpoint: one budget per key).
+    pub limits: Arc<RateLimits>,
 }
 
 /// The complete HTTP API over `services`.
@@ -89,7 +88,7 @@ pub fn router(services: &Services) -> Router {
 /// path, with what it needs (the OpenAPI document, [`openapi::document`], lists the same).
 pub fn router_and_table(services: &Services) -> (Router, Vec<RouteEntry>) {
     let keys = &services.keys;
-    let gate = Arc::new(Gate::new(keys.clone(), limit::RateLimits::new(keys, services.rate_limit)));
+    let gate = Arc::new(Gate::new(keys.clone(), services.limits.clone()));
     // Installed before any request is counted.
     metrics::handle();
     let ingest = ingest::IngestState {

@@ -66,8 +66,8 @@ fn describe() {
         "Time to answer an HTTP request (to its first byte), by route and method"
     );
     describe_counter!(
-        "tarn_http_rate_limited_total",
-        "Requests refused with 429 by a rate limit (requests or ingest_bytes)"
+        "tarn_rate_limited_total",
+        "Requests refused by a rate limit, by limit (requests, ingest_bytes) and interface (http, pg)"
     );
     describe_counter!(
         "tarn_ingest_records_total",

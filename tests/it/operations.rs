@@ -310,3 +310,40 @@ async fn json_logs_name_the_request_and_its_key() {
     assert_eq!(query["span"]["key"], "ops", "{query}");
     println!("json log lines of the request: {}", of_request.len());
 }
+
+/// A key has one budget over both endpoints: over the Postgres protocol each query counts
+/// against the key's rate limit and is refused with SQLSTATE 53400 when over, and the HTTP API
+/// then refuses the same key too.
+#[tokio::test]
+async fn a_keys_rate_limit_holds_over_the_postgres_protocol_too() {
+    let server = TestServer::start_with(Backend::Local, |config| {
+        let mut analyst = key("analyst", "tk_ops_pg_limited", &["query"], false);
+        analyst.rate_limit = Some(RateLimit {
+            requests_per_second: 1,
+            burst: Some(2),
+            ingest_bytes_per_second: None,
+        });
+        config.keys = vec![analyst];
+        config.pg_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let pg = server.pg_addr.unwrap();
+    let output = tokio::process::Command::new("psql")
+        .args(["-X", "-w", "-h", &pg.ip().to_string(), "-p", &pg.port().to_string()])
+        .args(["-U", "analyst", "-d", "tarn", "-v", "ON_ERROR_STOP=1", "-At"])
+        .args(["-c", "SELECT 1", "-c", "SELECT 2", "-c", "SELECT 3"])
+        .env("PGPASSWORD", "tk_ops_pg_limited")
+        .output()
+        .await
+        .expect("psql runs (Debian package postgresql-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the third query is over the limit:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["1", "2"], "{stderr}");
+    assert!(
+        stderr.contains("key 'analyst' is over its rate limit of 1 requests per second (burst 2)"),
+        "{stderr}"
+    );
+    let (status, retry_after, _) = get_as(&server, Some("tk_ops_pg_limited"), "/v1/tables").await;
+    assert_eq!((status, retry_after.as_deref()), (429, Some("1")));
+}

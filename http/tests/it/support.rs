@@ -58,7 +58,7 @@ async fn serve(
         keys: Arc::new(KeyRing::default()),
         readiness: Arc::new(Vec::new),
         jobs,
-        rate_limit: None,
+        limits: Arc::new(tarn_catalog::limit::RateLimits::new(&KeyRing::default(), None)),
     };
     let (router, routes) = tarn_http::router_and_table(&services);
     (ingestor, router, routes)

@@ -78,7 +78,9 @@ impl StartupHandler for KeyStartup {
                 let password = password.into_password()?;
                 let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
                 match self.keys.authorize(Some(&password.password), false, None, &Scope::Query) {
-                    Ok(_) => {
+                    Ok(caller) => {
+                        // The connection's statements count against this key's rate limit.
+                        client.session_extensions().insert(caller);
                         tracing::debug!(user = user.as_deref().unwrap_or(""), "Postgres login");
                         return self.accept(client).await;
                     }

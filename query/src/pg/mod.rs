@@ -57,6 +57,7 @@ use pgwire::api::{
     ConnectionManager, ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator,
 };
 use tarn_catalog::auth::KeyRing;
+use tarn_catalog::limit::RateLimits;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -93,9 +94,10 @@ impl PgServer {
     pub async fn new(
         engine: Arc<QueryEngine>,
         keys: Arc<KeyRing>,
+        limits: Arc<RateLimits>,
         config: PgConfig,
     ) -> crate::Result<Self> {
-        Ok(PgServer { handlers: Arc::new(Handlers::new(engine, keys).await?), config })
+        Ok(PgServer { handlers: Arc::new(Handlers::new(engine, keys, limits).await?), config })
     }
 
     /// Serves connections accepted on `listener` until `shutdown` completes, then closes
@@ -190,7 +192,11 @@ struct Handlers {
 }
 
 impl Handlers {
-    async fn new(engine: Arc<QueryEngine>, keys: Arc<KeyRing>) -> crate::Result<Self> {
+    async fn new(
+        engine: Arc<QueryEngine>,
+        keys: Arc<KeyRing>,
+        limits: Arc<RateLimits>,
+    ) -> crate::Result<Self> {
         let tables = Arc::new(LiveCatalog::new(engine.catalog().clone(), engine.scan_session()));
         // The table list is read before every query (not here: storage may be down at start).
         let ctx = engine.session_over(tables.clone());
@@ -222,7 +228,15 @@ impl Handlers {
         });
         let connections = Arc::new(ConnectionManager::new());
         Ok(Handlers {
-            service: Arc::new(TarnService { engine, ctx, tables, hooks, parser }),
+            service: Arc::new(TarnService {
+                engine,
+                ctx,
+                tables,
+                hooks,
+                parser,
+                keys: keys.clone(),
+                limits,
+            }),
             startup: Arc::new(KeyStartup {
                 keys,
                 connections: connections.clone(),

@@ -33,6 +33,9 @@ use super::catalog::LiveCatalog;
 use super::errors::{pg_error, user_error};
 use super::hooks::{check_read_only, runs_query};
 use super::{params, rewrite};
+use tarn_catalog::auth::{Caller, KeyRing};
+use tarn_catalog::limit::RateLimits;
+
 use crate::observe::{Outcome, QueryRecord};
 use crate::{timetravel, Error, QueryEngine};
 
@@ -44,6 +47,11 @@ pub(super) struct TarnService {
     pub tables: Arc<LiveCatalog>,
     pub hooks: Vec<Arc<dyn QueryHook>>,
     pub parser: Arc<TarnParser>,
+    /// The keys, for the name of a connection's key in a refusal.
+    pub keys: Arc<KeyRing>,
+    /// The keys' rate limits, the same the HTTP API applies: each query message (simple
+    /// protocol) and each Execute (extended) counts as a request of the connection's key.
+    pub limits: Arc<RateLimits>,
 }
 
 /// A statement of the extended protocol: its SQL, and the statement with its plan (none for
@@ -64,6 +72,16 @@ struct Slot {
 }
 
 impl TarnService {
+    /// Counts a statement against the rate limit of the connection's key (set at login):
+    /// `53400` when it is over.
+    fn admit<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<()> {
+        let caller = client.session_extensions().get::<Caller>().map_or(Caller::Anonymous, |c| *c);
+        match self.limits.admit(caller, false, self.keys.name_of(caller), "pg") {
+            Ok(_) => Ok(()),
+            Err(refused) => Err(user_error("ERROR", "53400", refused.message)),
+        }
+    }
+
     /// Waits for an execution slot (or fails at once when the queue is full); the time limit
     /// counts from admission, as over HTTP.
     async fn slot(&self) -> PgWireResult<Slot> {
@@ -168,6 +186,7 @@ impl SimpleQueryHandler for TarnService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.admit(&*client)?;
         let sql = timetravel::rewrite(query).map_err(|e| pg_error(Error::BadQuery(e)))?;
         let statements = self.parser.parse(&sql)?;
         if statements.is_empty() {
@@ -239,6 +258,7 @@ impl ExtendedQueryHandler for TarnService {
         let (_, Some((statement, plan))) = &portal.statement.statement else {
             return Ok(Response::EmptyQuery);
         };
+        self.admit(&*client)?;
         if !runs_query(statement) {
             return self.execute(client, portal, statement, plan).await;
         }

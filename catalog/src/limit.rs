@@ -1,5 +1,7 @@
 //! Rate limits per API key: requests per second (GCRA, `governor`) and bytes of ingest bodies
-//! per second; over the limit, 429 with `Retry-After`.
+//! per second; over the limit, a [`RateLimited`] refusal (429 with `Retry-After` over HTTP,
+//! SQLSTATE `53400` over the Postgres protocol). One [`RateLimits`] serves both endpoints, so
+//! a key has one budget wherever it is used.
 //!
 //! Each key has its own limit (`rate_limit = { requests_per_second = 50, burst = 100 }` on the
 //! key in `tarn.toml`), else the server's `[rate_limit]`, which also bounds an open server's
@@ -18,10 +20,29 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tarn_catalog::auth::{Caller, KeyRing, RateLimit};
-use tarn_lake::ErrorKind;
+use tarn_lake::{Classify, ErrorKind};
 
-use crate::ApiError;
+use crate::auth::{Caller, KeyRing, RateLimit};
+
+/// A request over its caller's rate limit: when to try again, and which limit.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RateLimited {
+    /// For the caller: whose limit, which, and when to retry.
+    pub message: String,
+    /// How long to wait, in whole seconds (rounded up, so a caller that waits is admitted).
+    pub retry_after: Duration,
+}
+
+impl Classify for RateLimited {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Busy
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Some(self.retry_after)
+    }
+}
 
 /// The limiters of every key (and of anonymous callers of an open server).
 pub struct RateLimits {
@@ -37,7 +58,7 @@ struct Limiter {
 }
 
 /// Bytes per second with a budget of one second's worth, which a large body may overdraw.
-pub(crate) struct ByteBudget {
+pub struct ByteBudget {
     per_second: f64,
     state: Mutex<(f64, Instant)>,
 }
@@ -68,7 +89,7 @@ impl ByteBudget {
     }
 
     /// Takes `bytes` from the budget.
-    pub(crate) fn charge(&self, bytes: usize) {
+    pub fn charge(&self, bytes: usize) {
         let mut state = self.state.lock().expect("byte budget");
         self.refill(&mut state);
         state.0 -= bytes as f64;
@@ -97,14 +118,15 @@ impl RateLimits {
         RateLimits { keys: keys_limits, anonymous }
     }
 
-    /// Admits a request of `caller` or refuses it with 429; for an ingest request, answers
-    /// the byte budget its body is charged to.
-    pub(crate) fn admit(
+    /// Admits a request of `caller` or refuses it; for an ingest request, answers the byte
+    /// budget its body is charged to. `interface` (`http`, `pg`) labels the refusals counted.
+    pub fn admit(
         &self,
         caller: Caller,
         ingest: bool,
         key_name: Option<&str>,
-    ) -> Result<Option<Arc<ByteBudget>>, ApiError> {
+        interface: &'static str,
+    ) -> Result<Option<Arc<ByteBudget>>, RateLimited> {
         let limiter = match caller {
             Caller::Anonymous => self.anonymous.as_ref(),
             Caller::Key(index) => self.keys.get(index).and_then(Option::as_ref),
@@ -122,6 +144,7 @@ impl RateLimits {
                 ),
                 wait,
                 "requests",
+                interface,
             ));
         }
         match (&limiter.bytes, ingest) {
@@ -135,6 +158,7 @@ impl RateLimits {
                         ),
                         wait,
                         "ingest_bytes",
+                        interface,
                     )
                 })?;
                 Ok(Some(budget.clone()))
@@ -144,19 +168,24 @@ impl RateLimits {
     }
 }
 
-fn too_many(message: String, wait: Duration, limit: &'static str) -> ApiError {
-    metrics::counter!("tarn_http_rate_limited_total", "limit" => limit).increment(1);
-    ApiError {
-        // Retry-After is in whole seconds: round up, so a client that waits it is admitted.
-        retry_after: Some(Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)),
-        ..ApiError::new(ErrorKind::Busy, message)
+fn too_many(
+    message: String,
+    wait: Duration,
+    limit: &'static str,
+    interface: &'static str,
+) -> RateLimited {
+    metrics::counter!("tarn_rate_limited_total", "limit" => limit, "interface" => interface)
+        .increment(1);
+    RateLimited {
+        message,
+        retry_after: Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tarn_catalog::auth::{hash_secret, KeySpec};
+    use crate::auth::{hash_secret, KeySpec};
 
     fn ring(limit: Option<RateLimit>, publishable: bool) -> KeyRing {
         KeyRing::new(&[KeySpec {
@@ -176,11 +205,11 @@ mod tests {
             RateLimit { requests_per_second: 2, burst: Some(3), ingest_bytes_per_second: None };
         let limits = RateLimits::new(&ring(Some(limit), false), None);
         for _ in 0..3 {
-            limits.admit(Caller::Key(0), false, Some("k")).unwrap();
+            limits.admit(Caller::Key(0), false, Some("k"), "http").unwrap();
         }
-        let refused = limits.admit(Caller::Key(0), false, Some("k")).err().unwrap();
-        assert_eq!(refused.kind, ErrorKind::Busy);
-        assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
+        let refused = limits.admit(Caller::Key(0), false, Some("k"), "http").err().unwrap();
+        assert_eq!(refused.kind(), ErrorKind::Busy);
+        assert_eq!(refused.retry_after, Duration::from_secs(1));
         assert!(
             refused
                 .message
@@ -215,11 +244,11 @@ mod tests {
             ingest_bytes_per_second: Some(1000),
         };
         let limits = RateLimits::new(&ring(Some(limit), false), None);
-        let budget = limits.admit(Caller::Key(0), true, Some("k")).unwrap().unwrap();
+        let budget = limits.admit(Caller::Key(0), true, Some("k"), "http").unwrap().unwrap();
         budget.charge(3000);
-        let refused = limits.admit(Caller::Key(0), true, Some("k")).err().unwrap();
-        assert_eq!(refused.retry_after, Some(Duration::from_secs(2)), "{}", refused.message);
+        let refused = limits.admit(Caller::Key(0), true, Some("k"), "http").err().unwrap();
+        assert_eq!(refused.retry_after, Duration::from_secs(2), "{}", refused.message);
         // Requests that are not ingest are not charged bytes.
-        assert!(limits.admit(Caller::Key(0), false, Some("k")).unwrap().is_none());
+        assert!(limits.admit(Caller::Key(0), false, Some("k"), "http").unwrap().is_none());
     }
 }
