@@ -173,13 +173,36 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// Adds `methods` at `path`, each of them needing `need`, and records them in the gate's
     /// route table. The same path may be added again with other methods and another need.
     pub fn route(mut self, path: &str, need: Need, methods: Endpoint<S>) -> Self {
+        let guarded = self.guard(path, need, methods);
+        self.router = self.router.route(path, guarded);
+        self
+    }
+
+    /// [`Routes::route`], with `outer` around the key check too: for CORS, whose headers a
+    /// browser needs on refusals (401, 403, 429) as much as on answers, or it cannot read them.
+    pub fn route_within<L>(mut self, path: &str, need: Need, methods: Endpoint<S>, outer: L) -> Self
+    where
+        L: tower::Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: tower::Service<Request, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as tower::Service<Request>>::Future: Send + 'static,
+    {
+        let guarded = self.guard(path, need, methods).layer(outer);
+        self.router = self.router.route(path, guarded);
+        self
+    }
+
+    /// Records `methods` at `path` in the route table and puts the key check on them.
+    fn guard(&self, path: &str, need: Need, methods: Endpoint<S>) -> MethodRouter<S> {
         let Endpoint { methods, router } = methods;
         self.gate.table.lock().expect("route table lock").extend(
             methods.into_iter().map(|method| RouteEntry { method, path: path.to_string(), need }),
         );
-        let guarded = router.route_layer(from_fn_with_state((self.gate.clone(), need), require));
-        self.router = self.router.route(path, guarded);
-        self
+        router.route_layer(from_fn_with_state((self.gate.clone(), need), require))
     }
 
     /// The routes, with `state`.

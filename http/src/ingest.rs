@@ -39,15 +39,13 @@ pub(crate) fn routes(routes: Routes<IngestState>, state: &IngestState) -> Routes
     let limit = state.ingestor.config().max_body_bytes;
     routes
         // OPTIONS has a route of its own so that the CORS layer sees preflights whatever
-        // fallback the application installs for unrouted methods.
-        .route(
+        // fallback the application installs for unrouted methods. CORS is outside the key
+        // check, so a page's script can read a refusal (a 429 of its publishable key) too.
+        .route_within(
             "/v1/ingest/{table}",
             Need::IngestInto,
-            post(ingest).layer(
-                tower::ServiceBuilder::new()
-                    .layer(cors(&state.ingestor))
-                    .layer(DefaultBodyLimit::max(limit)),
-            ),
+            post(ingest).layer(DefaultBodyLimit::max(limit)),
+            cors(&state.ingestor),
         )
         .route("/v1/ingest/{table}", Need::Open, options(preflight).layer(cors(&state.ingestor)))
         .route("/v1/tables/{table}/files", Need::IngestInto, post(upload))

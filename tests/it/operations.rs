@@ -347,3 +347,44 @@ async fn a_keys_rate_limit_holds_over_the_postgres_protocol_too() {
     let (status, retry_after, _) = get_as(&server, Some("tk_ops_pg_limited"), "/v1/tables").await;
     assert_eq!((status, retry_after.as_deref()), (429, Some("1")));
 }
+
+/// A landing page's script can read its refusals: the CORS headers of the page's origin are on
+/// a 429 of its publishable key (and on a 401 of a wrong key) as on its answers.
+#[tokio::test]
+async fn a_page_can_read_the_refusals_of_its_publishable_key() {
+    let server = TestServer::start_with(Backend::Local, |config| {
+        let mut site = key("site", "pk_ops_site", &["ingest:ops_leads"], true);
+        site.rate_limit = Some(RateLimit {
+            requests_per_second: 1,
+            burst: Some(1),
+            ingest_bytes_per_second: None,
+        });
+        config.keys = vec![site];
+        config.ingest.auto_create = true;
+        config.auto_create_set = true;
+    })
+    .await;
+    let origin = "https://www.example.com";
+    let post = |key: &'static str| {
+        server
+            .client
+            .post(server.url(&format!("/v1/ingest/ops_leads?key={key}")))
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body("{\"email\": \"ada@example.com\"}")
+            .send()
+    };
+    let allowed = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let first = post("pk_ops_site").await.unwrap();
+    assert_eq!((first.status().as_u16(), allowed(&first).as_deref()), (202, Some(origin)));
+    let refused = post("pk_ops_site").await.unwrap();
+    assert_eq!((refused.status().as_u16(), allowed(&refused).as_deref()), (429, Some(origin)));
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let wrong = post("pk_ops_wrong").await.unwrap();
+    assert_eq!((wrong.status().as_u16(), allowed(&wrong).as_deref()), (401, Some(origin)));
+}
