@@ -1156,7 +1156,7 @@ export interface components {
          *     declared contract (the fields of a table definition, absent when empty), its columns and
          *     statistics.
          */
-        TableInfo: {
+        TableInfo: components["schemas"]["TableDefinition"] & {
             /** @description The namespace. */
             namespace: string;
             /** @description The table name within the namespace. */
@@ -1184,22 +1184,6 @@ export interface components {
             owner?: string;
             /** @description For crawled tables: where the data is and what the crawler found (absent otherwise). */
             external?: Record<string, never>;
-            /** @description The contract's comment (absent when none). */
-            comment?: string;
-            /** @description Partition columns (absent when none). */
-            partition_by?: string[];
-            /** @description The unique key's columns (absent when none). */
-            unique_key?: string[];
-            /** @description The contract's row rules (absent when none). */
-            rules?: Record<string, never>[];
-            /** @description Derived columns (absent when none). */
-            derived?: Record<string, never>[];
-            /** @description True when every request's raw payload is kept (absent otherwise). */
-            raw_backup?: boolean;
-            /** @description When buffered records are committed (absent when the defaults apply). */
-            flush?: Record<string, never>;
-            /** @description Browser forms (absent when not set). */
-            forms?: Record<string, never>;
             /** @description The table's full URL (`file:///...`, `s3://...`). */
             url: string;
             /** @description Columns from the Delta schema. */

@@ -178,20 +178,17 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self
     }
 
-    /// [`Routes::route`], with `outer` around the key check too: for CORS, whose headers a
-    /// browser needs on refusals (401, 403, 429) as much as on answers, or it cannot read them.
-    pub fn route_within<L>(mut self, path: &str, need: Need, methods: Endpoint<S>, outer: L) -> Self
-    where
-        L: tower::Layer<Route> + Clone + Send + Sync + 'static,
-        L::Service: tower::Service<Request, Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<Request>>::Response: IntoResponse + 'static,
-        <L::Service as tower::Service<Request>>::Future: Send + 'static,
-    {
-        let guarded = self.guard(path, need, methods).layer(outer);
+    /// [`Routes::route`], with what `outer` wraps around the key check too (e.g.
+    /// `|r| r.layer(cors)`): for CORS, whose headers a browser needs on refusals (401, 403,
+    /// 429) as much as on answers, or it cannot read them.
+    pub fn route_within(
+        mut self,
+        path: &str,
+        need: Need,
+        methods: Endpoint<S>,
+        outer: impl FnOnce(MethodRouter<S>) -> MethodRouter<S>,
+    ) -> Self {
+        let guarded = outer(self.guard(path, need, methods));
         self.router = self.router.route(path, guarded);
         self
     }

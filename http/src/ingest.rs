@@ -45,7 +45,7 @@ pub(crate) fn routes(routes: Routes<IngestState>, state: &IngestState) -> Routes
             "/v1/ingest/{table}",
             Need::IngestInto,
             post(ingest).layer(DefaultBodyLimit::max(limit)),
-            cors(&state.ingestor),
+            |guarded| guarded.layer(cors(&state.ingestor)),
         )
         .route("/v1/ingest/{table}", Need::Open, options(preflight).layer(cors(&state.ingestor)))
         .route("/v1/tables/{table}/files", Need::IngestInto, post(upload))

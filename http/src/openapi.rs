@@ -589,30 +589,9 @@ pub struct TableInfo {
     /// For crawled tables: where the data is and what the crawler found (absent otherwise).
     #[schema(nullable = false, value_type = Option<Object>)]
     pub external: Option<Value>,
-    /// The contract's comment (absent when none).
-    #[schema(nullable = false)]
-    pub comment: Option<String>,
-    /// Partition columns (absent when none).
-    #[schema(nullable = false)]
-    pub partition_by: Option<Vec<String>>,
-    /// The unique key's columns (absent when none).
-    #[schema(nullable = false)]
-    pub unique_key: Option<Vec<String>>,
-    /// The contract's row rules (absent when none).
-    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
-    pub rules: Option<Vec<Value>>,
-    /// Derived columns (absent when none).
-    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
-    pub derived: Option<Vec<Value>>,
-    /// True when every request's raw payload is kept (absent otherwise).
-    #[schema(nullable = false)]
-    pub raw_backup: Option<bool>,
-    /// When buffered records are committed (absent when the defaults apply).
-    #[schema(nullable = false, value_type = Option<Object>)]
-    pub flush: Option<Value>,
-    /// Browser forms (absent when not set).
-    #[schema(nullable = false, value_type = Option<Object>)]
-    pub forms: Option<Value>,
+    /// The definition (its fields are absent where the table sets none).
+    #[serde(flatten)]
+    pub definition: TableDefinition,
     /// The table's full URL (`file:///...`, `s3://...`).
     pub url: String,
     /// Columns from the Delta schema.

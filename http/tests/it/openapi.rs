@@ -146,6 +146,25 @@ async fn the_document_is_served_as_openapi_3_1() {
 
 /// Whether `value` fits `schema` (its `$ref`s resolved in `doc`): types, enums, required
 /// properties, and no property the schema does not document. `Err` says where it does not.
+/// The properties and required fields of an object schema made of `allOf` branches (and
+/// `$ref`s), all together.
+fn all_of(doc: &Value, schema: &Value) -> (serde_json::Map<String, Value>, Vec<Value>) {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.strip_prefix("#/components/schemas/").expect("a local reference");
+        return all_of(doc, &doc["components"]["schemas"][name]);
+    }
+    let mut properties =
+        schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut required =
+        schema.get("required").and_then(Value::as_array).cloned().unwrap_or_default();
+    for branch in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        let (more, needed) = all_of(doc, branch);
+        properties.extend(more);
+        required.extend(needed);
+    }
+    (properties, required)
+}
+
 fn fits(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
         let name = reference.strip_prefix("#/components/schemas/").expect("a local reference");
@@ -162,8 +181,13 @@ fn fits(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Stri
             }
         }
     }
-    for branch in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
-        fits(doc, branch, value, at)?;
+    if schema.get("allOf").is_some() {
+        // The branches describe one object together: a field is documented when one of them
+        // documents it, and required when one of them requires it.
+        let (properties, required) = all_of(doc, schema);
+        let merged =
+            serde_json::json!({"type": "object", "properties": properties, "required": required});
+        return fits(doc, &merged, value, at);
     }
     if let Some(types) = schema.get("type") {
         let types: Vec<&str> = match types {
