@@ -204,11 +204,37 @@ def open_console(page, shots):
     ok("chart redrawn after the query ran again: 40 rows, as bars")
     page.locator(testid("show-results")).click()
 
+
     # The last queries are kept in localStorage: the SQL only.
     kept = page.evaluate("() => localStorage.getItem('tarn.console.history')")
     recent = json.loads(kept)
     check(recent[0].endswith("LIMIT 40") and sql in recent, f"history: {recent}")
     ok(f"recent queries kept: {len(recent)}")
+
+    # The same result as Parquet: a file that starts and ends with Parquet's magic bytes.
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+        page.locator(testid("download-parquet")).click()
+    with open(download.value.path(), "rb") as f:
+        parquet = f.read()
+    check(parquet[:4] == b"PAR1" and parquet[-4:] == b"PAR1", f"not Parquet: {parquet[:8]!r}")
+    ok(f"Parquet downloaded: {download.value.suggested_filename}: {len(parquet)} bytes")
+
+    # A long query is cancelled from the editor; the server says so.
+    type_sql(page, "SELECT count(*) FROM generate_series(1, 20000000000)")
+    page.keyboard.press("Control+Enter")
+    cancel = page.locator(testid("cancel"))
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="cancel"]').disabled""",
+        timeout=TIMEOUT_MS,
+    )
+    page.wait_for_timeout(500)
+    cancel.click()
+    page.wait_for_function(
+        """() => { const s = document.querySelector('[data-testid="query-state"]');
+                   return s && s.textContent === 'cancelled'; }""",
+        timeout=TIMEOUT_MS,
+    )
+    ok("long query cancelled: cancelled")
 
     # Ingest & jobs.
     page.locator(testid("tab-ingest")).click()

@@ -215,6 +215,15 @@ async fn console_in_a_browser() {
     );
     line(&lines, "ok: chart redrawn after the query ran again: 40 rows");
     line(&lines, "ok: recent queries kept: ");
+    assert!(line(&lines, "ok: Parquet downloaded: ").ends_with(" bytes"));
+    line(&lines, "ok: long query cancelled: cancelled");
+    // The server stopped it too: an async query counted as cancelled.
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("tarn_queries_total{interface=\"async\",outcome=\"cancelled\"}"),
+        "{metrics}"
+    );
     let ingest = line(&lines, "ok: ingest shown: ");
     assert!(
         ingest.contains("default.events records=")
