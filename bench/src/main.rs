@@ -21,8 +21,12 @@
 //! `cargo run --release -p tarn-bench -- tpch` loads TPC-H into Delta tables through the
 //! catalog and runs its 22 queries through `POST /v1/sql` and with DuckDB over the same
 //! Parquet files (see [`tpch`]).
+//!
+//! `cargo run --release -p tarn-bench -- s3-requests` counts the S3 requests each query makes
+//! before its scan, on moto's S3 server (see [`s3_requests`]).
 
 mod load;
+mod s3_requests;
 mod tpch;
 
 use std::path::{Path, PathBuf};
@@ -55,8 +59,9 @@ async fn main() -> anyhow::Result<()> {
         Some("ingest") => ingest(&args).await,
         Some("load") => load::run(&args[1..]).await,
         Some("tpch") => tpch::run(&args[1..]).await,
+        Some("s3-requests") => s3_requests::run().await,
         _ => bail!(
-            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...]"
+            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...]\n       tarn-bench s3-requests"
         ),
     }
 }
@@ -227,12 +232,23 @@ impl Server {
 
     /// A server on the lake at `lake`, with its write-ahead log in `wal`.
     async fn start_on(lake: &Path, wal: &Path) -> anyhow::Result<Self> {
+        Self::start_with(lake.as_os_str(), wal, &[]).await
+    }
+
+    /// A server on the lake at `lake` (a directory or an `s3://` URL), with its write-ahead log
+    /// in `wal` and `env` added to its environment.
+    async fn start_with(
+        lake: &std::ffi::OsStr,
+        wal: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let binary = tarn_binary()?;
         let mut child = tokio::process::Command::new(&binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off", "--lake"])
             .arg(lake)
             .arg("--wal-dir")
             .arg(wal)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn,tarn=info")
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
