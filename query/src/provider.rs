@@ -110,11 +110,18 @@ impl CatalogProvider for LakeCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        let tables = self.namespaces.get(name)?;
+        // A namespace missing from the names (listed a moment ago, see `Catalog::names`) may
+        // have just been created by another process: a table named in it is looked up by its
+        // definition all the same.
+        let tables = match self.namespaces.get(name) {
+            Some(tables) => tables.clone(),
+            None if tarn_catalog::TableName::stored(name, "t").is_ok() => Vec::new(),
+            None => return None,
+        };
         Some(Arc::new(LakeSchema {
             catalog: self.catalog.clone(),
             namespace: name.to_string(),
-            tables: tables.clone(),
+            tables,
             reads: self.reads.clone(),
             scan_session: self.scan_session.clone(),
             latest_at_scan: self.latest_at_scan,

@@ -14,7 +14,22 @@ use crate::support::TestServer;
 backend_tests!(
     async_queries_page_and_reuse_results_until_a_table_changes,
     async_queries_record_the_time_travel_they_read,
+    a_table_another_server_just_created_is_queried_at_once,
 );
+
+/// The table names a server plans with are listed at most every 2 s, but a table another
+/// server has just created, in a namespace new to this one too, is queried at once: a name in
+/// a query is looked up by its definition, not in the list.
+async fn a_table_another_server_just_created_is_queried_at_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let other = TestServer::start_on(server.lake.alias(), |_| {}).await;
+    // The names are listed now, and kept.
+    assert_eq!(server.rows("SELECT 1").await, vec![json!([1])]);
+    let (status, receipt) =
+        other.ingest("fresh_ns.readings", "application/x-ndjson", "{\"v\": 1}\n{\"v\": 2}\n").await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(server.rows("SELECT sum(v) FROM fresh_ns.readings").await, vec![json!([3])]);
+}
 
 /// Submits `body` to `POST /v1/queries`; returns the status code and the answer.
 async fn submit(server: &TestServer, body: Value) -> (u16, Value) {

@@ -98,6 +98,8 @@ impl Catalog {
         name: &TableName,
         definition: Option<Arc<TableDefinition>>,
     ) {
+        // A table may have come or gone: the names are listed again.
+        self.names_changed();
         let mut definitions = self.definitions.lock().expect("definitions lock");
         insert_definition(&mut definitions, name, definition);
     }

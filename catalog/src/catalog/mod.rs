@@ -4,7 +4,10 @@
 //! **Getting a definition.** [`Catalog::definition`] is the one way: it answers from a cache
 //! that this catalog's own changes update at once and that is read again from the lake at most
 //! every [`DEFINITION_TTL`] (so changes made by other servers sharing the lake show within
-//! that time). [`Catalog::open`] gives the definition with the Delta table at its latest
+//! that time). The list of table names ([`Catalog::names`], which every query plans with) is
+//! cached the same way: this catalog's own creates and drops renew it, others' show within
+//! [`DEFINITION_TTL`] (a query naming a table still finds it at once: it reads the table's
+//! definition, not the list). [`Catalog::open`] gives the definition with the Delta table at its latest
 //! version; [`Catalog::table_as_known`] the Delta table as this process last saw it (no
 //! storage access), for hot paths that need the schema, not the latest version.
 //!
@@ -39,6 +42,18 @@ pub struct Catalog {
     tables: Mutex<std::collections::HashMap<TableName, LakeTable>>,
     /// Definitions by name; bounded (see `cache`).
     definitions: Mutex<DefinitionCache>,
+    /// The table names as last listed, and the count of this catalog's changes.
+    names: Mutex<NamesCache>,
+}
+
+/// The cached list of table names.
+#[derive(Default)]
+struct NamesCache {
+    /// When they were listed, and the names; `None` after a change of this catalog's.
+    listed: Option<(std::time::Instant, Arc<Vec<TableName>>)>,
+    /// Changes of this catalog's so far: a listing that saw another count than the current one
+    /// may miss a change and is not kept.
+    changes: u64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -54,6 +69,7 @@ impl Catalog {
             lake,
             tables: Mutex::new(Default::default()),
             definitions: Mutex::new(Default::default()),
+            names: Mutex::new(NamesCache::default()),
         }
     }
 
@@ -78,8 +94,33 @@ impl Catalog {
         Ok(definitions)
     }
 
-    /// The names of all tables, read from the catalog's listing alone (no document is opened).
+    /// The names of all tables, from the catalog's listing alone (no document is opened),
+    /// listed at most every [`DEFINITION_TTL`]: this catalog's own creates and drops show at
+    /// once, other servers' within that time.
     pub async fn names(&self) -> Result<Vec<TableName>> {
-        Ok(self.latest(&Path::from(TABLES_PREFIX)).await?.into_keys().collect())
+        let changes = {
+            let cache = self.names.lock().expect("names lock");
+            if let Some((listed_at, names)) = &cache.listed {
+                if listed_at.elapsed() < DEFINITION_TTL {
+                    return Ok(names.as_ref().clone());
+                }
+            }
+            cache.changes
+        };
+        let asked = std::time::Instant::now();
+        let names: Vec<TableName> =
+            self.latest(&Path::from(TABLES_PREFIX)).await?.into_keys().collect();
+        let mut cache = self.names.lock().expect("names lock");
+        if cache.changes == changes {
+            cache.listed = Some((asked, Arc::new(names.clone())));
+        }
+        Ok(names)
+    }
+
+    /// Forgets the listed names: a table of this catalog's may have been created or dropped.
+    pub(crate) fn names_changed(&self) {
+        let mut cache = self.names.lock().expect("names lock");
+        cache.listed = None;
+        cache.changes += 1;
     }
 }

@@ -17,8 +17,30 @@ fn schema() -> Schema {
 backend_tests!(
     create_list_describe_delete,
     concurrent_create_registers_once,
-    names_stored_by_tarn_0_1_stay_readable
+    names_stored_by_tarn_0_1_stay_readable,
+    names_show_own_changes_at_once_and_others_within_the_ttl
 );
+
+/// The table names every query plans with are listed at most every `DEFINITION_TTL`: this
+/// catalog's own creates and drops show at once, another server's within the TTL.
+async fn names_show_own_changes_at_once_and_others_within_the_ttl(backend: Backend) {
+    let test = TestLake::new(backend);
+    let catalog = Catalog::new(Arc::new(test.open().await));
+    let other = Catalog::new(Arc::new(test.open().await));
+    let (a, b) = (TableName::parse("a").unwrap(), TableName::parse("b").unwrap());
+    let names = |list: Vec<TableName>| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert!(catalog.names().await.unwrap().is_empty());
+    catalog.create(&a, &schema(), &[], "api").await.unwrap();
+    assert_eq!(names(catalog.names().await.unwrap()), ["default.a"], "its own create, at once");
+    other.create(&b, &schema(), &[], "api").await.unwrap();
+    assert_eq!(names(catalog.names().await.unwrap()), ["default.a"], "another's, not yet");
+    // ... but its definition is read at once: a query naming it finds it.
+    assert_eq!(catalog.definition(&b).await.unwrap().name().to_string(), "default.b");
+    tokio::time::sleep(tarn_catalog::DEFINITION_TTL).await;
+    assert_eq!(names(catalog.names().await.unwrap()), ["default.a", "default.b"]);
+    catalog.delete(&a, false).await.unwrap();
+    assert_eq!(names(catalog.names().await.unwrap()), ["default.b"], "its own drop, at once");
+}
 
 async fn create_list_describe_delete(backend: Backend) {
     let test = TestLake::new(backend);
