@@ -4,7 +4,6 @@
 //! script saw, one `ok: ...` line per step.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tarn::config::FileConfig;
@@ -111,39 +110,6 @@ fn sensor_job() -> Value {
     })
 }
 
-/// Runs job `name` now and waits for the run's end; answers the run.
-async fn run_job_now(server: &TestServer, key: Option<&str>, name: &str) -> Value {
-    let (status, started) = send(
-        server,
-        key,
-        reqwest::Method::POST,
-        &format!("/v1/jobs/{name}/runs"),
-        "application/json",
-        String::new(),
-    )
-    .await;
-    assert_eq!(status, 202, "{started}");
-    let run_id = started["run_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, run) = send(
-            server,
-            key,
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{name}/runs/{run_id}"),
-            "application/json",
-            String::new(),
-        )
-        .await;
-        assert_eq!(status, 200, "{run}");
-        if run["state"] != "running" {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "the run did not end: {run}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// An open server with the click-stream example, sensor readings and a job that ran: the
 /// catalog shows a table's columns, contract, partitions, history and rejected rows; a query
 /// typed in the editor runs with Ctrl+Enter, is paged, downloaded as CSV and charted (again
@@ -161,17 +127,9 @@ async fn console_in_a_browser() {
     assert_eq!(status, 201, "{defined}");
     let (status, receipt) = server.ingest("readings", "application/x-ndjson", &readings()).await;
     assert_eq!((status, &receipt["accepted"]), (200, &json!(250)), "{receipt}");
-    let (status, job) = send(
-        &server,
-        None,
-        reqwest::Method::PUT,
-        "/v1/jobs/sensor_means",
-        "application/json",
-        sensor_job().to_string(),
-    )
-    .await;
+    let (status, job) = server.put_job("sensor_means", sensor_job()).await;
     assert_eq!(status, 201, "{job}");
-    let run = run_job_now(&server, None, "sensor_means").await;
+    let run = server.run_job("sensor_means").await;
     assert_eq!(run["state"], "succeeded", "{run}");
 
     let shots = screenshots();

@@ -13,37 +13,6 @@ use crate::support::{ServeProcess, TestServer};
 
 backend_tests!(a_job_writes_its_table_by_each_mode, two_servers_run_each_occurrence_once);
 
-impl TestServer {
-    async fn put_job(&self, name: &str, job: Value) -> (u16, Value) {
-        let response =
-            self.client.put(self.url(&format!("/v1/jobs/{name}"))).json(&job).send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    /// Runs the job now and waits for the run's end; returns its attempts (newest first).
-    async fn run_job(&self, name: &str) -> Value {
-        let response =
-            self.client.post(self.url(&format!("/v1/jobs/{name}/runs"))).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 202);
-        let started: Value = response.json().await.unwrap();
-        let run_id = started["run_id"].as_str().unwrap().to_string();
-        self.wait_for_run(name, &run_id).await
-    }
-
-    async fn wait_for_run(&self, name: &str, run_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (status, run) = self.get(&format!("/v1/jobs/{name}/runs/{run_id}")).await;
-            assert_eq!(status, 200, "{run}");
-            if run["state"] != "running" {
-                return run;
-            }
-            assert!(Instant::now() < deadline, "the run did not end: {run}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 async fn a_job_writes_its_table_by_each_mode(backend: Backend) {
     let server = TestServer::start(backend).await;
     let leads = r#"{"email": "a@x.no", "country": "NO"}

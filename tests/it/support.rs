@@ -143,6 +143,40 @@ impl TestServer {
     }
 }
 
+/// Scheduled jobs over the HTTP API.
+impl TestServer {
+    /// `PUT /v1/jobs/{name}` with `job`: the status and the answer.
+    pub async fn put_job(&self, name: &str, job: Value) -> (u16, Value) {
+        let response =
+            self.client.put(self.url(&format!("/v1/jobs/{name}"))).json(&job).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Runs the job now and waits for the run's end; returns its attempts (newest first).
+    pub async fn run_job(&self, name: &str) -> Value {
+        let response =
+            self.client.post(self.url(&format!("/v1/jobs/{name}/runs"))).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        let started: Value = response.json().await.unwrap();
+        let run_id = started["run_id"].as_str().unwrap().to_string();
+        self.wait_for_run(name, &run_id).await
+    }
+
+    /// Waits (up to 2 minutes) until run `run_id` of job `name` is no longer running; returns it.
+    pub async fn wait_for_run(&self, name: &str, run_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (status, run) = self.get(&format!("/v1/jobs/{name}/runs/{run_id}")).await;
+            assert_eq!(status, 200, "{run}");
+            if run["state"] != "running" {
+                return run;
+            }
+            assert!(std::time::Instant::now() < deadline, "the run did not end: {run}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// A `tarn serve` child process, for tests that kill it.
 pub struct ServeProcess {
     pub child: tokio::process::Child,
