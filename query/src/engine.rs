@@ -13,7 +13,7 @@ use datafusion::common::TableReference;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::metrics::MetricsSet;
@@ -25,6 +25,7 @@ use tarn_catalog::{Catalog, TableName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
+use crate::scan::{DeltaReader, Scans};
 use crate::{policy, timetravel, Error, Result};
 
 /// Settings of the query engine: its limits, and the async queries' results.
@@ -56,6 +57,8 @@ pub struct QueryConfig {
     pub results_ttl: Duration,
     /// Async queries remembered at once (finished ones are forgotten oldest first).
     pub max_tracked_queries: usize,
+    /// Which provider reads Delta tables: Tarn's own scan (the default), or deltalake's.
+    pub delta_reader: DeltaReader,
 }
 
 impl Default for QueryConfig {
@@ -72,6 +75,7 @@ impl Default for QueryConfig {
             max_result_rows: 100_000,
             results_ttl: Duration::from_secs(24 * 3600),
             max_tracked_queries: 1_000,
+            delta_reader: DeltaReader::Tarn,
         }
     }
 }
@@ -84,10 +88,11 @@ pub struct QueryEngine {
     /// directory.
     runtime: Arc<RuntimeEnv>,
     admission: Arc<Admission>,
-    /// The session Delta scans take their settings from (deltalake's provider otherwise
-    /// pushes every filter into the Parquet decoder, which DataFusion does not by default and
-    /// which made filtered scans 1.6-3x slower in the TPC-H benchmark).
-    scan_session: Arc<SessionState>,
+    /// What Delta scans share: the session they take their settings from (deltalake's
+    /// provider otherwise pushes every filter into the Parquet decoder, which DataFusion does
+    /// not by default and which made filtered scans 1.6-3x slower in the TPC-H benchmark),
+    /// and the file lists of table versions.
+    scans: Arc<Scans>,
 }
 
 /// A query planned and checked, ready to run.
@@ -171,7 +176,8 @@ impl QueryEngine {
                 .with_runtime_env(runtime.clone())
                 .build(),
         );
-        Ok(QueryEngine { catalog, config, runtime, admission, scan_session })
+        let scans = Arc::new(Scans::new(scan_session, config.delta_reader));
+        Ok(QueryEngine { catalog, config, runtime, admission, scans })
     }
 
     /// The engine's settings.
@@ -184,9 +190,9 @@ impl QueryEngine {
         &self.catalog
     }
 
-    /// The session Delta scans take their settings from.
-    pub(crate) fn scan_session(&self) -> Arc<SessionState> {
-        self.scan_session.clone()
+    /// What the engine's Delta scans share.
+    pub(crate) fn scans(&self) -> Arc<Scans> {
+        self.scans.clone()
     }
 
     /// The bound on concurrent queries.
@@ -206,7 +212,7 @@ impl QueryEngine {
             self.catalog.clone(),
             names,
             reads,
-            self.scan_session.clone(),
+            self.scans.clone(),
         ))))
     }
 

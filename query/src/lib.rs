@@ -36,6 +36,7 @@ pub mod pg;
 pub mod policy;
 mod provider;
 pub mod queries;
+mod scan;
 pub mod timetravel;
 
 pub use engine::{
@@ -45,3 +46,4 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use format::{BatchEncoder, OutputFormat, Trailer};
 pub use provider::{TableRead, CATALOG_NAME};
+pub use scan::DeltaReader;

@@ -12,13 +12,13 @@ use datafusion::catalog::Session;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 use tarn_catalog::{Catalog, TableName};
 
 use crate::error::carry;
+use crate::scan::Scans;
 use crate::timetravel::{self, AsOf};
 use crate::Error;
 
@@ -53,18 +53,18 @@ pub struct LakeCatalog {
     catalog: Arc<Catalog>,
     namespaces: BTreeMap<String, Vec<String>>,
     reads: Arc<Mutex<Vec<TableRead>>>,
-    scan_session: Arc<SessionState>,
+    scans: Arc<Scans>,
     latest_at_scan: bool,
 }
 
 impl LakeCatalog {
     /// The catalog's tables as DataFusion sees them; tables loaded are recorded in `reads`,
-    /// and Delta scans take their settings (filter pushdown, view types) from `scan_session`.
+    /// and read by `scans`.
     pub fn new(
         catalog: Arc<Catalog>,
         names: Vec<TableName>,
         reads: Arc<Mutex<Vec<TableRead>>>,
-        scan_session: Arc<SessionState>,
+        scans: Arc<Scans>,
     ) -> Self {
         let mut namespaces: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // The default namespace always exists, so `SELECT 1` and `SHOW TABLES` work on an
@@ -76,7 +76,7 @@ impl LakeCatalog {
                 .or_default()
                 .push(name.name().to_string());
         }
-        LakeCatalog { catalog, namespaces, reads, scan_session, latest_at_scan: false }
+        LakeCatalog { catalog, namespaces, reads, scans, latest_at_scan: false }
     }
 }
 
@@ -123,7 +123,7 @@ impl CatalogProvider for LakeCatalog {
             namespace: name.to_string(),
             tables,
             reads: self.reads.clone(),
-            scan_session: self.scan_session.clone(),
+            scans: self.scans.clone(),
             latest_at_scan: self.latest_at_scan,
         }))
     }
@@ -135,7 +135,7 @@ struct LakeSchema {
     namespace: String,
     tables: Vec<String>,
     reads: Arc<Mutex<Vec<TableRead>>>,
-    scan_session: Arc<SessionState>,
+    scans: Arc<Scans>,
     latest_at_scan: bool,
 }
 
@@ -178,8 +178,8 @@ impl SchemaProvider for LakeSchema {
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(carry(e)),
         }
-        let table = match self.catalog.open(&table_name).await {
-            Ok((_, table)) => table,
+        let (definition, table) = match self.catalog.open(&table_name).await {
+            Ok(opened) => opened,
             Err(tarn_catalog::Error::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(carry(e)),
         };
@@ -201,14 +201,13 @@ impl SchemaProvider for LakeSchema {
             files: false,
             table_id: table.id().unwrap_or_default(),
         });
-        let provider: Arc<dyn TableProvider> =
-            table.delta().table_provider().with_session(self.scan_session.clone()).await?;
+        let provider = self.scans.provider(&self.catalog, &table_name, &definition, &table).await?;
         if self.latest_at_scan && as_of.is_none() {
             return Ok(Some(Arc::new(LatestAtScan {
                 catalog: self.catalog.clone(),
                 name: table_name,
                 planned: provider,
-                scan_session: self.scan_session.clone(),
+                scans: self.scans.clone(),
             })));
         }
         Ok(Some(provider))
@@ -230,7 +229,7 @@ struct LatestAtScan {
     catalog: Arc<Catalog>,
     name: TableName,
     planned: Arc<dyn TableProvider>,
-    scan_session: Arc<SessionState>,
+    scans: Arc<Scans>,
 }
 
 #[async_trait]
@@ -257,8 +256,8 @@ impl TableProvider for LatestAtScan {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (_, table) = self.catalog.open(&self.name).await.map_err(carry)?;
-        let fresh = table.delta().table_provider().with_session(self.scan_session.clone()).await?;
+        let (definition, table) = self.catalog.open(&self.name).await.map_err(carry)?;
+        let fresh = self.scans.provider(&self.catalog, &self.name, &definition, &table).await?;
         let planned = self.planned.schema();
         let current = fresh.schema();
         if current == planned {

@@ -372,6 +372,10 @@ pub struct QueryArgs {
     /// How long async query results are kept (and reused), in seconds.
     #[arg(long, env = "TARN_RESULTS_TTL_SECS", default_value_t = QueryConfig::default().results_ttl.as_secs())]
     pub results_ttl_secs: u64,
+    /// What reads Delta tables: `tarn` (Tarn's own scan, with the Delta log's statistics of
+    /// every column) or `deltalake` (deltalake's table provider).
+    #[arg(long, env = "TARN_DELTA_READER", default_value = "tarn")]
+    pub delta_reader: tarn_query::DeltaReader,
 }
 
 impl From<QueryArgs> for QueryConfig {
@@ -386,6 +390,7 @@ impl From<QueryArgs> for QueryConfig {
             max_queued: args.max_queued_queries,
             max_result_rows: args.max_result_rows.max(1),
             results_ttl: Duration::from_secs(args.results_ttl_secs.max(1)),
+            delta_reader: args.delta_reader,
             ..QueryConfig::default()
         }
     }

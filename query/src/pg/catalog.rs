@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
-use datafusion::execution::session_state::SessionState;
 use tarn_catalog::Catalog;
 
 use crate::provider::LakeCatalog;
+use crate::scan::Scans;
 
 /// Catalog `tarn` for a long-lived session: the lake's tables, re-listed by
 /// [`LiveCatalog::refresh`] (before every query), plus the schemas registered on it
@@ -15,20 +15,16 @@ use crate::provider::LakeCatalog;
 #[derive(Debug)]
 pub(super) struct LiveCatalog {
     catalog: Arc<Catalog>,
-    scan_session: Arc<SessionState>,
+    scans: Arc<Scans>,
     lake: RwLock<Arc<LakeCatalog>>,
     extra: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
 }
 
 impl LiveCatalog {
-    pub fn new(catalog: Arc<Catalog>, scan_session: Arc<SessionState>) -> Self {
-        let lake = Arc::new(LakeCatalog::new(
-            catalog.clone(),
-            Vec::new(),
-            Arc::default(),
-            scan_session.clone(),
-        ));
-        LiveCatalog { catalog, scan_session, lake: RwLock::new(lake), extra: RwLock::default() }
+    pub fn new(catalog: Arc<Catalog>, scans: Arc<Scans>) -> Self {
+        let lake =
+            Arc::new(LakeCatalog::new(catalog.clone(), Vec::new(), Arc::default(), scans.clone()));
+        LiveCatalog { catalog, scans, lake: RwLock::new(lake), extra: RwLock::default() }
     }
 
     /// Re-reads the table names from the catalog. Reads are not recorded: this session
@@ -40,7 +36,7 @@ impl LiveCatalog {
                 self.catalog.clone(),
                 names,
                 Arc::new(Mutex::default()),
-                self.scan_session.clone(),
+                self.scans.clone(),
             )
             .latest_at_scan(),
         );

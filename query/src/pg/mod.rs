@@ -197,7 +197,7 @@ impl Handlers {
         keys: Arc<KeyRing>,
         limits: Arc<RateLimits>,
     ) -> crate::Result<Self> {
-        let tables = Arc::new(LiveCatalog::new(engine.catalog().clone(), engine.scan_session()));
+        let tables = Arc::new(LiveCatalog::new(engine.catalog().clone(), engine.scans()));
         // The table list is read before every query (not here: storage may be down at start).
         let ctx = engine.session_over(tables.clone());
         setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider).map_err(|e| *e)?;

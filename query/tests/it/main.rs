@@ -62,3 +62,5 @@ async fn sees_new_commits_without_restart(backend: Backend) {
         .unwrap();
     assert_eq!(count(&engine, "SELECT count(*) AS n FROM late").await, 0);
 }
+
+mod scan;

@@ -1,0 +1,354 @@
+//! Tarn's own scan of Delta tables.
+//!
+//! A table version's live files come from deltalake's snapshot, with the statistics the Delta
+//! log keeps for every file and every column ([`files::TableFiles`], built once per version
+//! and cached). A scan then:
+//!
+//! - skips the files whose statistics (or partition values) show that the query's filters
+//!   keep none of their rows (a [`PruningPredicate`] over the log's statistics, when the scan
+//!   is planned: no file is opened for it);
+//! - hands DataFusion the statistics of what it reads, per file and for the table: row counts,
+//!   and for every column min, max and null count (and, for a declared single-column
+//!   `unique_key`, the distinct count), so that joins are ordered on estimates and
+//!   `count(*)` is answered without reading data;
+//! - plans a plain `DataSourceExec` over a `ParquetSource`, exactly what DataFusion plans for
+//!   its own Parquet tables, with the session's Parquet settings: the physical optimizer
+//!   pushes the filters (and the joins' dynamic filters) into it, which prunes row groups and
+//!   pages, and it can be serialized with datafusion-proto.
+//!
+//! Tables with features this scan does not read (deletion vectors, column mapping, other
+//! reader features) are read with deltalake's provider instead; the reason is logged once
+//! per table version.
+//!
+//! [`PruningPredicate`]: datafusion::physical_optimizer::pruning::PruningPredicate
+
+mod files;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::{Array, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, Statistics};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
+use object_store::ObjectStore;
+use tarn_catalog::{Catalog, TableDefinition, TableName};
+use tarn_lake::LakeTable;
+
+use crate::error::carry;
+use files::TableFiles;
+
+/// Which provider reads Delta tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeltaReader {
+    /// Tarn's own scan (this module), falling back to deltalake's provider for tables with
+    /// features it does not read.
+    #[default]
+    Tarn,
+    /// deltalake's table provider for every table (to compare, or to step around a problem).
+    Deltalake,
+}
+
+impl std::str::FromStr for DeltaReader {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tarn" => Ok(DeltaReader::Tarn),
+            "deltalake" => Ok(DeltaReader::Deltalake),
+            other => Err(format!("unknown Delta reader '{other}' (expected tarn or deltalake)")),
+        }
+    }
+}
+
+/// Most bytes the cached file lists of table versions hold together (roughly: paths, and a
+/// statistics entry per file and column).
+const CACHE_BYTES: usize = 256 << 20;
+
+/// Most table versions whose file lists are cached.
+const CACHE_ENTRIES: usize = 1024;
+
+/// What every Delta scan of an engine shares: the session its settings come from, which
+/// reader to use, and the file lists of the table versions read lately.
+#[derive(Debug)]
+pub(crate) struct Scans {
+    session: Arc<SessionState>,
+    reader: DeltaReader,
+    cache: Mutex<FilesCache>,
+}
+
+/// How a table version is read.
+#[derive(Debug, Clone)]
+enum Plan {
+    Files(Arc<TableFiles>),
+    /// Through deltalake's provider, for this reason.
+    Deltalake(String),
+}
+
+#[derive(Debug, Default)]
+struct FilesCache {
+    entries: HashMap<(String, String, u64), (Instant, Plan)>,
+    bytes: usize,
+}
+
+impl FilesCache {
+    fn get(&mut self, key: &(String, String, u64)) -> Option<Plan> {
+        let (used, plan) = self.entries.get_mut(key)?;
+        *used = Instant::now();
+        Some(plan.clone())
+    }
+
+    fn insert(&mut self, key: (String, String, u64), plan: Plan) {
+        let size = plan_bytes(&plan);
+        if size > CACHE_BYTES {
+            return;
+        }
+        while !self.entries.is_empty()
+            && (self.bytes + size > CACHE_BYTES || self.entries.len() >= CACHE_ENTRIES)
+        {
+            let oldest =
+                self.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone());
+            if let Some((_, plan)) = oldest.and_then(|k| self.entries.remove(&k)) {
+                self.bytes -= plan_bytes(&plan);
+            }
+        }
+        self.bytes += size;
+        if let Some((_, replaced)) = self.entries.insert(key, (Instant::now(), plan)) {
+            self.bytes -= plan_bytes(&replaced);
+        }
+    }
+}
+
+fn plan_bytes(plan: &Plan) -> usize {
+    match plan {
+        Plan::Files(files) => files.approx_bytes,
+        Plan::Deltalake(reason) => reason.len() + 64,
+    }
+}
+
+impl Scans {
+    /// Scans with the settings of `session`, by `reader`.
+    pub(crate) fn new(session: Arc<SessionState>, reader: DeltaReader) -> Self {
+        Scans { session, reader, cache: Mutex::default() }
+    }
+
+    /// The table provider of `table` at the version it is loaded at.
+    pub(crate) async fn provider(
+        &self,
+        catalog: &Catalog,
+        name: &TableName,
+        definition: &TableDefinition,
+        table: &LakeTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let plan = match self.reader {
+            DeltaReader::Deltalake => Plan::Deltalake("deltalake is the configured reader".into()),
+            DeltaReader::Tarn => self.plan(name, definition, table)?,
+        };
+        match plan {
+            Plan::Files(files) => {
+                let table_url = table.delta().table_url();
+                let store = catalog.lake().store_for_url(table_url).map_err(carry)?;
+                Ok(Arc::new(DeltaScan {
+                    store_url: ObjectStoreUrl::parse(files::store_url(table_url))?,
+                    store,
+                    files,
+                }))
+            }
+            Plan::Deltalake(_) => {
+                Ok(table.delta().table_provider().with_session(self.session.clone()).await?)
+            }
+        }
+    }
+
+    fn plan(
+        &self,
+        name: &TableName,
+        definition: &TableDefinition,
+        table: &LakeTable,
+    ) -> Result<Plan> {
+        let key = (
+            table.delta().table_url().to_string(),
+            table.id().unwrap_or_default(),
+            table.version(),
+        );
+        if let Some(plan) = self.cache.lock().expect("scan cache lock").get(&key) {
+            return Ok(plan);
+        }
+        let view_types = self.session.config_options().execution.parquet.schema_force_view_types;
+        let unique = match definition.spec.unique_key.as_slice() {
+            [column] => Some(column.as_str()),
+            _ => None,
+        };
+        let plan = match TableFiles::build(table, view_types, unique) {
+            Ok(files) => Plan::Files(Arc::new(files?)),
+            Err(files::Unsupported(reason)) => {
+                tracing::info!(
+                    table = %name,
+                    version = table.version(),
+                    reason = %reason,
+                    "reading the table with deltalake's provider: Tarn's scan does not read it"
+                );
+                Plan::Deltalake(reason)
+            }
+        };
+        self.cache.lock().expect("scan cache lock").insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
+/// One version of a Delta table, read by Tarn's scan.
+#[derive(Debug)]
+struct DeltaScan {
+    files: Arc<TableFiles>,
+    store_url: ObjectStoreUrl,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl DeltaScan {
+    /// The files a scan with `filters` and `limit` reads: those whose statistics do not show
+    /// that the filters keep none of their rows; and with a limit and no filter, only as
+    /// many as hold that many rows.
+    fn select(&self, state: &dyn Session, filters: &[Expr], limit: Option<usize>) -> Vec<usize> {
+        let files = &self.files;
+        let mut keep: Vec<usize> = (0..files.files.len()).collect();
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            match self.pruning(state, predicate) {
+                Ok(Some(mask)) => keep.retain(|&i| mask[i]),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "file statistics not used to prune"),
+            }
+        }
+        if let (Some(limit), true) = (limit, filters.is_empty()) {
+            let rows = files.row_counts().as_any().downcast_ref::<UInt64Array>();
+            if let Some(rows) = rows.filter(|r| r.null_count() == 0) {
+                let mut total = 0u64;
+                keep.retain(|&i| {
+                    let needed = total < limit as u64;
+                    total += rows.value(i);
+                    needed
+                });
+            }
+        }
+        keep
+    }
+
+    /// Which files may hold rows `predicate` keeps (`None`: the predicate cannot be checked
+    /// against statistics).
+    fn pruning(&self, state: &dyn Session, predicate: Expr) -> Result<Option<Vec<bool>>> {
+        let schema = self.files.scan_schema.clone();
+        let df_schema = DFSchema::try_from(schema.clone())?;
+        let physical = state.create_physical_expr(predicate, &df_schema)?;
+        let max_in_list = state.config_options().execution.parquet.max_in_list_size;
+        let Some(pruning) = PruningPredicateBuilder::new()
+            .with_file_schema(schema)
+            .with_max_in_list_size(max_in_list)
+            .build(physical)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(pruning.prune(self.files.as_ref())?))
+    }
+}
+
+/// `files` in `groups` groups of about the same number of bytes.
+fn group_by_size(files: Vec<PartitionedFile>, groups: usize) -> Vec<FileGroup> {
+    let groups = groups.max(1).min(files.len().max(1));
+    let mut sorted = files;
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut bins: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups];
+    for file in sorted {
+        let smallest = bins.iter_mut().min_by_key(|(bytes, _)| *bytes).expect("at least one bin");
+        smallest.0 += file.object_meta.size;
+        smallest.1.push(file);
+    }
+    bins.into_iter().filter(|(_, f)| !f.is_empty()).map(|(_, f)| FileGroup::new(f)).collect()
+}
+
+#[async_trait]
+impl TableProvider for DeltaScan {
+    fn schema(&self) -> SchemaRef {
+        self.files.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Every filter prunes files and row groups; DataFusion still applies it to the rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let stats = &self.files.statistics;
+        Some(Statistics {
+            num_rows: stats.num_rows,
+            total_byte_size: stats.total_byte_size,
+            column_statistics: self
+                .files
+                .to_scan
+                .iter()
+                .map(|&i| stats.column_statistics[i].clone())
+                .collect(),
+        })
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let files = &self.files;
+        let projection: Vec<usize> = match projection {
+            Some(columns) => columns.iter().map(|&i| files.to_scan[i]).collect(),
+            None => files.to_scan.clone(),
+        };
+        let selected = self.select(state, filters, limit);
+        if selected.is_empty() {
+            let schema = Arc::new(files.scan_schema.project(&projection)?);
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let statistics = files.statistics_of(&selected)?;
+        let chosen: Vec<PartitionedFile> =
+            selected.iter().map(|&i| files.files[i].clone()).collect();
+        let groups = group_by_size(chosen, state.config().target_partitions());
+        state.runtime_env().register_object_store(self.store_url.as_ref(), self.store.clone());
+        let table_schema = TableSchema::builder(files.file_schema.clone())
+            .with_table_partition_cols(files.partition_fields.clone())
+            .build();
+        let config = FileScanConfigBuilder::new(
+            self.store_url.clone(),
+            Arc::new(ParquetSource::new(table_schema)),
+        )
+        .with_file_groups(groups)
+        .with_statistics(statistics)
+        .with_projection_indices(Some(projection))?
+        .with_limit(limit)
+        .build();
+        ParquetFormat::default()
+            .with_options(state.table_options().parquet.clone())
+            .create_physical_plan(state, config)
+            .await
+    }
+}

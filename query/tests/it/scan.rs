@@ -1,0 +1,153 @@
+//! Tarn's Delta scan: files and row groups pruned by statistics, the statistics DataFusion
+//! plans with, and answers from statistics alone.
+
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::stats::Precision;
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::parquet::file::properties::WriterProperties;
+use futures::TryStreamExt;
+use tarn_catalog::{Catalog, TableName};
+use tarn_lake::backend_tests;
+use tarn_lake::test_util::{Backend, TestLake};
+use tarn_query::{QueryConfig, QueryEngine};
+
+backend_tests!(scans_prune_files_and_row_groups_by_statistics, scans_give_every_column_statistics);
+
+fn readings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("reading", DataType::Float64, true),
+        Field::new("site", DataType::Utf8, true),
+    ]))
+}
+
+/// `readings`, partitioned by `site`, in 4 files of 4,000 rows (ids 0..16,000 in order), each
+/// in row groups of 1,000 rows: files 1-2 are site `a`, 3-4 site `b`.
+async fn readings(backend: Backend) -> (TestLake, Arc<Catalog>) {
+    let lake = TestLake::new(backend);
+    let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
+    let name = TableName::parse("readings").unwrap();
+    let (_, table) =
+        catalog.create(&name, &readings_schema(), &["site".to_string()], "test").await.unwrap();
+    let mut delta = table.delta().clone();
+    for file in 0..4i64 {
+        let ids: Vec<i64> = (file * 4000..(file + 1) * 4000).collect();
+        let batch = RecordBatch::try_new(
+            readings_schema(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(Float64Array::from_iter(ids.iter().map(|&i| Some(i as f64 / 2.0)))),
+                Arc::new(StringArray::from(vec![if file < 2 { "a" } else { "b" }; ids.len()])),
+            ],
+        )
+        .unwrap();
+        let properties =
+            WriterProperties::builder().set_max_row_group_row_count(Some(1000)).build();
+        delta = delta.write(vec![batch]).with_writer_properties(properties).await.unwrap();
+    }
+    (lake, catalog)
+}
+
+async fn run(engine: &QueryEngine, sql: &str) -> (Vec<RecordBatch>, Arc<dyn ExecutionPlan>) {
+    let planned = engine.plan(sql).await.unwrap();
+    let batches = planned.execute().unwrap().try_collect().await.unwrap();
+    (batches, planned.plan.clone())
+}
+
+fn single_i64(batches: &[RecordBatch]) -> i64 {
+    batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+}
+
+/// A metric of the Parquet scan in `plan`'s `EXPLAIN ANALYZE` text, e.g.
+/// `row_groups_pruned_statistics=4 total → 2 matched`.
+fn metric<'a>(text: &'a str, name: &str) -> &'a str {
+    let start = text.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {text}"));
+    let rest = &text[start + name.len() + 1..];
+    let end = rest.find([',', ']']).unwrap_or(rest.len());
+    rest[..end].trim()
+}
+
+/// Files whose statistics show that the filter keeps none of their rows are not read at
+/// all; in the files read, row groups are skipped by their statistics; partition values
+/// prune whole files. Counted in the plan (`EXPLAIN ANALYZE`).
+async fn scans_prune_files_and_row_groups_by_statistics(backend: Backend) {
+    let (_lake, catalog) = readings(backend).await;
+    let engine = QueryEngine::new(catalog, QueryConfig::default()).unwrap();
+
+    let sql = "SELECT count(*), sum(reading) FROM readings WHERE id BETWEEN 4500 AND 5200";
+    let (batches, plan) = run(&engine, sql).await;
+    assert_eq!(single_i64(&batches), 701);
+    let text = DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true).to_string();
+    assert!(text.contains("DataSourceExec"), "{text}");
+    // One file of four is read: the others' ids are out of the range.
+    assert!(text.contains("file_groups={1 group: [["), "{text}");
+    assert_eq!(text.matches(".parquet").count(), 1, "{text}");
+    // In it, 2 row groups of 4 hold ids of the range (4000-4999, 5000-5999).
+    assert_eq!(metric(&text, "row_groups_pruned_statistics"), "4 total → 2 matched", "{text}");
+    println!("{sql}:\n{text}");
+
+    // The same through SQL, as users see it.
+    let explain = format!("EXPLAIN ANALYZE {sql}");
+    let (batches, _) = run(&engine, &explain).await;
+    let shown = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(shown.contains("row_groups_pruned_statistics=4 total → 2 matched"), "{shown}");
+
+    // A partition value prunes files of the other partition; ids prune within it.
+    let sql = "SELECT count(*), sum(reading) FROM readings WHERE site = 'b' AND id >= 12500";
+    let (batches, plan) = run(&engine, sql).await;
+    assert_eq!(single_i64(&batches), 3500);
+    let text = DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true).to_string();
+    assert_eq!(text.matches(".parquet").count(), 1, "{text}");
+    assert!(text.contains("site=b"), "{text}");
+
+    // No file can hold a match: nothing is read.
+    let (batches, plan) =
+        run(&engine, "SELECT count(*), sum(reading) FROM readings WHERE id > 99999").await;
+    assert_eq!(single_i64(&batches), 0);
+    let text = DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true).to_string();
+    assert!(!text.contains(".parquet"), "{text}");
+
+    // count(*) and min/max of integers come from the log's statistics, without a scan.
+    let (batches, plan) = run(&engine, "SELECT count(*), min(id), max(id) FROM readings").await;
+    assert_eq!(single_i64(&batches), 16_000);
+    let text = DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true).to_string();
+    assert!(!text.contains("DataSourceExec"), "answered from statistics: {text}");
+}
+
+/// DataFusion plans with the log's statistics of every column (not only the filtered ones):
+/// rows, min, max and null counts, exact where the log is.
+async fn scans_give_every_column_statistics(backend: Backend) {
+    let (_lake, catalog) = readings(backend).await;
+    let engine = QueryEngine::new(catalog, QueryConfig::default()).unwrap();
+    let planned = engine.plan("SELECT id, reading, site FROM readings").await.unwrap();
+    let scan = find_scan(&planned.plan).expect("a DataSourceExec");
+    let stats = StatisticsContext::new().compute(scan.as_ref(), &StatisticsArgs::new()).unwrap();
+    assert_eq!(stats.num_rows, Precision::Exact(16_000));
+    let id = &stats.column_statistics[0];
+    assert_eq!(id.min_value, Precision::Exact(ScalarValue::Int64(Some(0))));
+    assert_eq!(id.max_value, Precision::Exact(ScalarValue::Int64(Some(15_999))));
+    assert_eq!(id.null_count, Precision::Exact(0));
+    let reading = &stats.column_statistics[1];
+    // Floats' bounds are bounds (NaN is left out of them), not exact values.
+    assert_eq!(reading.max_value, Precision::Inexact(ScalarValue::Float64(Some(7999.5))));
+    let site = &stats.column_statistics[2];
+    assert_eq!(site.null_count, Precision::Exact(0));
+    assert!(
+        matches!(&site.max_value, Precision::Exact(v) if v.to_string() == "b"),
+        "{:?}",
+        site.max_value
+    );
+}
+
+fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    if plan.name() == "DataSourceExec" {
+        return Some(plan.clone());
+    }
+    plan.children().into_iter().find_map(find_scan)
+}
