@@ -64,3 +64,4 @@ async fn sees_new_commits_without_restart(backend: Backend) {
 }
 
 mod scan;
+mod tpch;
