@@ -18,6 +18,10 @@
 //!    rows each returned (flagged when they differ), with totals, the load time, the data size
 //!    and each process's peak RSS. Figures, not assertions.
 //!
+//! With `--compare-deltalake`, a second server reads the same tables with deltalake's table
+//! provider (`--delta-reader deltalake`, the reader before Tarn's own scan), timed in the same
+//! alternation, and the report gets its column.
+//!
 //! With `--lake DIR`, the generated lake is kept in `DIR` and reused by later runs at the
 //! same scale (generation is skipped), which is handy when looking into single queries.
 
@@ -82,6 +86,9 @@ struct Options {
     runs: usize,
     lake: Option<PathBuf>,
     queries: Vec<String>,
+    /// Also run a second server reading the tables with deltalake's provider
+    /// (`--delta-reader deltalake`), the reader before Tarn's own scan.
+    compare_deltalake: bool,
 }
 
 /// One query's outcome on one engine: the timed runs in ms and the rows of the last one.
@@ -145,39 +152,73 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         .collect();
 
     let server = crate::Server::start_on(&lake_dir, &work.path().join("wal")).await?;
+    let before = match options.compare_deltalake {
+        true => Some(
+            crate::Server::start_with(
+                lake_dir.as_os_str(),
+                &work.path().join("wal-deltalake"),
+                &[("TARN_DELTA_READER", "deltalake".to_string())],
+            )
+            .await?,
+        ),
+        false => None,
+    };
     let client = reqwest::Client::new();
     let mut duckdb = DuckDb::start(work.path(), &loaded).await?;
-    let (mut tarn, mut duck) = (Vec::new(), Vec::new());
+    let (mut tarn, mut duck, mut deltalake) = (Vec::new(), Vec::new(), Vec::new());
     for (name, sql) in &queries {
         let mut t = Outcome::Done { ms: Vec::new(), rows: 0 };
         let mut d = Outcome::Done { ms: Vec::new(), rows: 0 };
+        let mut b = Outcome::Done { ms: Vec::new(), rows: 0 };
         // Run 0 is each engine's warm-up.
         for run in 0..=options.runs {
             t.record(tarn_once(&client, &server, sql).await, run > 0);
+            if let Some(before) = &before {
+                b.record(tarn_once(&client, before, sql).await, run > 0);
+            }
             d.record(duckdb.once(sql).await, run > 0);
         }
         let show = |o: &Outcome| match o {
             Outcome::Done { ms, rows } => format!("{:.1} ms, {rows} rows", median(ms)),
             Outcome::Failed(e) => format!("error: {e}"),
         };
-        println!("{name}: tarn {}; duckdb {}", show(&t), show(&d));
+        match &before {
+            Some(_) => println!(
+                "{name}: tarn {}; tarn with deltalake's provider {}; duckdb {}",
+                show(&t),
+                show(&b),
+                show(&d)
+            ),
+            None => println!("{name}: tarn {}; duckdb {}", show(&t), show(&d)),
+        }
         tarn.push(t);
         duck.push(d);
+        deltalake.push(b);
     }
     let server_rss = crate::status_mib(server.pid, "VmHWM");
     server.stop().await?;
+    if let Some(before) = before {
+        before.stop().await?;
+    }
     let duckdb_rss = duckdb.finish().await?;
 
     let engines =
         Engines { server_rss, duckdb_rss, version: duckdb.version, threads: duckdb.threads };
-    print_report(&options, &loaded, &queries, &tarn, &duck, &engines);
+    let before = options.compare_deltalake.then_some(deltalake.as_slice());
+    print_report(&options, &loaded, &queries, &tarn, &duck, before, &engines);
     Ok(())
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let mut options = Options { scale: 1.0, runs: 3, lake: None, queries: Vec::new() };
+    let mut options =
+        Options { scale: 1.0, runs: 3, lake: None, queries: Vec::new(), compare_deltalake: false };
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--compare-deltalake" {
+            options.compare_deltalake = true;
+            i += 1;
+            continue;
+        }
         let value = args.get(i + 1).with_context(|| format!("{} needs a value", args[i]))?;
         match args[i].as_str() {
             "--scale" => options.scale = value.parse()?,
@@ -502,6 +543,7 @@ fn print_report(
     queries: &[(&str, &str)],
     tarn: &[Outcome],
     duckdb: &[Outcome],
+    deltalake: Option<&[Outcome]>,
     engines: &Engines,
 ) {
     println!();
@@ -511,9 +553,17 @@ fn print_report(
         options.scale, options.runs, engines.version, engines.threads
     );
     println!();
-    println!("| query | Tarn ms | DuckDB ms | Tarn / DuckDB | rows | |");
-    println!("|---|---:|---:|---:|---:|---|");
-    let (mut tarn_total, mut duckdb_total) = (0.0, 0.0);
+    match deltalake {
+        Some(_) => {
+            println!("| query | Tarn ms | DuckDB ms | Tarn / DuckDB | rows | deltalake provider ms | its / DuckDB | |");
+            println!("|---|---:|---:|---:|---:|---:|---:|---|");
+        }
+        None => {
+            println!("| query | Tarn ms | DuckDB ms | Tarn / DuckDB | rows | |");
+            println!("|---|---:|---:|---:|---:|---|");
+        }
+    }
+    let (mut tarn_total, mut duckdb_total, mut before_total) = (0.0, 0.0, 0.0);
     let mut complete = true;
     for (i, (name, _)) in queries.iter().enumerate() {
         let (t, d) = (&tarn[i], &duckdb[i]);
@@ -538,14 +588,33 @@ fn print_report(
                 ("–".into(), format!("{}; {}", failure("Tarn", t), failure("DuckDB", d)))
             }
         };
+        let before = match deltalake.map(|b| &b[i]) {
+            Some(b) => {
+                let differ = matches!((b.rows(), t.rows()), (Some(x), Some(y)) if x != y);
+                let b_note = if differ { " rows differ (deltalake provider)" } else { "" };
+                let ratio = match (b.median(), d.median()) {
+                    (Some(b), Some(d)) => {
+                        before_total += b;
+                        format!("{:.2}", b / d)
+                    }
+                    _ => "–".into(),
+                };
+                format!(" {} | {ratio} |{b_note}", cell(b.median()))
+            }
+            None => String::new(),
+        };
         println!(
-            "| {name} | {} | {} | {ratio} | {rows} | {note} |",
+            "| {name} | {} | {} | {ratio} | {rows} |{before} {note} |",
             cell(t.median()),
             cell(d.median())
         );
     }
+    let before = match deltalake {
+        Some(_) => format!(" **{before_total:.1}** | **{:.2}** |", before_total / duckdb_total),
+        None => String::new(),
+    };
     println!(
-        "| **total** (sum of medians{}) | **{tarn_total:.1}** | **{duckdb_total:.1}** | **{:.2}** | | |",
+        "| **total** (sum of medians{}) | **{tarn_total:.1}** | **{duckdb_total:.1}** | **{:.2}** | |{before} |",
         if complete { "" } else { ", queries both ran" },
         tarn_total / duckdb_total
     );

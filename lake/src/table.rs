@@ -9,6 +9,7 @@ use deltalake::kernel::StructType;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
@@ -99,8 +100,16 @@ impl LakeTable {
 
     /// Reads commits made since this handle was loaded (by this or any other process).
     /// Returns true if the version moved.
+    ///
+    /// When nothing was committed since, this costs one listing of the log after the known
+    /// version (one request on S3): deltalake's own refresh also reads `_last_checkpoint`
+    /// every time, to adopt a checkpoint written at the same version, which a reader of the
+    /// files does not need.
     pub async fn refresh(&mut self) -> Result<bool> {
         let before = self.version();
+        if self.table.version().is_some() && !self.newer_version_listed().await? {
+            return Ok(false);
+        }
         self.table.update_incremental(None).await?;
         let moved = self.version() != before;
         if moved {
@@ -108,6 +117,24 @@ impl LakeTable {
             self.schema = arrow_schema(&self.table);
         }
         Ok(moved)
+    }
+
+    /// Whether the log holds a version newer than the loaded one: one listing of
+    /// `_delta_log/` after the loaded version's commit file.
+    async fn newer_version_listed(&self) -> Result<bool> {
+        let current = self.version();
+        let store = self.table.log_store().object_store(None);
+        let prefix = Path::from("_delta_log");
+        let offset = Path::from(format!("_delta_log/{current:020}.json"));
+        let mut listing = store.list_with_offset(Some(&prefix), &offset);
+        while let Some(meta) = listing.try_next().await? {
+            // Commits, checkpoints and their siblings are named by their version's 20 digits.
+            let version = meta.location.filename().and_then(|name| name.get(..20)?.parse::<u64>().ok());
+            if version.is_some_and(|v| v > current) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The table as it was at `version` (time travel). Fails with

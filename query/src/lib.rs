@@ -2,8 +2,11 @@
 //!
 //! `tarn-query` answers SQL over the lake with an embedded DataFusion engine. Tables resolve
 //! through the catalog (`events` and `default.events` both name the table `events` in the
-//! namespace `default`) and are read through deltalake's table provider, refreshed to the
-//! latest Delta version on every query, so data is visible as soon as it is committed.
+//! namespace `default`) and are read at their latest Delta version on every query, so data is
+//! visible as soon as it is committed. Delta tables are read by Tarn's own scan (module
+//! `scan`: the log's statistics of every column, files pruned when the query is planned, a
+//! plain DataFusion Parquet scan), or by deltalake's provider for tables with features it does
+//! not read.
 //!
 //! SQL is read-only ([`policy`], one policy for every frontend): DDL, DML, `COPY`, `SET` and
 //! other statements are refused before anything runs, and no SQL can read arbitrary files or

@@ -1,6 +1,6 @@
 //! The lake's catalog as DataFusion sees it: catalog `tarn`, one schema per namespace.
 //!
-//! Tarn's own tables and crawled Delta tables are read through deltalake's table provider;
+//! Tarn's own tables and crawled Delta tables are read by Tarn's Delta scan (`crate::scan`);
 //! crawled prefixes of Parquet / CSV / NDJSON files through [`crate::external::ExternalFiles`].
 
 use std::collections::BTreeMap;
