@@ -24,7 +24,11 @@
 //!
 //! `cargo run --release -p tarn-bench -- s3-requests` counts the S3 requests each query makes
 //! before its scan, on moto's S3 server (see [`s3_requests`]).
+//!
+//! `cargo run --release -p tarn-bench -- layout` times a date-filtered query over ingested
+//! events with and without `cluster_by` (see [`layout`]).
 
+mod layout;
 mod load;
 mod s3_requests;
 mod tpch;
@@ -60,8 +64,9 @@ async fn main() -> anyhow::Result<()> {
         Some("load") => load::run(&args[1..]).await,
         Some("tpch") => tpch::run(&args[1..]).await,
         Some("s3-requests") => s3_requests::run().await,
+        Some("layout") => layout::run(&args[1..]).await,
         _ => bail!(
-            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...]\n       tarn-bench s3-requests"
+            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...] [--compare-deltalake]\n       tarn-bench s3-requests\n       tarn-bench layout [--events N]"
         ),
     }
 }

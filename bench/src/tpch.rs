@@ -195,6 +195,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         duck.push(d);
         deltalake.push(b);
     }
+    let point = point_queries(&client, &server, before.as_ref()).await?;
     let server_rss = crate::status_mib(server.pid, "VmHWM");
     server.stop().await?;
     if let Some(before) = before {
@@ -206,7 +207,62 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         Engines { server_rss, duckdb_rss, version: duckdb.version, threads: duckdb.threads };
     let before = options.compare_deltalake.then_some(deltalake.as_slice());
     print_report(&options, &loaded, &queries, &tarn, &duck, before, &engines);
+    println!();
+    println!("{point}");
     Ok(())
+}
+
+/// Short queries whose time is mostly planning and file selection, each timed
+/// [`POINT_RUNS`] times after a warm-up (alternating the servers); a Markdown table of p50s.
+const POINT_QUERIES: [(&str, &str); 4] = [
+    ("`count(*)` of lineitem (6M rows at SF1)", "SELECT count(*) FROM lineitem"),
+    (
+        "orders by `o_orderkey` (1.5M rows, in key order)",
+        "SELECT * FROM orders WHERE o_orderkey = 3000001",
+    ),
+    ("lineitem by `l_orderkey`", "SELECT * FROM lineitem WHERE l_orderkey = 3000001"),
+    (
+        "lineitem of one ship date",
+        "SELECT count(*), sum(l_extendedprice) FROM lineitem WHERE l_shipdate = DATE '1995-06-17'",
+    ),
+];
+
+const POINT_RUNS: usize = 30;
+
+async fn point_queries(
+    client: &reqwest::Client,
+    server: &crate::Server,
+    before: Option<&crate::Server>,
+) -> anyhow::Result<String> {
+    let mut report = String::from(match before {
+        Some(_) => "| point query | Tarn p50 ms | deltalake provider p50 ms | rows |\n|---|---:|---:|---:|\n",
+        None => "| point query | Tarn p50 ms | rows |\n|---|---:|---:|\n",
+    });
+    for (name, sql) in POINT_QUERIES {
+        let (mut ours, mut theirs, mut rows) = (Vec::new(), Vec::new(), 0);
+        for run in 0..=POINT_RUNS {
+            let (ms, n) = tarn_once(client, server, sql).await?;
+            rows = n;
+            if let Some(before) = before {
+                let (b, _) = tarn_once(client, before, sql).await?;
+                if run > 0 {
+                    theirs.push(b);
+                }
+            }
+            if run > 0 {
+                ours.push(ms);
+            }
+        }
+        let line = match before {
+            Some(_) => {
+                format!("| {name} | {:.1} | {:.1} | {rows} |\n", median(&ours), median(&theirs))
+            }
+            None => format!("| {name} | {:.1} | {rows} |\n", median(&ours)),
+        };
+        print!("{line}");
+        report.push_str(&line);
+    }
+    Ok(report)
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -330,6 +386,10 @@ async fn load_table(catalog: &Catalog, table: &str, scale: f64) -> anyhow::Resul
     });
     let mut commits = 0;
     while let Some(chunk) = receiver.recv().await {
+        // One batch per commit: deltalake's writer may interleave the batches of a commit
+        // (it writes them from parallel streams), which would scatter the generator's key
+        // order over the file; a single batch keeps it, as TPC-H data usually comes.
+        let chunk = vec![arrow::compute::concat_batches(&schema, &chunk)?];
         lake_table = lake_table.append(chunk).await?;
         commits += 1;
     }
@@ -524,7 +584,7 @@ struct Engines {
     threads: String,
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let n = sorted.len();

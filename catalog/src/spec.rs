@@ -12,6 +12,7 @@
 //!   ],
 //!   "partition_by": ["submitted_date"],
 //!   "unique_key": ["email"],
+//!   "cluster_by": ["submitted_at"],
 //!   "rules": [{"name": "adult", "check": "date_of_birth <= DATE '2004-01-01'",
 //!              "message": "applicant must be 18 or older"}],
 //!   "derived": [{"name": "submitted_date", "expr": "CAST(submitted_at AS DATE)"}],
@@ -292,6 +293,12 @@ pub struct TableSpec {
     /// in the same request) are not appended.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unique_key: Vec<String>,
+    /// Columns the rows of each data file are sorted by: each flush of ingest is written in
+    /// this order, and compaction rewrites small files in it (Z-order for several columns).
+    /// Files and row groups then cover narrow ranges of these columns, so filters on them
+    /// skip most of the data. Typically the event time, or the columns queries filter on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_by: Vec<String>,
     /// Rules every row must satisfy; rows that break one go to `<table>_rejected`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
@@ -315,6 +322,7 @@ const SPEC_FIELDS: &[&str] = &[
     "columns",
     "partition_by",
     "unique_key",
+    "cluster_by",
     "rules",
     "derived",
     "raw_backup",
@@ -366,13 +374,24 @@ impl TableSpec {
         if !self.is_declared() && (!self.derived.is_empty() || !self.rules.is_empty()) {
             return invalid("rules and derived columns need declared columns".into());
         }
-        for (what, list) in [("partition_by", &self.partition_by), ("unique_key", &self.unique_key)]
-        {
-            for column in list {
+        for (what, list) in [
+            ("partition_by", &self.partition_by),
+            ("unique_key", &self.unique_key),
+            ("cluster_by", &self.cluster_by),
+        ] {
+            for (i, column) in list.iter().enumerate() {
                 if self.is_declared() && !names.contains(&column.as_str()) {
                     return invalid(format!("{what} names '{column}', which is not a column"));
                 }
+                if list[..i].contains(column) {
+                    return invalid(format!("{what} names '{column}' twice"));
+                }
             }
+        }
+        if let Some(column) = self.cluster_by.iter().find(|c| self.partition_by.contains(c)) {
+            return invalid(format!(
+                "cluster_by names the partition column '{column}': a file holds one value of it"
+            ));
         }
         let mut rule_names: Vec<&str> = Vec::new();
         for rule in &self.rules {

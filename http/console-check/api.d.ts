@@ -1140,6 +1140,11 @@ export interface components {
             partition_by?: string[];
             /** @description Columns whose values identify a record: later duplicates are left out. */
             unique_key?: string[];
+            /**
+             * @description Columns each data file's rows are sorted by (ingest flushes and compaction), so that
+             *     filters on them skip files and row groups.
+             */
+            cluster_by?: string[];
             /** @description Row rules of the contract; rows that break them go to `<table>_rejected`. */
             rules?: Record<string, never>[];
             /** @description Columns computed from others at ingest. */

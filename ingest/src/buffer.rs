@@ -304,6 +304,7 @@ impl Flusher {
 
     async fn flush(self: Arc<Self>, flush: Flush) {
         let Flush { table, batches, rows, last_seq } = flush;
+        let batches = self.clustered(&table, batches).await;
         let app_id = self.app_id(&table);
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
@@ -348,6 +349,29 @@ impl Flusher {
             tracing::debug!(table = %table, rows, version = committed.version, seq = last_seq, "committed");
         }
         self.buffers.finished(&table, outcome);
+    }
+
+    /// `batches` sorted by the table's `cluster_by` columns, when it declares some. A failure
+    /// to sort (or to read the definition) leaves the rows in arrival order: they are
+    /// committed all the same.
+    async fn clustered(&self, table: &TableName, batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        let cluster_by = match self.catalog.definition(table).await {
+            Ok(definition) if !definition.spec.cluster_by.is_empty() => {
+                definition.spec.cluster_by.clone()
+            }
+            _ => return batches,
+        };
+        let kept = batches.clone();
+        let sorting = tokio::task::spawn_blocking(move || {
+            tarn_lake::cluster::sort_rows(batches, &cluster_by).map_err(|e| e.to_string())
+        });
+        match sorting.await.map_err(|e| e.to_string()).and_then(|sorted| sorted) {
+            Ok(sorted) => sorted,
+            Err(e) => {
+                tracing::warn!(table = %table, error = %e, "cannot sort the flush by cluster_by; committing it unsorted");
+                kept
+            }
+        }
     }
 
     /// One commit attempt. On a retry, the table is first asked whether an earlier attempt

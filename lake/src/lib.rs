@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod error;
 mod kind;
 mod location;

@@ -129,7 +129,8 @@ impl LakeTable {
         let mut listing = store.list_with_offset(Some(&prefix), &offset);
         while let Some(meta) = listing.try_next().await? {
             // Commits, checkpoints and their siblings are named by their version's 20 digits.
-            let version = meta.location.filename().and_then(|name| name.get(..20)?.parse::<u64>().ok());
+            let version =
+                meta.location.filename().and_then(|name| name.get(..20)?.parse::<u64>().ok());
             if version.is_some_and(|v| v > current) {
                 return Ok(true);
             }

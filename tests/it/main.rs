@@ -9,6 +9,7 @@ mod e2e;
 mod examples;
 mod interop;
 mod jobs;
+mod layout;
 mod openapi;
 mod operations;
 mod outage;

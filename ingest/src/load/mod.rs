@@ -288,7 +288,8 @@ impl Loader {
     ) -> Result<()> {
         let started = Instant::now();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let (_, table) = self.tables.catalog().open(name).await?;
+        let (definition, table) = self.tables.catalog().open(name).await?;
+        let batches = tarn_lake::cluster::sort_rows(batches, &definition.spec.cluster_by)?;
         let committed = table.append_txn(batches, app_id, number).await?;
         self.tables.catalog().remember(name, &committed);
         let stats = self.tables.stats();

@@ -101,20 +101,24 @@ enum Plan {
     Deltalake(String),
 }
 
+/// A table version: the table's URL, its id (a table created anew at the same place has
+/// another), its version, and the unique-key column its statistics were built with.
+type CacheKey = (String, String, u64, Option<String>);
+
 #[derive(Debug, Default)]
 struct FilesCache {
-    entries: HashMap<(String, String, u64), (Instant, Plan)>,
+    entries: HashMap<CacheKey, (Instant, Plan)>,
     bytes: usize,
 }
 
 impl FilesCache {
-    fn get(&mut self, key: &(String, String, u64)) -> Option<Plan> {
+    fn get(&mut self, key: &CacheKey) -> Option<Plan> {
         let (used, plan) = self.entries.get_mut(key)?;
         *used = Instant::now();
         Some(plan.clone())
     }
 
-    fn insert(&mut self, key: (String, String, u64), plan: Plan) {
+    fn insert(&mut self, key: CacheKey, plan: Plan) {
         let size = plan_bytes(&plan);
         if size > CACHE_BYTES {
             return;
@@ -182,19 +186,20 @@ impl Scans {
         definition: &TableDefinition,
         table: &LakeTable,
     ) -> Result<Plan> {
+        let unique = match definition.spec.unique_key.as_slice() {
+            [column] => Some(column.as_str()),
+            _ => None,
+        };
         let key = (
             table.delta().table_url().to_string(),
             table.id().unwrap_or_default(),
             table.version(),
+            unique.map(str::to_string),
         );
         if let Some(plan) = self.cache.lock().expect("scan cache lock").get(&key) {
             return Ok(plan);
         }
         let view_types = self.session.config_options().execution.parquet.schema_force_view_types;
-        let unique = match definition.spec.unique_key.as_slice() {
-            [column] => Some(column.as_str()),
-            _ => None,
-        };
         let plan = match TableFiles::build(table, view_types, unique) {
             Ok(files) => Plan::Files(Arc::new(files?)),
             Err(files::Unsupported(reason)) => {
