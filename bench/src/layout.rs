@@ -68,7 +68,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let ts = START + (rng % (DAYS as u64 * 86_400) as u64) as i64;
+            let ts = START + (rng % (DAYS as u64 * 86_400)) as i64;
             let id = sent + k;
             body.push_str(&format!(
                 "{{\"event_id\": {id}, \"user_id\": {}, \"ts\": {ts}, \"page\": \"/p/{}\", \"price\": {}.5}}\n",

@@ -32,6 +32,7 @@ mod layout;
 mod load;
 mod s3_requests;
 mod tpch;
+mod tpch_data;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -31,11 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::{json, Value};
 use tarn_catalog::{Catalog, TableName};
-use tpchgen::generators as tg;
-use tpchgen_arrow as ta;
+
+use crate::tpch_data::{self, TABLES};
 
 /// Rows per Delta commit (and so per Parquet file) when loading: large enough for files of
 /// tens of MB (lineitem: ~45 MB), small enough that a chunk of lineitem in Arrow stays a few
@@ -44,10 +43,6 @@ const ROWS_PER_COMMIT: usize = 1_000_000;
 
 /// Rows per batch the generator produces.
 const GENERATOR_BATCH_ROWS: usize = 65_536;
-
-/// The tables, smallest first.
-const TABLES: [&str; 8] =
-    ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"];
 
 /// The query texts, the same for both engines.
 const QUERIES: [(&str, &str); 22] = [
@@ -352,10 +347,10 @@ fn local_path(uri: &str) -> anyhow::Result<String> {
 /// [`ROWS_PER_COMMIT`]; the generator runs on a thread of its own, one chunk ahead.
 async fn load_table(catalog: &Catalog, table: &str, scale: f64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (schema, mut batches) = generator(table, scale);
+    let (schema, mut batches) = tpch_data::generator(table, scale, GENERATOR_BATCH_ROWS);
     // tpchgen-arrow makes strings Utf8View; the tables store them as plain strings, the type
     // Tarn's own writers give them.
-    let schema = plain_strings(&schema);
+    let schema = tpch_data::plain_strings(&schema);
     let (_, mut lake_table) =
         catalog.create(&TableName::new("default", table)?, &schema, &[], "tarn-bench").await?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<RecordBatch>>(1);
@@ -367,7 +362,7 @@ async fn load_table(catalog: &Catalog, table: &str, scale: f64) -> anyhow::Resul
         loop {
             let started = Instant::now();
             let batch = batches.next().transpose()?;
-            let batch = batch.map(|b| cast_strings(b, &generator_schema)).transpose()?;
+            let batch = batch.map(|b| tpch_data::cast_strings(b, &generator_schema)).transpose()?;
             busy += started.elapsed();
             let Some(batch) = batch else { break };
             rows += batch.num_rows();
@@ -404,54 +399,6 @@ async fn load_table(catalog: &Catalog, table: &str, scale: f64) -> anyhow::Resul
         generating_seconds
     );
     Ok(())
-}
-
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
-
-/// The Arrow schema and batch generator of one TPC-H table (the whole table: part 1 of 1).
-fn generator(table: &str, scale: f64) -> (SchemaRef, Batches) {
-    macro_rules! arrow_generator {
-        ($arrow:ty, $generator:ty) => {{
-            let batches =
-                <$arrow>::new(<$generator>::new(scale, 1, 1)).with_batch_size(GENERATOR_BATCH_ROWS);
-            (<$arrow>::schema_ref(), Box::new(batches) as Batches)
-        }};
-    }
-    match table {
-        "region" => arrow_generator!(ta::RegionArrow, tg::RegionGenerator),
-        "nation" => arrow_generator!(ta::NationArrow, tg::NationGenerator),
-        "supplier" => arrow_generator!(ta::SupplierArrow, tg::SupplierGenerator),
-        "customer" => arrow_generator!(ta::CustomerArrow, tg::CustomerGenerator),
-        "part" => arrow_generator!(ta::PartArrow, tg::PartGenerator),
-        "partsupp" => arrow_generator!(ta::PartSuppArrow, tg::PartSuppGenerator),
-        "orders" => arrow_generator!(ta::OrderArrow, tg::OrderGenerator),
-        "lineitem" => arrow_generator!(ta::LineItemArrow, tg::LineItemGenerator),
-        other => unreachable!("no TPC-H table {other}"),
-    }
-}
-
-/// `schema` with `Utf8View` columns as `Utf8`.
-fn plain_strings(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-/// `batch` brought to `schema` (its `Utf8View` columns cast to `Utf8`).
-fn cast_strings(batch: RecordBatch, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Runs `sql` once through `POST /v1/sql` (Arrow IPC stream): ms from sending the request to

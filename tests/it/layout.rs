@@ -39,8 +39,7 @@ async fn ingest_writes_files_sorted_by_cluster_by(backend: Backend) {
         ));
     }
     body.push_str("{\"page\": \"anonymous\", \"day\": \"2026-12-01\"}\n");
-    let (status, receipt) =
-        server.ingest("clicks", "application/x-ndjson", &body).await;
+    let (status, receipt) = server.ingest("clicks", "application/x-ndjson", &body).await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["accepted"], 41, "{receipt}");
 

@@ -6,14 +6,11 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use tarn_catalog::{Catalog, TableName};
 use tarn_lake::backend_tests;
 use tarn_lake::test_util::{Backend, TestLake};
 use tarn_query::{DeltaReader, QueryConfig, QueryEngine};
-use tpchgen::generators as tg;
-use tpchgen_arrow as ta;
 
 backend_tests!(tpch_answers_match_deltalakes_provider);
 
@@ -33,59 +30,23 @@ const QUERIES: [(&str, &str); 22] = queries!(
     "q16", "q17", "q18", "q19", "q20", "q21", "q22"
 );
 
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
-
-/// The schema and batches of one TPC-H table.
-fn generate(table: &str) -> (SchemaRef, Batches) {
-    macro_rules! arrow_generator {
-        ($arrow:ty, $generator:ty) => {{
-            let batches = <$arrow>::new(<$generator>::new(SCALE, 1, 1)).with_batch_size(4096);
-            (<$arrow>::schema_ref(), Box::new(batches) as Batches)
-        }};
-    }
-    match table {
-        "region" => arrow_generator!(ta::RegionArrow, tg::RegionGenerator),
-        "nation" => arrow_generator!(ta::NationArrow, tg::NationGenerator),
-        "supplier" => arrow_generator!(ta::SupplierArrow, tg::SupplierGenerator),
-        "customer" => arrow_generator!(ta::CustomerArrow, tg::CustomerGenerator),
-        "part" => arrow_generator!(ta::PartArrow, tg::PartGenerator),
-        "partsupp" => arrow_generator!(ta::PartSuppArrow, tg::PartSuppGenerator),
-        "orders" => arrow_generator!(ta::OrderArrow, tg::OrderGenerator),
-        "lineitem" => arrow_generator!(ta::LineItemArrow, tg::LineItemGenerator),
-        other => unreachable!("no TPC-H table {other}"),
-    }
-}
+/// The generator of the benchmark, shared by path.
+#[path = "../../../bench/src/tpch_data.rs"]
+mod tpch_data;
 
 /// Loads the 8 tables into the catalog (strings stored as plain `Utf8`, as Tarn writes them).
 async fn load(catalog: &Catalog) {
-    for table in
-        ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
-    {
-        let (schema, batches) = generate(table);
-        let plain: SchemaRef = Arc::new(Schema::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| match f.data_type() {
-                    DataType::Utf8View => Field::clone(f).with_data_type(DataType::Utf8),
-                    _ => Field::clone(f),
-                })
-                .collect::<Vec<_>>(),
-        ));
+    for table in tpch_data::TABLES {
+        let (schema, batches) = tpch_data::generator(table, SCALE, 4096);
+        let plain = tpch_data::plain_strings(&schema);
         let name = TableName::new("default", table).unwrap();
         let (_, mut lake_table) = catalog.create(&name, &plain, &[], "test").await.unwrap();
         let mut chunk = Vec::new();
         let mut rows = 0;
         for batch in batches {
-            let batch = batch.unwrap();
-            let columns = batch
-                .columns()
-                .iter()
-                .zip(plain.fields())
-                .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
-                .collect();
+            let batch = tpch_data::cast_strings(batch.unwrap(), &plain).unwrap();
             rows += batch.num_rows();
-            chunk.push(RecordBatch::try_new(plain.clone(), columns).unwrap());
+            chunk.push(batch);
             if rows >= ROWS_PER_COMMIT {
                 lake_table = lake_table.append(std::mem::take(&mut chunk)).await.unwrap();
                 rows = 0;
