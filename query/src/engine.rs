@@ -93,6 +93,8 @@ pub struct QueryEngine {
     /// not by default and which made filtered scans 1.6-3x slower in the TPC-H benchmark),
     /// and the file lists of table versions.
     scans: Arc<Scans>,
+    /// The settings of every session (see `session_config`).
+    session_config: SessionConfig,
 }
 
 /// A query planned and checked, ready to run.
@@ -170,14 +172,15 @@ impl QueryEngine {
             )
             .build_arc()?;
         let admission = Arc::new(Admission::new(config.max_concurrent, config.max_queued));
+        let session_config = session_config(&config)?;
         let scan_session = Arc::new(
             SessionStateBuilder::new()
-                .with_config(session_config(&config))
+                .with_config(session_config.clone())
                 .with_runtime_env(runtime.clone())
                 .build(),
         );
         let scans = Arc::new(Scans::new(scan_session, config.delta_reader));
-        Ok(QueryEngine { catalog, config, runtime, admission, scans })
+        Ok(QueryEngine { catalog, config, session_config, runtime, admission, scans })
     }
 
     /// The engine's settings.
@@ -219,7 +222,7 @@ impl QueryEngine {
     /// A session whose catalog `tarn` is `tables` (default schema `default`), with
     /// `information_schema`, the engine's settings and its shared runtime (memory pool, spill).
     pub(crate) fn session_over(&self, tables: Arc<dyn CatalogProvider>) -> SessionContext {
-        let config = session_config(&self.config);
+        let config = self.session_config.clone();
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(CATALOG_NAME.to_string(), tables);
         let state = SessionStateBuilder::new()
@@ -260,7 +263,7 @@ impl QueryEngine {
             return Err(Error::BadQuery("the SQL text is empty".into()));
         }
         let sql = timetravel::rewrite(sql).map_err(Error::BadQuery)?;
-        let config = session_config(&self.config);
+        let config = self.session_config.clone();
         let statement = parse_one(&sql, config.options())?;
         policy::check_statement(&statement)
     }
@@ -379,13 +382,19 @@ fn version_udf() -> datafusion::logical_expr::ScalarUDF {
     )
 }
 
-/// The configuration of every query session.
-fn session_config(config: &QueryConfig) -> SessionConfig {
-    SessionConfig::new()
+/// The configuration of every query session: DataFusion's defaults, then its settings from
+/// the environment (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`,
+/// `DATAFUSION_OPTIMIZER_USE_STATISTICS_REGISTRY=true`, ...: DataFusion's own names, for
+/// operators and experiments), then Tarn's.
+fn session_config(config: &QueryConfig) -> Result<SessionConfig> {
+    let base = SessionConfig::from_env().map_err(|e| {
+        Error::BadQuery(format!("a DATAFUSION_* setting in the environment is not valid: {e}"))
+    })?;
+    Ok(base
         .with_batch_size(config.batch_size)
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
-        .with_default_catalog_and_schema(CATALOG_NAME, tarn_catalog::DEFAULT_NAMESPACE)
+        .with_default_catalog_and_schema(CATALOG_NAME, tarn_catalog::DEFAULT_NAMESPACE))
 }
 
 /// False if the plan calls a function whose result may change between runs over the same
