@@ -293,10 +293,11 @@ pub struct TableSpec {
     /// in the same request) are not appended.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unique_key: Vec<String>,
-    /// Columns the rows of each data file are sorted by: each flush of ingest is written in
-    /// this order, and compaction rewrites small files in it (Z-order for several columns).
-    /// Files and row groups then cover narrow ranges of these columns, so filters on them
-    /// skip most of the data. Typically the event time, or the columns queries filter on.
+    /// Columns the rows of each data file are sorted by (in order, nulls last): each flush of
+    /// ingest and each chunk of `tarn load` is written in this order, so that files, row
+    /// groups and pages cover narrow ranges of these columns and filters on them skip most of
+    /// the data. Typically the event time, or the columns queries look up by. Compaction
+    /// merges files without sorting them again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cluster_by: Vec<String>,
     /// Rules every row must satisfy; rows that break one go to `<table>_rejected`.

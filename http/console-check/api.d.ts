@@ -1141,8 +1141,8 @@ export interface components {
             /** @description Columns whose values identify a record: later duplicates are left out. */
             unique_key?: string[];
             /**
-             * @description Columns each data file's rows are sorted by (ingest flushes and compaction), so that
-             *     filters on them skip files and row groups.
+             * @description Columns each data file's rows are sorted by (each ingest flush and loaded chunk), so
+             *     that filters on them skip files, row groups and pages.
              */
             cluster_by?: string[];
             /** @description Row rules of the contract; rows that break them go to `<table>_rejected`. */

@@ -152,8 +152,8 @@ pub struct TableDefinition {
     /// Columns whose values identify a record: later duplicates are left out.
     #[schema(nullable = false)]
     pub unique_key: Option<Vec<String>>,
-    /// Columns each data file's rows are sorted by (ingest flushes and compaction), so that
-    /// filters on them skip files and row groups.
+    /// Columns each data file's rows are sorted by (each ingest flush and loaded chunk), so
+    /// that filters on them skip files, row groups and pages.
     #[schema(nullable = false)]
     pub cluster_by: Option<Vec<String>>,
     /// Row rules of the contract; rows that break them go to `<table>_rejected`.
