@@ -17,7 +17,11 @@ use tarn_lake::backend_tests;
 use tarn_lake::test_util::{Backend, TestLake};
 use tarn_query::{QueryConfig, QueryEngine};
 
-backend_tests!(scans_prune_files_and_row_groups_by_statistics, scans_give_every_column_statistics);
+backend_tests!(
+    scans_prune_files_and_row_groups_by_statistics,
+    scans_give_every_column_statistics,
+    tables_with_column_mapping_are_read_by_deltalakes_provider,
+);
 
 fn readings_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -150,4 +154,54 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         return Some(plan.clone());
     }
     plan.children().into_iter().find_map(find_scan)
+}
+
+/// A table whose columns are mapped to other names in its files (Delta column mapping, which
+/// Tarn's scan does not read) is read by deltalake's provider instead, with the right answers.
+async fn tables_with_column_mapping_are_read_by_deltalakes_provider(backend: Backend) {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    use deltalake::kernel::StructType;
+    use deltalake::TableProperty;
+
+    let lake = TestLake::new(backend);
+    let opened = lake.open().await;
+    let url = opened.table_url("default/mapped").unwrap();
+    let options = opened.storage_options().clone();
+    if let Ok(dir) = url.to_file_path() {
+        // deltalake opens a local table's directory before it creates the table.
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let catalog = Arc::new(Catalog::new(Arc::new(opened)));
+    let schema = readings_schema();
+    let kernel: StructType = schema.as_ref().try_into_kernel().unwrap();
+    let created = deltalake::DeltaTable::try_from_url_with_storage_options(url, options)
+        .await
+        .unwrap()
+        .create()
+        .with_columns(kernel.fields().cloned())
+        .with_configuration_property(TableProperty::ColumnMappingMode, Some("name"))
+        .await
+        .unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(Float64Array::from(vec![0.5, 1.5, 2.5])),
+            Arc::new(StringArray::from(vec!["a", "b", "b"])),
+        ],
+    )
+    .unwrap();
+    created.write(vec![batch]).await.unwrap();
+    // The catalog takes the table that is there.
+    let name = TableName::parse("mapped").unwrap();
+    catalog.create(&name, &schema, &[], "test").await.unwrap();
+
+    let engine = QueryEngine::new(catalog, QueryConfig::default()).unwrap();
+    let (batches, plan) =
+        run(&engine, "SELECT count(*), sum(id) FROM mapped WHERE site = 'b'").await;
+    assert_eq!(single_i64(&batches), 2);
+    let sum = batches[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    assert_eq!(sum, 5);
+    let text = DisplayableExecutionPlan::new(plan.as_ref()).indent(true).to_string();
+    assert!(text.contains("DeltaScan"), "read by deltalake's provider: {text}");
 }
