@@ -494,3 +494,54 @@ impl PruningStatistics for TableFiles {
 pub(crate) fn store_url(table_url: &Url) -> String {
     table_url[..url::Position::BeforePath].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::TimestampMicrosecondArray;
+
+    use super::*;
+
+    #[test]
+    fn timestamp_bounds_widen_to_whole_milliseconds() {
+        let values: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_234_567), Some(-1), None])
+                .with_timezone("UTC"),
+        );
+        let down = widen_timestamps(&values, TimeUnit::Microsecond, false);
+        let up = widen_timestamps(&values, TimeUnit::Microsecond, true);
+        let down = down.as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let up = up.as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!((down.value(0), up.value(0)), (1_234_000, 1_234_999));
+        assert_eq!((down.value(1), up.value(1)), (-1_000, -1));
+        assert!(down.is_null(2) && up.is_null(2));
+        assert_eq!(down.data_type(), values.data_type(), "the time zone is kept");
+    }
+
+    #[test]
+    fn partition_values_are_typed_from_the_logs_text() {
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(
+            partition_value("2024-01-02 03:04:05", &utc).unwrap(),
+            ScalarValue::TimestampMicrosecond(Some(1_704_164_645_000_000), Some("UTC".into()))
+        );
+        assert_eq!(
+            partition_value("2024-01-02", &DataType::Date32).unwrap(),
+            ScalarValue::Date32(Some(19_724))
+        );
+        assert_eq!(
+            partition_value("b", &DataType::Utf8View).unwrap(),
+            ScalarValue::Utf8View(Some("b".into()))
+        );
+        assert!(partition_value("x", &DataType::Int64).is_err());
+    }
+
+    #[test]
+    fn only_bounds_the_log_keeps_exactly_are_exact() {
+        assert!(exact_bounds(&DataType::Int64));
+        assert!(exact_bounds(&DataType::Date32));
+        assert!(exact_bounds(&DataType::Decimal128(15, 2)));
+        assert!(!exact_bounds(&DataType::Utf8));
+        assert!(!exact_bounds(&DataType::Float64));
+        assert!(!exact_bounds(&DataType::Timestamp(TimeUnit::Microsecond, None)));
+    }
+}
