@@ -137,9 +137,8 @@ fn unsupported_protocol(state: &deltalake::table::state::DeltaTableState) -> Opt
     let features = protocol.get("readerFeatures").and_then(|f| f.as_array())?;
     features
         .iter()
-        .filter_map(|f| f.as_str())
-        .find(|f| !READER_FEATURES_READ.contains(f))
-        .map(|f| Unsupported(format!("it has the reader feature '{f}'")))
+        .find(|f| !f.as_str().is_some_and(|f| READER_FEATURES_READ.contains(&f)))
+        .map(|f| Unsupported(format!("it has the reader feature {f}")))
 }
 
 fn build(
