@@ -56,7 +56,7 @@ pub(crate) struct TableFiles {
     /// Per column of `scan_schema`: every file's min, max and null count, for pruning.
     pruning: Vec<ColumnPruning>,
     /// Every file's row count (null where the log does not say).
-    rows: ArrayRef,
+    rows: UInt64Array,
     /// Bytes this index holds, roughly (for the cache's bound).
     pub approx_bytes: usize,
 }
@@ -103,7 +103,7 @@ impl TableFiles {
     }
 
     /// Every file's row count, where known.
-    pub fn row_counts(&self) -> &ArrayRef {
+    pub fn row_counts(&self) -> &UInt64Array {
         &self.rows
     }
 
@@ -172,17 +172,17 @@ fn build(
         .collect::<std::result::Result<Vec<_>, _>>()?;
 
     let n = views.len();
-    let rows: ArrayRef = match log.row_counts() {
-        Some(rows) if rows.len() == n => rows,
-        _ => Arc::new(UInt64Array::from(
-            views.iter().map(|f| f.num_records().map(|r| r as u64)).collect::<Vec<_>>(),
-        )),
-    };
+    let rows: UInt64Array = match log.row_counts().filter(|rows| rows.len() == n) {
+        Some(rows) => {
+            cast(&rows, &DataType::UInt64)?.as_any().downcast_ref::<UInt64Array>().cloned()
+        }
+        None => None,
+    }
+    .unwrap_or_else(|| views.iter().map(|f| f.num_records().map(|r| r as u64)).collect());
     let rows_of = |i: usize| -> Precision<usize> {
-        let rows = rows.as_any().downcast_ref::<UInt64Array>();
-        match rows {
-            Some(r) if r.is_valid(i) => Precision::Exact(r.value(i) as usize),
-            _ => Precision::Absent,
+        match rows.is_valid(i) {
+            true => Precision::Exact(rows.value(i) as usize),
+            false => Precision::Absent,
         }
     };
 
@@ -193,10 +193,14 @@ fn build(
     }
     // The partition columns' values, typed.
     let mut partition_values: Vec<Vec<ScalarValue>> = vec![Vec::new(); n];
+    let mut raw_values: Vec<_> = match partition_fields.is_empty() {
+        true => Vec::new(),
+        false => views.iter().map(|view| view.partition_values_map()).collect(),
+    };
     for field in &partition_fields {
         let mut values = Vec::with_capacity(n);
-        for (i, view) in views.iter().enumerate() {
-            let raw = view.partition_values_map().remove(field.name()).flatten();
+        for (i, raw) in raw_values.iter_mut().enumerate() {
+            let raw = raw.remove(field.name()).flatten();
             let value = match raw {
                 Some(text) => partition_value(&text, field.data_type())?,
                 None => ScalarValue::try_from(field.data_type())?,
@@ -204,7 +208,7 @@ fn build(
             partition_values[i].push(value.clone());
             values.push(value);
         }
-        let array = ScalarValue::iter_to_array(values.clone())?;
+        let array = ScalarValue::iter_to_array(values)?;
         let nulls: Vec<Option<u64>> = (0..n)
             .map(|i| match rows_of(i) {
                 Precision::Exact(r) => Some(if array.is_null(i) { r as u64 } else { 0 }),
@@ -480,7 +484,7 @@ impl PruningStatistics for TableFiles {
     }
 
     fn row_counts(&self) -> Option<ArrayRef> {
-        Some(self.rows.clone())
+        Some(Arc::new(self.rows.clone()))
     }
 
     fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::array::{Array, UInt64Array};
+use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -240,8 +240,8 @@ impl DeltaScan {
             }
         }
         if let (Some(limit), true) = (limit, filters.is_empty()) {
-            let rows = files.row_counts().as_any().downcast_ref::<UInt64Array>();
-            if let Some(rows) = rows.filter(|r| r.null_count() == 0) {
+            let rows = files.row_counts();
+            if rows.null_count() == 0 {
                 let mut total = 0u64;
                 keep.retain(|&i| {
                     let needed = total < limit as u64;
