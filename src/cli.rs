@@ -27,7 +27,8 @@ pub async fn optimize(args: &OptimizeArgs) -> anyhow::Result<()> {
     let (definition, table) = catalog.open(&name).await?;
     refuse_external(&definition, "optimize")?;
     let started = std::time::Instant::now();
-    let (table, report) = table.optimize(args.target_file_bytes).await?;
+    let (table, report) =
+        table.optimize(args.target_file_bytes, &definition.spec.cluster_by).await?;
     table.checkpoint().await?;
     println!(
         "{name}: {} files -> {} ({} rewritten into {}), version {}, checkpoint written, {:.1} s",

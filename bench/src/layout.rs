@@ -6,8 +6,9 @@
 //! or clients that send late), are posted to both as NDJSON bodies of 10,000 events, and
 //! committed by the server's usual flushes. Then one day's events are counted and summed on
 //! each table, [`RUNS`] times after a warm-up, alternating the tables; and `EXPLAIN ANALYZE` of
-//! the same query shows what the Parquet scan skipped. Prints a Markdown table. Figures, not
-//! assertions.
+//! the same query shows what the Parquet scan skipped. Then `tarn optimize` compacts both
+//! tables (the clustered one sorted by `ts`) and the query is timed again. Prints a Markdown
+//! table. Figures, not assertions.
 
 use std::time::Instant;
 
@@ -99,28 +100,66 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut report = String::from(
         "| table | files | p50 ms | rows in the day | bytes scanned | row groups matched | page index rows pruned / matched |\n|---|---:|---:|---:|---:|---|---|\n",
     );
-    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let tables = ["events_plain", "events_clustered"];
+    measure(&client, &server, &tables, "", &mut report).await?;
+    // Then `tarn optimize` compacts each table's small files (sorted by `cluster_by` where
+    // the table declares it), beside the running server, and the query runs again.
+    for table in tables {
+        let started = Instant::now();
+        let output = tokio::process::Command::new(crate::tarn_binary()?)
+            .args(["optimize", "--lake"])
+            .arg(work.path().join("lake"))
+            .arg(table)
+            .output()
+            .await?;
+        if !output.status.success() {
+            bail!("tarn optimize {table}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        println!(
+            "tarn optimize {table}: {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        );
+    }
+    measure(&client, &server, &tables, ", compacted", &mut report).await?;
+    server.stop().await?;
+    println!();
+    println!("one day of {DAYS} (`{QUERY}`), median of {RUNS} runs after a warm-up:");
+    println!();
+    print!("{report}");
+    Ok(())
+}
+
+/// Times [`QUERY`] on `tables` ([`RUNS`] times after a warm-up, alternating) and adds a row
+/// per table to `report`, its name followed by `label`.
+async fn measure(
+    client: &reqwest::Client,
+    server: &crate::Server,
+    tables: &[&str],
+    label: &str,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    let mut times = vec![Vec::new(); tables.len()];
     for run in 0..=RUNS {
         for (t, table) in tables.iter().enumerate() {
             let started = Instant::now();
-            sql(&client, &server, &QUERY.replace("{table}", table)).await?;
+            sql(client, server, &QUERY.replace("{table}", table)).await?;
             if run > 0 {
                 times[t].push(started.elapsed().as_secs_f64() * 1000.0);
             }
         }
     }
     for (t, table) in tables.iter().enumerate() {
-        let answer = sql(&client, &server, &QUERY.replace("{table}", table)).await?;
+        let answer = sql(client, server, &QUERY.replace("{table}", table)).await?;
         let explain =
-            sql(&client, &server, &format!("EXPLAIN ANALYZE {}", QUERY.replace("{table}", table)))
+            sql(client, server, &format!("EXPLAIN ANALYZE {}", QUERY.replace("{table}", table)))
                 .await?;
         let plan = explain["rows"].to_string();
         let info: Value =
             crate::json(client.get(server.url(&format!("/v1/tables/{table}"))).send().await?)
                 .await?;
         report.push_str(&format!(
-            "| `{table}` | {} | {:.1} | {} | {} | {} | {} / {} |\n",
+            "| `{table}`{label} | {} | {:.1} | {} | {} | {} | {} / {} |\n",
             info["stats"]["files"],
             crate::tpch::median(&times[t]),
             answer["rows"][0][0],
@@ -130,11 +169,6 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             metric(&plan, "page_index_rows_matched"),
         ));
     }
-    server.stop().await?;
-    println!();
-    println!("one day of {DAYS} (`{QUERY}`), median of {RUNS} runs after a warm-up:");
-    println!();
-    print!("{report}");
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! it already has in memory:
 //!
 //! * compaction — when `compact_min_files` files are smaller than `small_file_bytes`, they are
-//!   rewritten into files of about `target_file_bytes` (Delta `OPTIMIZE`, bin-packing);
+//!   rewritten into files of about `target_file_bytes` (Delta `OPTIMIZE`, bin-packing), each
+//!   sorted by the table's `cluster_by` columns when it declares them;
 //! * checkpoint — every `checkpoint_every` commits (and after a compaction);
 //! * vacuum — every `vacuum_every_secs`, files unreferenced for longer than
 //!   `vacuum_retention_hours` are deleted.
@@ -141,10 +142,12 @@ impl Maintenance {
     }
 
     async fn run(&self, name: &TableName, plan: Plan) -> Result<(), tarn_catalog::Error> {
-        let (_, mut table) = self.catalog.open(name).await?;
+        let (definition, mut table) = self.catalog.open(name).await?;
         if plan.compact {
             let started = Instant::now();
-            let (compacted, report) = table.optimize(self.config.target_file_bytes).await?;
+            let cluster_by = &definition.spec.cluster_by;
+            let (compacted, report) =
+                table.optimize(self.config.target_file_bytes, cluster_by).await?;
             table = compacted;
             step_done(name, "compact", started);
             metrics::counter!("tarn_compaction_files_rewritten_total", "table" => name.to_string())
@@ -156,6 +159,7 @@ impl Maintenance {
                 rewritten = report.files_removed,
                 written = report.files_added,
                 version = report.version,
+                sorted_by = %cluster_by.join(","),
                 ms = started.elapsed().as_millis() as u64,
                 "compacted small files"
             );

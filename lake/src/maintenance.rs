@@ -38,6 +38,14 @@ pub struct Vacuum {
     pub dry_run: bool,
 }
 
+/// How compaction writes its files: row groups of `COMPACTION_ROW_GROUP_ROWS` and zstd level 1.
+pub(crate) fn compaction_writer() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_max_row_group_row_count(Some(COMPACTION_ROW_GROUP_ROWS))
+        .build()
+}
+
 impl LakeTable {
     /// Live files smaller than `bytes`: the candidates for compaction.
     pub fn small_files(&self, bytes: u64) -> usize {
@@ -56,18 +64,24 @@ impl LakeTable {
     /// bin at a time, row groups of `COMPACTION_ROW_GROUP_ROWS` (the writer holds one row
     /// group in memory; deltalake's default of 1M rows costs hundreds of MiB on wide rows), and
     /// zstd level 1 (most of level 4's ratio at a fraction of its CPU).
-    pub async fn optimize(self, target_bytes: u64) -> Result<(LakeTable, Compaction)> {
+    ///
+    /// With `cluster_by` columns, each bin is rewritten sorted by them (see
+    /// [`crate::cluster`]); without, the rows keep their order (deltalake's `OPTIMIZE`).
+    pub async fn optimize(
+        self,
+        target_bytes: u64,
+        cluster_by: &[String],
+    ) -> Result<(LakeTable, Compaction)> {
+        if !cluster_by.is_empty() {
+            return self.compact_sorted(target_bytes.max(1), cluster_by).await;
+        }
         let files_before = self.stats().files;
         let target = NonZeroU64::new(target_bytes.max(1)).expect("at least 1");
-        let writer = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-            .set_max_row_group_row_count(Some(COMPACTION_ROW_GROUP_ROWS))
-            .build();
         let (table, metrics) = self
             .into_delta()
             .optimize()
             .with_target_size(target)
-            .with_writer_properties(writer)
+            .with_writer_properties(compaction_writer())
             .with_max_concurrent_tasks(1)
             .with_commit_properties(CommitProperties::default().with_max_retries(100))
             .await?;

@@ -6,7 +6,7 @@ use tarn_lake::test_util::Backend;
 
 use crate::support::TestServer;
 
-backend_tests!(ingest_writes_files_sorted_by_cluster_by);
+backend_tests!(ingest_writes_files_sorted_by_cluster_by, compaction_sorts_by_cluster_by);
 
 /// Each flush is written sorted by `cluster_by` (nulls last), whatever order the records
 /// came in; a `cluster_by` naming no column, or a partition column, is refused.
@@ -66,4 +66,45 @@ async fn ingest_writes_files_sorted_by_cluster_by(backend: Backend) {
         assert_eq!(status, 400, "{answer}");
         assert!(answer["error"]["message"].as_str().unwrap().contains(reason), "{answer}");
     }
+}
+
+/// Background compaction of a table with `cluster_by` rewrites its small files as one file
+/// sorted by those columns (each commit's file is sorted, the files' ranges overlap).
+async fn compaction_sorts_by_cluster_by(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, |c| c.ingest.maintenance.compact_min_files = 5).await;
+    let definition = json!({
+        "columns": [{"name": "user_id", "type": "int64"}, {"name": "n", "type": "int64"}],
+        "cluster_by": ["user_id"]
+    });
+    let (status, answer) = server.define("visits", definition).await;
+    assert_eq!(status, 201, "{answer}");
+    // Five commits of 20 user ids each, scattered over 0..100.
+    for k in 0..5u64 {
+        let body: String = (0..20u64)
+            .map(|i| format!("{{\"user_id\": {}, \"n\": {k}}}\n", (i * 37 + k * 11) % 100))
+            .collect();
+        let (status, receipt) = server.ingest("visits", "application/x-ndjson", &body).await;
+        assert_eq!(status, 200, "{receipt}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, table) = server.get("/v1/tables/visits").await;
+        if table["stats"]["files"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never compacted: {table}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // One file: a plain scan returns its rows in the file's order.
+    let ids: Vec<u64> = server
+        .rows("SELECT user_id FROM visits")
+        .await
+        .iter()
+        .map(|row| row[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 100);
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "not sorted: {ids:?}");
+    let (_, history) = server.get("/v1/tables/visits/history").await;
+    assert_eq!(history["commits"][0]["operation"], "OPTIMIZE", "{history}");
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use object_store::ObjectStoreExt;
 use tarn_lake::deltalake::datafusion::prelude::SessionContext;
 use tarn_lake::test_util::{Backend, TestLake};
 use tarn_lake::{backend_tests, Error, LakeTable};
@@ -57,6 +58,7 @@ backend_tests!(
     missing_table_is_not_found,
     concurrent_writers_lose_no_commit,
     delete_prefix_removes_the_table,
+    clustered_compaction_sorts_each_bin,
 );
 
 async fn create_append_stats_history(backend: Backend) {
@@ -169,4 +171,90 @@ async fn delete_prefix_removes_the_table(backend: Backend) {
     let deleted = lake.delete_prefix("default/gone").await.unwrap();
     assert!(deleted >= 3, "log and data files, got {deleted}");
     assert!(!lake.table_exists("default/gone").await.unwrap());
+}
+
+/// The ids of a data file of `table` (at `path` in the log), in the file's row order.
+async fn file_ids(lake: &tarn_lake::Lake, table: &str, path: &str) -> Vec<i64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use tarn_lake::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let location = object_store::path::Path::from(format!("{table}/{path}"));
+    let bytes = lake.store().get(&location).await.unwrap().bytes().await.unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+    reader
+        .flat_map(|batch| {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+            ids.values().to_vec()
+        })
+        .collect()
+}
+
+/// Compaction of a table with `cluster_by` rewrites each partition's small files as one file
+/// sorted by the columns, in an `OPTIMIZE` commit whose actions change no data; the rows stay
+/// the same, and a second run finds nothing to do.
+async fn clustered_compaction_sorts_each_bin(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let path = "default/clustered";
+    let mut table = lake.create_table(path, &schema(), &["name".to_string()]).await.unwrap();
+    // Five appends of ids scattered over 0..500, into the partitions name='a' and name='b'.
+    for k in 0..5i64 {
+        let ids: Vec<i64> = (0..100).map(|i| (i * 7919 + k * 131) % 500).collect();
+        let names: Vec<&str> = ids.iter().map(|id| if id % 2 == 0 { "a" } else { "b" }).collect();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))],
+        )
+        .unwrap();
+        table = table.append(vec![batch]).await.unwrap();
+    }
+    let before = read_sorted(&table).await;
+    assert_eq!(before.len(), 500);
+    assert_eq!(table.stats().files, 10, "5 appends × 2 partitions");
+
+    let (table, report) = table.optimize(1024 * 1024, &["id".to_string()]).await.unwrap();
+    assert_eq!(
+        (report.files_before, report.files_removed, report.files_added, report.files_after),
+        (10, 10, 2, 2),
+        "{report:?}"
+    );
+    assert_eq!(report.version, 6);
+    assert_eq!(read_sorted(&table).await, before, "compaction keeps every row");
+    assert_eq!(table.history(1).await.unwrap()[0].operation.as_deref(), Some("OPTIMIZE"));
+
+    // Each new file holds one partition's rows sorted by id.
+    let files: Vec<String> =
+        table.delta().snapshot().unwrap().log_data().iter().map(|f| f.path().to_string()).collect();
+    for file in &files {
+        let ids = file_ids(&lake, path, file).await;
+        assert_eq!(ids.len(), 250, "{file}");
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{file} is not sorted: {ids:?}");
+        let parity = ids[0] % 2;
+        assert!(ids.iter().all(|id| id % 2 == parity), "{file} mixes partitions");
+    }
+
+    // The commit changes no data: readers of the change feed and streaming readers skip it.
+    let log = object_store::path::Path::from(format!("{path}/_delta_log/{:020}.json", 6));
+    let commit = lake.store().get(&log).await.unwrap().bytes().await.unwrap();
+    let actions: Vec<serde_json::Value> = commit
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    let changes: Vec<(&str, bool)> = actions
+        .iter()
+        .flat_map(|a| {
+            ["add", "remove"].into_iter().filter_map(move |kind| {
+                a.get(kind).map(|action| (kind, action["dataChange"].as_bool().unwrap()))
+            })
+        })
+        .collect();
+    assert_eq!(changes.iter().filter(|(kind, _)| *kind == "remove").count(), 10);
+    assert_eq!(changes.iter().filter(|(kind, _)| *kind == "add").count(), 2);
+    assert!(changes.iter().all(|(_, data_change)| !data_change), "{changes:?}");
+
+    let (table, again) = table.optimize(1024 * 1024, &["id".to_string()]).await.unwrap();
+    assert_eq!((again.files_removed, again.files_added, again.version), (0, 0, 6));
+    assert_eq!(table.version(), 6);
 }
