@@ -1,9 +1,10 @@
 //! Definitions and Delta table handles kept in memory, bounded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use object_store::ObjectMeta;
 use tarn_lake::LakeTable;
 
 use super::store::external_url;
@@ -20,8 +21,19 @@ pub const DEFINITION_TTL: Duration = Duration::from_secs(2);
 /// How many definitions are cached.
 const MAX_CACHED_DEFINITIONS: usize = 4096;
 
-/// Cached definitions: when read, and what (`None`: the table did not exist).
-pub(super) type DefinitionCache = HashMap<TableName, (Instant, Option<Arc<TableDefinition>>)>;
+/// A cached definition.
+#[derive(Clone)]
+pub(super) struct CachedDefinition {
+    /// When it was read (or renewed, or written by this catalog).
+    at: Instant,
+    /// The definition; `None`: the table did not exist.
+    definition: Option<Arc<TableDefinition>>,
+    /// The entity tag of the document it was read from, when read from the lake.
+    e_tag: Option<String>,
+}
+
+/// Cached definitions by table.
+pub(super) type DefinitionCache = HashMap<TableName, CachedDefinition>;
 
 impl Catalog {
     /// The definition of `name` and its Delta table at the latest version.
@@ -67,30 +79,59 @@ impl Catalog {
     /// within that time.
     pub async fn definition(&self, name: &TableName) -> Result<Arc<TableDefinition>> {
         let cached = self.definitions.lock().expect("definitions lock").get(name).cloned();
-        if let Some((read_at, definition)) = cached {
-            if read_at.elapsed() < DEFINITION_TTL {
-                return definition.ok_or_else(|| Error::TableNotFound { name: name.to_string() });
+        if let Some(cached) = cached {
+            if cached.at.elapsed() < DEFINITION_TTL {
+                return cached
+                    .definition
+                    .ok_or_else(|| Error::TableNotFound { name: name.to_string() });
             }
         }
         let asked = Instant::now();
-        let read = match self.read_definition(name).await {
-            Ok(definition) => Some(Arc::new(definition)),
-            Err(Error::TableNotFound { .. }) => None,
+        let (read, e_tag) = match self.read_tagged_definition(name).await {
+            Ok((definition, e_tag)) => (Some(Arc::new(definition)), e_tag),
+            Err(Error::TableNotFound { .. }) => (None, None),
             Err(e) => return Err(e),
         };
         // A change made through this catalog while the read was under way is newer than what
         // the read found: it stays (and answers).
         let read = {
             let mut definitions = self.definitions.lock().expect("definitions lock");
-            match definitions.get(name).filter(|(at, _)| *at > asked) {
-                Some((_, newer)) => newer.clone(),
+            match definitions.get(name).filter(|cached| cached.at > asked) {
+                Some(newer) => newer.definition.clone(),
                 None => {
-                    insert_definition(&mut definitions, name, read.clone());
+                    insert_definition(&mut definitions, name, read.clone(), e_tag);
                     read
                 }
             }
         };
         read.ok_or_else(|| Error::TableNotFound { name: name.to_string() })
+    }
+
+    /// Cached definitions that a listing of the catalog (made at `listed_at`) shows to be
+    /// current are as fresh as that listing: they are not read again before
+    /// [`DEFINITION_TTL`] after it. So a query, which lists the names first, reads no
+    /// definition document unless one changed.
+    ///
+    /// Current means: the latest document listed is the one the cached copy was read from (the
+    /// same entity tag). A changed definition is a new document (a new revision), and a table
+    /// dropped and created again has a new document under an old name: either is read anew.
+    pub(super) fn renew_definitions(
+        &self,
+        latest: &BTreeMap<TableName, (u64, ObjectMeta)>,
+        listed_at: Instant,
+    ) {
+        let mut definitions = self.definitions.lock().expect("definitions lock");
+        for (name, (_, meta)) in latest {
+            if let Some(cached) = definitions.get_mut(name) {
+                if cached.at < listed_at
+                    && cached.definition.is_some()
+                    && cached.e_tag.is_some()
+                    && cached.e_tag == meta.e_tag
+                {
+                    cached.at = listed_at;
+                }
+            }
+        }
     }
 
     pub(crate) fn cache_definition(
@@ -101,7 +142,7 @@ impl Catalog {
         // A table may have come or gone: the names are listed again.
         self.names_changed();
         let mut definitions = self.definitions.lock().expect("definitions lock");
-        insert_definition(&mut definitions, name, definition);
+        insert_definition(&mut definitions, name, definition, None);
     }
 
     /// The Delta table of `name` as this process last saw it (no storage access), or, when
@@ -144,13 +185,14 @@ fn insert_definition(
     definitions: &mut DefinitionCache,
     name: &TableName,
     definition: Option<Arc<TableDefinition>>,
+    e_tag: Option<String>,
 ) {
     if definitions.len() >= MAX_CACHED_DEFINITIONS && !definitions.contains_key(name) {
         if let Some(oldest) =
-            definitions.iter().min_by_key(|(_, (at, _))| *at).map(|(n, _)| n.clone())
+            definitions.iter().min_by_key(|(_, cached)| cached.at).map(|(n, _)| n.clone())
         {
             definitions.remove(&oldest);
         }
     }
-    definitions.insert(name.clone(), (Instant::now(), definition));
+    definitions.insert(name.clone(), CachedDefinition { at: Instant::now(), definition, e_tag });
 }

@@ -253,7 +253,7 @@ impl Catalog {
                 .await?
                 .into_iter()
                 .filter(|(n, _, _)| *n == table)
-                .map(|(_, _, path)| path)
+                .map(|(_, _, meta)| meta.location)
                 .chain(std::iter::once(legacy_path(&table)))
                 .collect();
             for path in documents {

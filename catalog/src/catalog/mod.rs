@@ -83,7 +83,8 @@ impl Catalog {
         let store = self.lake.store().clone();
         let latest = self.latest(&Path::from(TABLES_PREFIX)).await?;
         let definitions: Vec<TableDefinition> = futures::stream::iter(latest.into_values())
-            .map(|(_, path)| {
+            .map(|(_, meta)| {
+                let path = meta.location;
                 let store = store.clone();
                 async move { read_document(store.as_ref(), &path).await }
             })
@@ -108,8 +109,9 @@ impl Catalog {
             cache.changes
         };
         let asked = std::time::Instant::now();
-        let names: Vec<TableName> =
-            self.latest(&Path::from(TABLES_PREFIX)).await?.into_keys().collect();
+        let latest = self.latest(&Path::from(TABLES_PREFIX)).await?;
+        self.renew_definitions(&latest, asked);
+        let names: Vec<TableName> = latest.into_keys().collect();
         let mut cache = self.names.lock().expect("names lock");
         if cache.changes == changes {
             cache.listed = Some((asked, Arc::new(names.clone())));

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::Catalog;
 use crate::{Error, ExternalSource, Result, TableDefinition, TableName};
@@ -15,15 +15,19 @@ use crate::{Error, ExternalSource, Result, TableDefinition, TableName};
 pub(super) const TABLES_PREFIX: &str = "_tarn/catalog/tables";
 
 impl Catalog {
-    /// Every catalog document's path, with the table and revision it holds.
-    pub(super) async fn documents(&self, prefix: &Path) -> Result<Vec<(TableName, u64, Path)>> {
+    /// Every catalog document (its path and when it was written), with the table and
+    /// revision it holds.
+    pub(super) async fn documents(
+        &self,
+        prefix: &Path,
+    ) -> Result<Vec<(TableName, u64, ObjectMeta)>> {
         Ok(self
             .lake
             .store()
             .list(Some(prefix))
             .try_filter_map(|meta| {
                 let parsed = parse_document_path(meta.location.as_ref())
-                    .map(|(name, revision)| (name, revision, meta.location));
+                    .map(|(name, revision)| (name, revision, meta));
                 futures::future::ready(Ok(parsed))
             })
             .try_collect()
@@ -31,13 +35,16 @@ impl Catalog {
     }
 
     /// The newest document of each table under `prefix`.
-    pub(super) async fn latest(&self, prefix: &Path) -> Result<BTreeMap<TableName, (u64, Path)>> {
-        let mut latest: BTreeMap<TableName, (u64, Path)> = BTreeMap::new();
-        for (name, revision, path) in self.documents(prefix).await? {
+    pub(super) async fn latest(
+        &self,
+        prefix: &Path,
+    ) -> Result<BTreeMap<TableName, (u64, ObjectMeta)>> {
+        let mut latest: BTreeMap<TableName, (u64, ObjectMeta)> = BTreeMap::new();
+        for (name, revision, meta) in self.documents(prefix).await? {
             match latest.get(&name) {
                 Some((known, _)) if *known >= revision => {}
                 _ => {
-                    latest.insert(name, (revision, path));
+                    latest.insert(name, (revision, meta));
                 }
             }
         }
@@ -47,7 +54,19 @@ impl Catalog {
     /// The definition of `name`, read from the lake now (no cache): for changes, which must
     /// start from the latest revision. Everything else asks [`Catalog::definition`].
     pub(crate) async fn read_definition(&self, name: &TableName) -> Result<TableDefinition> {
-        let mut newest = self.latest(&table_prefix(name)).await?.remove(name);
+        Ok(self.read_tagged_definition(name).await?.0)
+    }
+
+    /// [`Catalog::read_definition`], with the document's entity tag when the store gives one.
+    pub(super) async fn read_tagged_definition(
+        &self,
+        name: &TableName,
+    ) -> Result<(TableDefinition, Option<String>)> {
+        let mut newest = self
+            .latest(&table_prefix(name))
+            .await?
+            .remove(name)
+            .map(|(r, meta)| (r, meta.location));
         if newest.is_none() {
             // Tarn 0.1 kept one document per table beside the revision folders.
             let legacy = legacy_path(name);
@@ -58,7 +77,7 @@ impl Catalog {
             }
         }
         let (_, path) = newest.ok_or_else(|| Error::TableNotFound { name: name.to_string() })?;
-        read_document(self.lake.store().as_ref(), &path)
+        read_tagged_document(self.lake.store().as_ref(), &path)
             .await?
             .ok_or_else(|| Error::TableNotFound { name: name.to_string() })
     }
@@ -132,8 +151,19 @@ pub(super) async fn read_document(
     store: &dyn ObjectStore,
     path: &Path,
 ) -> Result<Option<TableDefinition>> {
-    let bytes = match store.get(path).await {
-        Ok(result) => result.bytes().await?,
+    Ok(read_tagged_document(store, path).await?.map(|(definition, _)| definition))
+}
+
+/// [`read_document`], with the document's entity tag when the store gives one.
+async fn read_tagged_document(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<Option<(TableDefinition, Option<String>)>> {
+    let (bytes, e_tag) = match store.get(path).await {
+        Ok(result) => {
+            let e_tag = result.meta.e_tag.clone();
+            (result.bytes().await?, e_tag)
+        }
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
@@ -144,7 +174,7 @@ pub(super) async fn read_document(
         path: path.to_string(),
         source: serde::de::Error::custom(e.to_string()),
     })?;
-    Ok(Some(definition))
+    Ok(Some((definition, e_tag)))
 }
 
 #[cfg(test)]

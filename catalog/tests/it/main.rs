@@ -18,7 +18,8 @@ backend_tests!(
     create_list_describe_delete,
     concurrent_create_registers_once,
     names_stored_by_tarn_0_1_stay_readable,
-    names_show_own_changes_at_once_and_others_within_the_ttl
+    names_show_own_changes_at_once_and_others_within_the_ttl,
+    a_listing_renews_only_definitions_it_shows_unchanged
 );
 
 /// The table names every query plans with are listed at most every `DEFINITION_TTL`: this
@@ -140,4 +141,32 @@ async fn names_stored_by_tarn_0_1_stay_readable(backend: Backend) {
     let error = catalog.list().await.unwrap_err();
     assert!(matches!(error, Error::Document { .. }), "{error:?}");
     assert!(error.to_string().contains("default/broken"), "{error}");
+}
+
+/// Listing the names renews the cached definitions whose documents it shows unchanged (so a
+/// query reads no definition then); a table another server dropped and created again under the
+/// same name, at the same revision, is a new document, read anew once the TTL has passed.
+async fn a_listing_renews_only_definitions_it_shows_unchanged(backend: Backend) {
+    let test = TestLake::new(backend);
+    let catalog = Catalog::new(Arc::new(test.open().await));
+    let other = Catalog::new(Arc::new(test.open().await));
+    let b = TableName::parse("b").unwrap();
+    let (first, _) = other.create(&b, &schema(), &[], "api").await.unwrap();
+    assert_eq!(catalog.definition(&b).await.unwrap().created_at, first.created_at);
+
+    tokio::time::sleep(tarn_catalog::DEFINITION_TTL).await;
+    catalog.names().await.unwrap();
+    other.delete(&b, false).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (second, _) = other.create(&b, &schema(), &[], "api").await.unwrap();
+    assert_eq!(second.revision, first.revision, "the same name and revision, a new table");
+    assert_ne!(second.created_at, first.created_at);
+
+    tokio::time::sleep(tarn_catalog::DEFINITION_TTL).await;
+    catalog.names().await.unwrap();
+    assert_eq!(
+        catalog.definition(&b).await.unwrap().created_at,
+        second.created_at,
+        "the listing shows another document: it is read again"
+    );
 }
