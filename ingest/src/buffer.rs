@@ -6,16 +6,21 @@
 //! it, so after a crash the records above that version, and only those, are replayed. One
 //! flush per table runs at a time; failed commits are retried with exponential backoff and
 //! jitter while new records keep collecting behind them.
+//!
+//! While they wait, a table's rows are encoded into Parquet files in memory as they arrive
+//! (an [`Encoder`] task per table and flush, see [`tarn_lake::Stage`]), so a buffer holds
+//! compressed pages rather than Arrow arrays; the commit uploads the files. Tables with
+//! `cluster_by` keep Arrow batches, because their flush is sorted as a whole.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use serde::Deserialize;
 use tarn_catalog::{Catalog, TableName};
 use tarn_lake::LakeTable;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::wal::{Wal, WalPart, WalSink};
 
@@ -50,7 +55,7 @@ pub struct Committed {
 struct TableBuffer {
     /// The table's own thresholds, when its definition sets them.
     config: Option<FlushConfig>,
-    batches: Vec<RecordBatch>,
+    rows_in: Pending,
     rows: usize,
     bytes: u64,
     since: Option<Instant>,
@@ -63,10 +68,106 @@ struct TableBuffer {
     urgent: bool,
 }
 
+/// Where a table's durable rows wait for their commit.
+enum Pending {
+    /// Encoded into Parquet as they arrive, by an [`Encoder`].
+    Encoding(Encoder),
+    /// Kept as Arrow batches (before [`Buffers::start_encoding`]).
+    Batches(Vec<RecordBatch>),
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending::Batches(Vec::new())
+    }
+}
+
+impl Pending {
+    /// The rows, ready to be committed.
+    async fn finish(self) -> Rows {
+        match self {
+            Pending::Batches(batches) => Rows::Batches(batches),
+            Pending::Encoding(encoder) => encoder.finish().await,
+        }
+    }
+}
+
+/// The rows of one commit.
+enum Rows {
+    /// Parquet files in memory.
+    Staged(tarn_lake::Staged),
+    /// Arrow batches: tables whose flushes are sorted by `cluster_by`, or whose encoder could
+    /// not start (the table could not be read then).
+    Batches(Vec<RecordBatch>),
+    /// The encoder failed: the rows are only in the write-ahead log now.
+    Failed(String),
+}
+
+/// A task that encodes a table's rows into Parquet in memory as they become durable, so that
+/// the buffer holds them at their encoded size instead of as Arrow arrays.
+struct Encoder {
+    sender: mpsc::UnboundedSender<RecordBatch>,
+    task: tokio::task::JoinHandle<Rows>,
+}
+
+impl Encoder {
+    fn start(runtime: &tokio::runtime::Handle, catalog: Arc<Catalog>, table: TableName) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let task = runtime.spawn(Self::run(catalog, table, receiver));
+        Encoder { sender, task }
+    }
+
+    fn push(&self, batches: Vec<RecordBatch>) {
+        for batch in batches {
+            // The task ends only after the sender is dropped, in `finish`.
+            let _ = self.sender.send(batch);
+        }
+    }
+
+    /// Waits for every pushed row to be encoded and closes the files.
+    async fn finish(self) -> Rows {
+        drop(self.sender);
+        match self.task.await {
+            Ok(rows) => rows,
+            Err(e) => Rows::Failed(format!("the encoder stopped: {e}")),
+        }
+    }
+
+    async fn run(
+        catalog: Arc<Catalog>,
+        table: TableName,
+        mut receiver: mpsc::UnboundedReceiver<RecordBatch>,
+    ) -> Rows {
+        let stage = match catalog.open(&table).await {
+            Ok((definition, _)) if !definition.spec.cluster_by.is_empty() => None,
+            Ok((_, lake_table)) => lake_table.stage().ok(),
+            Err(_) => None,
+        };
+        let Some(mut stage) = stage else {
+            let mut batches = Vec::new();
+            while let Some(batch) = receiver.recv().await {
+                batches.push(batch);
+            }
+            return Rows::Batches(batches);
+        };
+        while let Some(batch) = receiver.recv().await {
+            if let Err(e) = stage.write(batch).await {
+                // Drain the channel: the rows stay in the write-ahead log.
+                while receiver.recv().await.is_some() {}
+                return Rows::Failed(e.to_string());
+            }
+        }
+        match stage.finish().await {
+            Ok(staged) => Rows::Staged(staged),
+            Err(e) => Rows::Failed(e.to_string()),
+        }
+    }
+}
+
 /// Work for one commit.
 struct Flush {
     table: TableName,
-    batches: Vec<RecordBatch>,
+    rows_in: Pending,
     rows: usize,
     last_seq: u64,
 }
@@ -81,6 +182,8 @@ pub struct Buffers {
     /// Tables whose records from before a restart are not replayed yet: they are not flushed
     /// (a commit's `txn` version would otherwise pass records the lake does not hold).
     held: Mutex<HashSet<TableName>>,
+    /// Where encoders run and read table definitions, once [`Buffers::start_encoding`] set it.
+    encoding: OnceLock<(tokio::runtime::Handle, Arc<Catalog>)>,
 }
 
 impl WalSink for Buffers {
@@ -103,13 +206,33 @@ impl Buffers {
         tables.entry(table.clone()).or_default().config = config;
     }
 
+    /// From now on, rows are encoded as they arrive (see [`Encoder`]), by tasks on the current
+    /// runtime that read table definitions from `catalog`.
+    pub fn start_encoding(&self, catalog: Arc<Catalog>) {
+        let _ = self.encoding.set((tokio::runtime::Handle::current(), catalog));
+    }
+
     /// Adds a durable record's rows.
     pub fn push(&self, table: &TableName, seq: u64, batches: Vec<RecordBatch>, bytes: u64) {
         let mut tables = self.tables.lock().expect("buffers");
         let buffer = tables.entry(table.clone()).or_default();
         buffer.rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
         buffer.bytes += bytes;
-        buffer.batches.extend(batches);
+        if let (Pending::Batches(_), Some((runtime, catalog))) =
+            (&buffer.rows_in, self.encoding.get())
+        {
+            if !batches.is_empty() {
+                let encoder = Encoder::start(runtime, catalog.clone(), table.clone());
+                if let Pending::Batches(earlier) = std::mem::take(&mut buffer.rows_in) {
+                    encoder.push(earlier);
+                }
+                buffer.rows_in = Pending::Encoding(encoder);
+            }
+        }
+        match &mut buffer.rows_in {
+            Pending::Encoding(encoder) => encoder.push(batches),
+            Pending::Batches(pending) => pending.extend(batches),
+        }
         buffer.last_seq = buffer.last_seq.max(seq);
         buffer.since.get_or_insert_with(Instant::now);
         let config = buffer.config.as_ref().unwrap_or(&self.config);
@@ -150,7 +273,7 @@ impl Buffers {
                 buffer.flushing = true;
                 due.push(Flush {
                     table: table.clone(),
-                    batches: std::mem::take(&mut buffer.batches),
+                    rows_in: std::mem::take(&mut buffer.rows_in),
                     rows: std::mem::take(&mut buffer.rows),
                     last_seq: buffer.last_seq,
                 });
@@ -303,15 +426,28 @@ impl Flusher {
     }
 
     async fn flush(self: Arc<Self>, flush: Flush) {
-        let Flush { table, batches, rows, last_seq } = flush;
-        let batches = self.clustered(&table, batches).await;
+        let Flush { table, rows_in, rows, last_seq } = flush;
+        let started = Instant::now();
+        let rows_in = match rows_in.finish().await {
+            Rows::Batches(batches) => Rows::Batches(self.clustered(&table, batches).await),
+            Rows::Failed(e) => {
+                // Nothing can be committed, and no later commit may pass these records (its
+                // `txn` version would): the table is held, its records stay in the log (which
+                // answers 503 once full), and a restart replays them.
+                self.stats.commit_failed(&table);
+                tracing::error!(table = %table, rows, error = %e, "encoding buffered records failed; the table takes no more commits until a restart replays them from the write-ahead log");
+                self.buffers.hold(&table);
+                self.buffers.finished(&table, None);
+                return;
+            }
+            staged => staged,
+        };
         let app_id = self.app_id(&table);
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
-        let started = Instant::now();
         let outcome = loop {
             attempt += 1;
-            match self.commit(&table, &batches, &app_id, last_seq, attempt > 1).await {
+            match self.commit(&table, &rows_in, &app_id, last_seq, attempt > 1).await {
                 Ok(committed) => {
                     self.stats.committed(
                         &table,
@@ -379,7 +515,7 @@ impl Flusher {
     async fn commit(
         &self,
         table: &TableName,
-        batches: &[RecordBatch],
+        rows: &Rows,
         app_id: &str,
         seq: u64,
         retry: bool,
@@ -392,7 +528,13 @@ impl Flusher {
                 }
             }
         }
-        let committed = lake_table.append_txn(batches.to_vec(), app_id, seq as i64).await?;
+        let committed = match rows {
+            Rows::Staged(staged) => lake_table.append_staged(staged, app_id, seq as i64).await?,
+            Rows::Batches(batches) => {
+                lake_table.append_txn(batches.clone(), app_id, seq as i64).await?
+            }
+            Rows::Failed(_) => unreachable!("a failed encoding is never committed"),
+        };
         self.catalog.remember(table, &committed);
         Ok(committed)
     }

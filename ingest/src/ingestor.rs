@@ -110,6 +110,7 @@ impl Ingestor {
             buffers.hold(&table);
         }
         let catalog = tables.catalog().clone();
+        buffers.start_encoding(catalog.clone());
         let flusher = Arc::new(Flusher {
             buffers: buffers.clone(),
             catalog: catalog.clone(),

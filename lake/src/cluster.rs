@@ -153,18 +153,16 @@ impl LakeTable {
     /// The bins of a compaction: per partition, files smaller than `target_bytes` in log
     /// order, packed until a bin reaches `target_bytes`; bins of one file are left alone.
     fn bins(&self, target_bytes: u64) -> Result<Vec<Vec<BinFile>>> {
-        let mut partitions: BTreeMap<Vec<(String, Option<String>)>, Vec<Vec<BinFile>>> =
-            BTreeMap::new();
-        let mut sizes: BTreeMap<Vec<(String, Option<String>)>, u64> = BTreeMap::new();
+        // Per partition (its values, sorted by column): the bins, and the last one's bytes.
+        let mut partitions: BTreeMap<PartitionKey, (Vec<Vec<BinFile>>, u64)> = BTreeMap::new();
         for file in self.delta().snapshot()?.log_data().iter() {
             let size = file.size().max(0) as u64;
             if size >= target_bytes {
                 continue;
             }
-            let mut key: Vec<_> = file.partition_values_map().into_iter().collect();
+            let mut key: PartitionKey = file.partition_values_map().into_iter().collect();
             key.sort();
-            let bins = partitions.entry(key.clone()).or_default();
-            let filled = sizes.entry(key).or_default();
+            let (bins, filled) = partitions.entry(key).or_default();
             if bins.is_empty() || *filled + size > target_bytes {
                 bins.push(Vec::new());
                 *filled = 0;
@@ -173,9 +171,16 @@ impl LakeTable {
             let remove = file.remove_action(false);
             bins.last_mut().expect("a bin").push(BinFile { path: remove.path.clone(), remove });
         }
-        Ok(partitions.into_values().flatten().filter(|bin| bin.len() > 1).collect())
+        Ok(partitions
+            .into_values()
+            .flat_map(|(bins, _)| bins)
+            .filter(|bin| bin.len() > 1)
+            .collect())
     }
 }
+
+/// A file's partition values, by column.
+type PartitionKey = Vec<(String, Option<String>)>;
 
 /// A file chosen for a compaction bin.
 struct BinFile {

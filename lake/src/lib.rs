@@ -40,6 +40,7 @@ mod error;
 mod kind;
 mod location;
 mod maintenance;
+mod stage;
 mod storage;
 mod table;
 #[cfg(feature = "test-util")]
@@ -50,6 +51,7 @@ pub use error::{is_transient_store_error, Error, Result, STORAGE_RETRY_AFTER};
 pub use kind::{Classify, ErrorKind};
 pub use location::LakeLocation;
 pub use maintenance::{Compaction, Vacuum};
+pub use stage::{Stage, Staged};
 pub use storage::{Lake, LakeOptions};
 pub use table::{Commit, LakeTable, TableStats};
 pub use write::WriteMode;

@@ -355,7 +355,7 @@ fn arrow_schema(table: &DeltaTable) -> Option<SchemaRef> {
     table.snapshot().ok().map(|state| state.snapshot().arrow_schema())
 }
 
-fn describe(schema: &arrow::datatypes::Schema) -> String {
+pub(crate) fn describe(schema: &arrow::datatypes::Schema) -> String {
     let fields: Vec<String> =
         schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
     format!("({})", fields.join(", "))

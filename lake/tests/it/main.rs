@@ -59,6 +59,7 @@ backend_tests!(
     concurrent_writers_lose_no_commit,
     delete_prefix_removes_the_table,
     clustered_compaction_sorts_each_bin,
+    staged_rows_commit_as_one_append,
 );
 
 async fn create_append_stats_history(backend: Backend) {
@@ -257,4 +258,54 @@ async fn clustered_compaction_sorts_each_bin(backend: Backend) {
     let (table, again) = table.optimize(1024 * 1024, &["id".to_string()]).await.unwrap();
     assert_eq!((again.files_removed, again.files_added, again.version), (0, 0, 6));
     assert_eq!(table.version(), 6);
+}
+
+/// Rows staged in memory become one append with its `txn`; staged files with a column the
+/// table lacks are refused, and commit once the table has it.
+async fn staged_rows_commit_as_one_append(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let table =
+        lake.create_table("default/staged", &schema(), &["name".to_string()]).await.unwrap();
+    let mut stage = table.stage().unwrap();
+    stage.write(batch(0..3)).await.unwrap();
+    stage.write(batch(3..5)).await.unwrap();
+    // A batch with a column the open files lack closes them and starts new ones.
+    let wider = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("extra", DataType::Utf8, true),
+    ]));
+    let extra = RecordBatch::try_new(
+        wider,
+        vec![
+            Arc::new(Int64Array::from(vec![5, 6])),
+            Arc::new(StringArray::from(vec!["n5", "n6"])),
+            Arc::new(StringArray::from(vec![Some("x"), None])),
+        ],
+    )
+    .unwrap();
+    stage.write(extra).await.unwrap();
+    assert_eq!(stage.rows(), 7);
+    let staged = stage.finish().await.unwrap();
+    assert_eq!(staged.rows(), 7);
+    assert!(staged.bytes() > 0);
+    assert_eq!(lake.open_table("default/staged").await.unwrap().stats().files, 0);
+
+    let refused = table.append_staged(&staged, "writer", 1).await.unwrap_err();
+    assert!(refused.to_string().contains("column extra"), "{refused}");
+
+    let table = lake.open_table("default/staged").await.unwrap();
+    let table = table.add_columns(&[Field::new("extra", DataType::Utf8, true)]).await.unwrap();
+    let version = table.version();
+    let table = table.append_staged(&staged, "writer", 1).await.unwrap();
+    assert_eq!(table.version(), version + 1, "one commit");
+    assert_eq!(table.txn_version("writer").await.unwrap(), Some(1));
+    let commit = &table.history(1).await.unwrap()[0];
+    assert_eq!((commit.operation.as_deref(), commit.rows_added), (Some("WRITE"), Some(7)));
+    // 7 names, each its own partition: one file per partition and schema.
+    assert_eq!(commit.files_added, 7);
+    let expected: Vec<(i64, String)> = (0..7).map(|i| (i, format!("n{i}"))).collect();
+    let reader = lake.open_table("default/staged").await.unwrap();
+    assert_eq!(read_sorted(&reader).await, expected);
 }
