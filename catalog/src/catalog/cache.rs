@@ -134,15 +134,18 @@ impl Catalog {
         }
     }
 
+    /// Caches a definition this catalog has just written (with the entity tag of its
+    /// document, when known) or, with `None`, dropped.
     pub(crate) fn cache_definition(
         &self,
         name: &TableName,
         definition: Option<Arc<TableDefinition>>,
+        e_tag: Option<String>,
     ) {
         // A table may have come or gone: the names are listed again.
         self.names_changed();
         let mut definitions = self.definitions.lock().expect("definitions lock");
-        insert_definition(&mut definitions, name, definition, None);
+        insert_definition(&mut definitions, name, definition, e_tag);
     }
 
     /// The Delta table of `name` as this process last saw it (no storage access), or, when

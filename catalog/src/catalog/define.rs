@@ -75,8 +75,8 @@ impl Catalog {
         let spec = TableSpec { partition_by: table.partition_columns()?, ..TableSpec::default() };
         let mut definition = Self::new_definition(name, created_by, spec);
         definition.owner = owner.map(String::from);
-        self.put_document(&definition).await?;
-        self.cache_definition(name, Some(Arc::new(definition.clone())));
+        let e_tag = self.put_document(&definition).await?;
+        self.cache_definition(name, Some(Arc::new(definition.clone())), e_tag);
         tracing::info!(table = %name, url = %self.lake.table_url(&name.path())?, "created table");
         self.remember(name, &table);
         Ok((definition, table))
@@ -120,7 +120,7 @@ impl Catalog {
             });
         }
         let contract = if spec.is_declared() { Some(Contract::compile(&spec)?) } else { None };
-        let (definition, table, status) = match existing {
+        let (definition, table, status, e_tag) = match existing {
             None => {
                 let Some(contract) = contract else {
                     return Err(Error::InvalidDefinition {
@@ -137,13 +137,13 @@ impl Catalog {
                 };
                 self.ensure_companions(name, &spec).await?;
                 let definition = Self::new_definition(name, created_by, spec);
-                self.put_document(&definition).await?;
+                let e_tag = self.put_document(&definition).await?;
                 tracing::info!(table = %name, "created table from its definition");
-                (definition, table, DefineStatus::Created)
+                (definition, table, DefineStatus::Created, e_tag)
             }
             Some(current) if current.spec == spec => {
                 let (_, table) = self.open(name).await?;
-                (current, table, DefineStatus::Unchanged)
+                (current, table, DefineStatus::Unchanged, None)
             }
             Some(current) => {
                 let (_, table) = self.open(name).await?;
@@ -169,13 +169,13 @@ impl Catalog {
                     spec,
                     ..current
                 };
-                self.put_document(&definition).await?;
+                let e_tag = self.put_document(&definition).await?;
                 tracing::info!(table = %name, revision = definition.revision, "changed the table's definition");
-                (definition, table, DefineStatus::Updated)
+                (definition, table, DefineStatus::Updated, e_tag)
             }
         };
         self.remember(name, &table);
-        self.cache_definition(name, Some(Arc::new(definition.clone())));
+        self.cache_definition(name, Some(Arc::new(definition.clone())), e_tag);
         Ok(Defined { definition, table, status })
     }
 
@@ -209,7 +209,7 @@ impl Catalog {
             let mut definition = Self::new_definition(&companion, "tarn", TableSpec::default());
             definition.owner = Some(name.to_string());
             match self.put_document(&definition).await {
-                Ok(()) => self.cache_definition(&companion, Some(Arc::new(definition))),
+                Ok(e_tag) => self.cache_definition(&companion, Some(Arc::new(definition)), e_tag),
                 Err(Error::TableExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -263,7 +263,7 @@ impl Catalog {
                 }
             }
             self.tables.lock().expect("table cache lock").remove(&table);
-            self.cache_definition(&table, None);
+            self.cache_definition(&table, None, None);
             if purge {
                 let removed = self.lake.delete_prefix(&location).await?;
                 tracing::info!(table = %table, files = removed, "dropped table and purged its data");

@@ -83,14 +83,18 @@ impl Catalog {
     }
 
     /// Stores `definition` as its revision; fails with [`Error::Conflict`] when that revision
-    /// exists already (another process changed the table meanwhile).
-    pub(crate) async fn put_document(&self, definition: &TableDefinition) -> Result<()> {
+    /// exists already (another process changed the table meanwhile). Returns the document's
+    /// entity tag, when the store gives one.
+    pub(crate) async fn put_document(
+        &self,
+        definition: &TableDefinition,
+    ) -> Result<Option<String>> {
         let name = definition.name();
         let path = revision_path(&name, definition.revision);
         let body = serde_json::to_vec_pretty(definition).expect("definitions serialize");
         let put = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.lake.store().put_opts(&path, PutPayload::from(Bytes::from(body)), put).await {
-            Ok(_) => Ok(()),
+            Ok(written) => Ok(written.e_tag),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Err(if definition.revision == 0 {
                 Error::TableExists { name: name.to_string() }

@@ -141,8 +141,8 @@ pub(crate) async fn register(
                 external: Some(source.clone()),
                 spec,
             };
-            catalog.put_document(&definition).await?;
-            catalog.cache_definition(name, Some(Arc::new(definition)));
+            let e_tag = catalog.put_document(&definition).await?;
+            catalog.cache_definition(name, Some(Arc::new(definition)), e_tag);
             catalog.forget(name);
             tracing::info!(table = %name, url = %source.url, format = %source.format, "registered a crawled table");
             (DefineStatus::Created, notes)
@@ -160,8 +160,8 @@ pub(crate) async fn register(
                     spec,
                     ..current
                 };
-                catalog.put_document(&definition).await?;
-                catalog.cache_definition(name, Some(Arc::new(definition)));
+                let e_tag = catalog.put_document(&definition).await?;
+                catalog.cache_definition(name, Some(Arc::new(definition)), e_tag);
                 catalog.forget(name);
                 tracing::info!(table = %name, ?changes, "updated a crawled table");
                 (DefineStatus::Updated, changes.into_iter().chain(notes).collect())
