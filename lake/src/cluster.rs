@@ -99,7 +99,7 @@ impl LakeTable {
                 .delta()
                 .table_provider()
                 .with_session(state.clone())
-                .with_file_paths(bin.iter().map(|f| f.path.clone()))
+                .with_file_paths(bin.iter().map(|f| f.selection.clone()))
                 .build()
                 .await
                 .map_err(DeltaTableError::from)?;
@@ -169,7 +169,10 @@ impl LakeTable {
             }
             *filled += size;
             let remove = file.remove_action(false);
-            bins.last_mut().expect("a bin").push(BinFile { path: remove.path.clone(), remove });
+            // The log's paths are URL-encoded and `remove.path` is decoded; a scan selects
+            // files by their object store path (as deltalake's own compaction does).
+            let selection = object_store::path::Path::from(remove.path.as_str()).to_string();
+            bins.last_mut().expect("a bin").push(BinFile { selection, remove });
         }
         Ok(partitions
             .into_values()
@@ -184,8 +187,8 @@ type PartitionKey = Vec<(String, Option<String>)>;
 
 /// A file chosen for a compaction bin.
 struct BinFile {
-    /// Its path in the table, as the log names it.
-    path: String,
+    /// Its object store path in the table, to select it in a scan.
+    selection: String,
     /// The action that removes it from the table.
     remove: deltalake::kernel::Remove,
 }
