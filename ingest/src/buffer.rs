@@ -138,9 +138,14 @@ impl Encoder {
         table: TableName,
         mut receiver: mpsc::UnboundedReceiver<RecordBatch>,
     ) -> Rows {
-        let stage = match catalog.open(&table).await {
-            Ok((definition, _)) if !definition.spec.cluster_by.is_empty() => None,
-            Ok((_, lake_table)) => lake_table.stage().ok(),
+        // The table as this process knows it (no storage access): the stage needs its
+        // partitioning and statistics settings, not its latest version.
+        let stage = match catalog.definition(&table).await {
+            Ok(definition) if !definition.spec.cluster_by.is_empty() => None,
+            Ok(_) => match catalog.table_as_known(&table).await {
+                Ok(lake_table) => lake_table.stage().ok(),
+                Err(_) => None,
+            },
             Err(_) => None,
         };
         let Some(mut stage) = stage else {

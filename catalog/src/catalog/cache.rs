@@ -41,6 +41,7 @@ impl Catalog {
     /// Handles are cached; a cached handle is brought up to date by reading only the commits
     /// made since (by this or any other process).
     pub async fn open(&self, name: &TableName) -> Result<(TableDefinition, LakeTable)> {
+        let drops = self.drops.load(std::sync::atomic::Ordering::SeqCst);
         let definition = self.definition(name).await?.as_ref().clone();
         let cached = self.tables.lock().expect("table cache lock").get(name).cloned();
         let table = match cached {
@@ -70,7 +71,11 @@ impl Catalog {
                 }
             }
         };
-        self.remember(name, &table);
+        // A table dropped (and maybe created again) meanwhile: this handle may be of the old
+        // one, and must not replace the new one's in the cache.
+        if self.drops.load(std::sync::atomic::Ordering::SeqCst) == drops {
+            self.remember(name, &table);
+        }
         Ok((definition, table))
     }
 

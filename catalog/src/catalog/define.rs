@@ -225,6 +225,7 @@ impl Catalog {
     /// An external table (registered by the crawler) is only ever removed from the catalog:
     /// `purge` is refused with [`Error::Conflict`], since Tarn does not own that data.
     pub async fn delete(&self, name: &TableName, purge: bool) -> Result<()> {
+        self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let definition = self.read_definition(name).await?;
         if let (true, Some(external)) = (purge, &definition.external) {
             return Err(Error::Conflict {
@@ -263,6 +264,8 @@ impl Catalog {
                 }
             }
             self.tables.lock().expect("table cache lock").remove(&table);
+            // Again once the handle is gone: an open that began meanwhile may hold it.
+            self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.cache_definition(&table, None, None);
             if purge {
                 let removed = self.lake.delete_prefix(&location).await?;

@@ -44,6 +44,9 @@ pub struct Catalog {
     definitions: Mutex<DefinitionCache>,
     /// The table names as last listed, and the count of this catalog's changes.
     names: Mutex<NamesCache>,
+    /// Counts the tables this catalog dropped: a handle opened while one was dropped may be
+    /// of the dropped table, and is not cached (see [`Catalog::open`]).
+    drops: std::sync::atomic::AtomicU64,
 }
 
 /// The cached list of table names.
@@ -70,6 +73,7 @@ impl Catalog {
             tables: Mutex::new(Default::default()),
             definitions: Mutex::new(Default::default()),
             names: Mutex::new(NamesCache::default()),
+            drops: Default::default(),
         }
     }
 
