@@ -83,10 +83,11 @@ impl Default for Pending {
 }
 
 impl Pending {
-    /// The rows, ready to be committed.
-    async fn finish(self) -> Rows {
+    /// The rows, ready to be committed; an error when the encoder failed (the rows are only
+    /// in the write-ahead log then).
+    async fn finish(self) -> Result<Rows, String> {
         match self {
-            Pending::Batches(batches) => Rows::Batches(batches),
+            Pending::Batches(batches) => Ok(Rows::Batches(batches)),
             Pending::Encoding(encoder) => encoder.finish().await,
         }
     }
@@ -99,15 +100,13 @@ enum Rows {
     /// Arrow batches: tables whose flushes are sorted by `cluster_by`, or whose encoder could
     /// not start (the table could not be read then).
     Batches(Vec<RecordBatch>),
-    /// The encoder failed: the rows are only in the write-ahead log now.
-    Failed(String),
 }
 
 /// A task that encodes a table's rows into Parquet in memory as they become durable, so that
 /// the buffer holds them at their encoded size instead of as Arrow arrays.
 struct Encoder {
     sender: mpsc::UnboundedSender<RecordBatch>,
-    task: tokio::task::JoinHandle<Rows>,
+    task: tokio::task::JoinHandle<Result<Rows, String>>,
 }
 
 impl Encoder {
@@ -125,19 +124,16 @@ impl Encoder {
     }
 
     /// Waits for every pushed row to be encoded and closes the files.
-    async fn finish(self) -> Rows {
+    async fn finish(self) -> Result<Rows, String> {
         drop(self.sender);
-        match self.task.await {
-            Ok(rows) => rows,
-            Err(e) => Rows::Failed(format!("the encoder stopped: {e}")),
-        }
+        self.task.await.map_err(|e| format!("the encoder stopped: {e}"))?
     }
 
     async fn run(
         catalog: Arc<Catalog>,
         table: TableName,
         mut receiver: mpsc::UnboundedReceiver<RecordBatch>,
-    ) -> Rows {
+    ) -> Result<Rows, String> {
         // The table as this process knows it (no storage access): the stage needs its
         // partitioning and statistics settings, not its latest version.
         let stage = match catalog.definition(&table).await {
@@ -153,19 +149,16 @@ impl Encoder {
             while let Some(batch) = receiver.recv().await {
                 batches.push(batch);
             }
-            return Rows::Batches(batches);
+            return Ok(Rows::Batches(batches));
         };
         while let Some(batch) = receiver.recv().await {
             if let Err(e) = stage.write(batch).await {
                 // Drain the channel: the rows stay in the write-ahead log.
                 while receiver.recv().await.is_some() {}
-                return Rows::Failed(e.to_string());
+                return Err(e.to_string());
             }
         }
-        match stage.finish().await {
-            Ok(staged) => Rows::Staged(staged),
-            Err(e) => Rows::Failed(e.to_string()),
-        }
+        stage.finish().await.map(Rows::Staged).map_err(|e| e.to_string())
     }
 }
 
@@ -434,8 +427,9 @@ impl Flusher {
         let Flush { table, rows_in, rows, last_seq } = flush;
         let started = Instant::now();
         let rows_in = match rows_in.finish().await {
-            Rows::Batches(batches) => Rows::Batches(self.clustered(&table, batches).await),
-            Rows::Failed(e) => {
+            Ok(Rows::Batches(batches)) => Rows::Batches(self.clustered(&table, batches).await),
+            Ok(staged) => staged,
+            Err(e) => {
                 // Nothing can be committed, and no later commit may pass these records (its
                 // `txn` version would): the table is held, its records stay in the log (which
                 // answers 503 once full), and a restart replays them.
@@ -445,7 +439,6 @@ impl Flusher {
                 self.buffers.finished(&table, None);
                 return;
             }
-            staged => staged,
         };
         let app_id = self.app_id(&table);
         let mut backoff = Duration::from_millis(100);
@@ -538,7 +531,6 @@ impl Flusher {
             Rows::Batches(batches) => {
                 lake_table.append_txn(batches.clone(), app_id, seq as i64).await?
             }
-            Rows::Failed(_) => unreachable!("a failed encoding is never committed"),
         };
         self.catalog.remember(table, &committed);
         Ok(committed)

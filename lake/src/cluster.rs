@@ -13,7 +13,6 @@ use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::execution::session_state::SessionStateBuilder;
 use deltalake::datafusion::logical_expr::ident;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -127,19 +126,9 @@ impl LakeTable {
             removed += bin.len() as u64;
             actions.extend(bin.into_iter().map(|f| Action::Remove(f.remove)));
         }
-        let snapshot = self.delta().snapshot()?;
         let operation =
             DeltaOperation::Optimize { target_size: target_bytes as i64, predicate: None };
-        let commit = CommitBuilder::from(
-            CommitProperties::default().with_max_retries(100).with_create_checkpoint(false),
-        )
-        .with_actions(actions)
-        .build(Some(snapshot), self.delta().log_store(), operation)
-        .await?;
-        let version = commit.version();
-        let mut delta = self.into_delta();
-        delta.update_incremental(Some(version)).await?;
-        let table = LakeTable::new(delta);
+        let table = self.commit_actions(actions, operation, None).await?;
         let report = Compaction {
             files_before,
             files_after: table.stats().files,

@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use deltalake::operations::write::WriterStatsConfig;
@@ -28,7 +27,7 @@ use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::table::{conform, COMMIT_RETRIES};
+use crate::table::conform;
 use crate::{Error, LakeTable, Result};
 
 /// Rows being encoded into the Parquet files of one append (see the module docs).
@@ -101,24 +100,13 @@ impl LakeTable {
             target.put(&object.location, bytes.into()).await?;
         }
         let actions = staged.adds.iter().cloned().map(Action::Add).collect();
-        let properties = CommitProperties::default()
-            .with_max_retries(COMMIT_RETRIES)
-            .with_create_checkpoint(false)
-            .with_application_transaction(Transaction::new(app_id, version));
         let partition_by = self.partition_columns()?;
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: (!partition_by.is_empty()).then_some(partition_by),
             predicate: None,
         };
-        let snapshot = self.delta().snapshot()?;
-        let commit = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(Some(snapshot), self.delta().log_store(), operation)
-            .await?;
-        let mut table = self.into_delta();
-        table.update_incremental(Some(commit.version())).await?;
-        Ok(LakeTable::new(table))
+        self.commit_actions(actions, operation, Some(Transaction::new(app_id, version))).await
     }
 }
 

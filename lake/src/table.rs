@@ -245,6 +245,30 @@ impl LakeTable {
         Ok(LakeTable::new(table))
     }
 
+    /// Commits `actions` as `operation` (with the table's commit retries, and no checkpoint:
+    /// maintenance writes those), plus the application transaction `txn`, and returns the
+    /// table at the new version. For writers that prepared their files themselves.
+    pub(crate) async fn commit_actions(
+        self,
+        actions: Vec<deltalake::kernel::Action>,
+        operation: deltalake::protocol::DeltaOperation,
+        txn: Option<Transaction>,
+    ) -> Result<LakeTable> {
+        let mut properties = CommitProperties::default()
+            .with_max_retries(COMMIT_RETRIES)
+            .with_create_checkpoint(false);
+        if let Some(txn) = txn {
+            properties = properties.with_application_transaction(txn);
+        }
+        let commit = deltalake::kernel::transaction::CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(self.table.snapshot()?), self.table.log_store(), operation)
+            .await?;
+        let mut table = self.table;
+        table.update_incremental(Some(commit.version())).await?;
+        Ok(LakeTable::new(table))
+    }
+
     /// Adds nullable columns to the table (schema evolution); existing rows read them as
     /// null. Columns already in the table are left alone.
     pub async fn add_columns(self, fields: &[Field]) -> Result<LakeTable> {
