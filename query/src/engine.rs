@@ -12,6 +12,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SendableRecordBatchStream;
@@ -22,8 +23,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use tarn_catalog::{Catalog, TableName};
+use tarn_lake::Lake;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::cluster::{ClusterConfig, Workers};
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
 use crate::scan::{DeltaReader, Scans};
 use crate::{policy, timetravel, Error, Result};
@@ -59,6 +62,9 @@ pub struct QueryConfig {
     pub max_tracked_queries: usize,
     /// Which provider reads Delta tables: Tarn's own scan (the default), or deltalake's.
     pub delta_reader: DeltaReader,
+    /// The workers query stages run on (`tarn serve --workers`); `None`: every query runs in
+    /// this process.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for QueryConfig {
@@ -76,6 +82,7 @@ impl Default for QueryConfig {
             results_ttl: Duration::from_secs(24 * 3600),
             max_tracked_queries: 1_000,
             delta_reader: DeltaReader::Tarn,
+            cluster: None,
         }
     }
 }
@@ -95,6 +102,8 @@ pub struct QueryEngine {
     scans: Arc<Scans>,
     /// The settings of every session (see `session_config`).
     session_config: SessionConfig,
+    /// The workers query stages run on, when the engine is part of a cluster.
+    workers: Option<Arc<Workers>>,
 }
 
 /// A query planned and checked, ready to run.
@@ -147,30 +156,7 @@ impl PlannedQuery {
 impl QueryEngine {
     /// A query engine over `catalog`.
     pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Result<Self> {
-        let pool = TrackConsumersPool::new(
-            FairSpillPool::new(config.memory_limit),
-            NonZeroUsize::new(5).expect("non-zero"),
-        );
-        let mode = match &config.spill_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::BadQuery(format!(
-                        "cannot create the spill directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-                DiskManagerMode::Directories(vec![dir.clone()])
-            }
-            None => DiskManagerMode::OsTmpDirectory,
-        };
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(pool))
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default()
-                    .with_mode(mode)
-                    .with_max_temp_directory_size(config.max_spill_bytes),
-            )
-            .build_arc()?;
+        let runtime = runtime_env(&config, None)?;
         let admission = Arc::new(Admission::new(config.max_concurrent, config.max_queued));
         let session_config = session_config(&config)?;
         let scan_session = Arc::new(
@@ -180,7 +166,14 @@ impl QueryEngine {
                 .build(),
         );
         let scans = Arc::new(Scans::new(scan_session, config.delta_reader));
-        Ok(QueryEngine { catalog, config, session_config, runtime, admission, scans })
+        let workers = match &config.cluster {
+            Some(cluster) => {
+                cluster.check().map_err(|e| Error::BadQuery(format!("the cluster: {e}")))?;
+                Some(Workers::start(cluster.clone()))
+            }
+            None => None,
+        };
+        Ok(QueryEngine { catalog, config, session_config, runtime, admission, scans, workers })
     }
 
     /// The engine's settings.
@@ -225,12 +218,15 @@ impl QueryEngine {
         let config = self.session_config.clone();
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(CATALOG_NAME.to_string(), tables);
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
-            .with_catalog_list(catalogs)
-            .build();
+            .with_catalog_list(catalogs);
+        if let Some(workers) = &self.workers {
+            builder = workers.distribute(builder);
+        }
+        let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(version_udf());
         ctx
@@ -369,7 +365,7 @@ pub fn version_text() -> String {
 }
 
 /// `version()`, in place of DataFusion's own (`Apache DataFusion 55.2.0, x86_64 on linux`).
-fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+pub(crate) fn version_udf() -> datafusion::logical_expr::ScalarUDF {
     use datafusion::common::ScalarValue;
     use datafusion::logical_expr::ColumnarValue;
     let text = version_text();
@@ -380,6 +376,78 @@ fn version_udf() -> datafusion::logical_expr::ScalarUDF {
         Volatility::Immutable,
         Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
     )
+}
+
+/// The runtime of queries within `config`'s limits: a memory pool shared fairly (with spill)
+/// and the spill directory. With `lake`, object stores not registered are the lake's (its
+/// credentials, for any bucket): for workers, which read what serving nodes planned.
+pub(crate) fn runtime_env(
+    config: &QueryConfig,
+    lake: Option<Arc<Lake>>,
+) -> Result<Arc<RuntimeEnv>> {
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(config.memory_limit),
+        NonZeroUsize::new(5).expect("non-zero"),
+    );
+    let mode = match &config.spill_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::BadQuery(format!("cannot create the spill directory {}: {e}", dir.display()))
+            })?;
+            DiskManagerMode::Directories(vec![dir.clone()])
+        }
+        None => DiskManagerMode::OsTmpDirectory,
+    };
+    let mut builder =
+        RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(mode)
+                .with_max_temp_directory_size(config.max_spill_bytes),
+        );
+    if let Some(lake) = lake {
+        builder = builder.with_object_store_registry(Arc::new(LakeStores {
+            lake,
+            registered: DefaultObjectStoreRegistry::new(),
+        }));
+    }
+    Ok(builder.build_arc()?)
+}
+
+/// Object stores by URL: those registered, else the lake's store for the URL's bucket.
+#[derive(Debug)]
+struct LakeStores {
+    lake: Arc<Lake>,
+    registered: DefaultObjectStoreRegistry,
+}
+
+impl ObjectStoreRegistry for LakeStores {
+    fn register_store(
+        &self,
+        url: &url::Url,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Option<Arc<dyn object_store::ObjectStore>> {
+        self.registered.register_store(url, store)
+    }
+
+    fn deregister_store(
+        &self,
+        url: &url::Url,
+    ) -> datafusion::error::Result<Arc<dyn object_store::ObjectStore>> {
+        self.registered.deregister_store(url)
+    }
+
+    fn get_store(
+        &self,
+        url: &url::Url,
+    ) -> datafusion::error::Result<Arc<dyn object_store::ObjectStore>> {
+        if url.scheme() != "file" {
+            if let Ok(store) = self.registered.get_store(url) {
+                return Ok(store);
+            }
+            return self.lake.store_for_url(url).map_err(crate::error::carry);
+        }
+        self.registered.get_store(url)
+    }
 }
 
 /// The configuration of every query session: DataFusion's defaults, then its settings from

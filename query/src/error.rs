@@ -55,6 +55,11 @@ pub enum Error {
     /// Storage could not be reached while the query read it.
     #[error("storage is unavailable: {0}")]
     StorageUnavailable(String),
+    /// The query's stages could not run on the cluster's workers: none answers, or one
+    /// stopped answering while it ran a part of the query. Running it again plans on the
+    /// workers that answer.
+    #[error("the query's workers are unavailable: {0}")]
+    WorkersUnavailable(String),
     /// The queue of queries waiting for a slot is full.
     #[error("too many queries: {0}")]
     TooManyQueries(String),
@@ -98,7 +103,9 @@ impl Classify for Error {
             }
             Error::UnreadableData(_) => ErrorKind::Unprocessable,
             Error::FileVanished(_) | Error::NotReady(_) => ErrorKind::Conflict,
-            Error::ResourcesExhausted(_) | Error::StorageUnavailable(_) => ErrorKind::Unavailable,
+            Error::ResourcesExhausted(_)
+            | Error::StorageUnavailable(_)
+            | Error::WorkersUnavailable(_) => ErrorKind::Unavailable,
             Error::NotSupported(_) => ErrorKind::NotSupported,
             Error::TooManyQueries(_) => ErrorKind::Busy,
             Error::Timeout(_) => ErrorKind::Timeout,
@@ -113,6 +120,7 @@ impl Classify for Error {
             Error::ResourcesExhausted(_) => Some(RESOURCES_RETRY_AFTER),
             Error::TooManyQueries(_) => Some(QUEUE_RETRY_AFTER),
             Error::StorageUnavailable(_) => Some(tarn_lake::STORAGE_RETRY_AFTER),
+            Error::WorkersUnavailable(_) => Some(crate::cluster::PROBE_EVERY),
             Error::Catalog(e) => e.retry_after(),
             Error::Lake(e) => e.retry_after(),
             _ => None,
@@ -168,6 +176,9 @@ fn classify(e: &DataFusionError) -> Option<Error> {
             return Some(store);
         }
     }
+    if worker_failed(e) {
+        return Some(Error::WorkersUnavailable(message));
+    }
     Some(match root {
         DataFusionError::SQL(..) => Error::Syntax(message),
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => Error::Plan(message),
@@ -202,6 +213,47 @@ fn classify(e: &DataFusionError) -> Option<Error> {
         DataFusionError::External(inner) => return inner.downcast_ref::<Error>().map(rebuild),
         _ => return None,
     })
+}
+
+/// Words of datafusion-distributed's errors when a worker cannot be reached or stops
+/// answering mid-query.
+const WORKER_FAILURES: &[&str] = &[
+    "Distributed DataFusion worker",
+    "Distributed DataFusion channel",
+    "transport error",
+    "error trying to connect",
+    "h2 protocol error",
+    "connection reset",
+    "Connection reset",
+    "broken pipe",
+    "Broken pipe",
+];
+
+/// True when a worker of the cluster failed the query: unreachable, gone mid-stream, or
+/// refusing the cluster's secret.
+fn worker_failed(e: &DataFusionError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if let Some(status) = cause.downcast_ref::<tonic::Status>() {
+            return true_for_status(status);
+        }
+        if let Some(DataFusionError::External(inner)) = cause.downcast_ref::<DataFusionError>() {
+            if let Some(Error::WorkersUnavailable(_)) = inner.downcast_ref::<Error>() {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    let text = e.to_string();
+    WORKER_FAILURES.iter().any(|w| text.contains(w))
+}
+
+fn true_for_status(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unauthenticated | Code::Cancelled | Code::Aborted | Code::Unknown
+    ) && !status.message().is_empty()
 }
 
 /// A storage failure under a query: a file gone (compacted or vacuumed away meanwhile) or
@@ -249,6 +301,7 @@ fn rebuild(e: &Error) -> Error {
         Error::QueryNotFound(s) => Error::QueryNotFound(s.clone()),
         Error::NotReady(s) => Error::NotReady(s.clone()),
         Error::Timeout(d) => Error::Timeout(*d),
+        Error::WorkersUnavailable(s) => Error::WorkersUnavailable(s.clone()),
         other => match other.kind() {
             ErrorKind::NotFound => Error::VersionNotFound(text()),
             ErrorKind::Unavailable => Error::StorageUnavailable(text()),

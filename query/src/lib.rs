@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 mod engine;
 mod error;
 mod external;

@@ -63,5 +63,6 @@ async fn sees_new_commits_without_restart(backend: Backend) {
     assert_eq!(count(&engine, "SELECT count(*) AS n FROM late").await, 0);
 }
 
+mod cluster;
 mod scan;
 mod tpch;

@@ -25,7 +25,7 @@ macro_rules! queries {
     };
 }
 
-const QUERIES: [(&str, &str); 22] = queries!(
+pub(crate) const QUERIES: [(&str, &str); 22] = queries!(
     "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", "q10", "q11", "q12", "q13", "q14", "q15",
     "q16", "q17", "q18", "q19", "q20", "q21", "q22"
 );
@@ -35,7 +35,7 @@ const QUERIES: [(&str, &str); 22] = queries!(
 mod tpch_data;
 
 /// Loads the 8 tables into the catalog (strings stored as plain `Utf8`, as Tarn writes them).
-async fn load(catalog: &Catalog) {
+pub(crate) async fn load(catalog: &Catalog) {
     for table in tpch_data::TABLES {
         let (schema, batches) = tpch_data::generator(table, SCALE, 4096);
         let plain = tpch_data::plain_strings(&schema);
@@ -59,7 +59,7 @@ async fn load(catalog: &Catalog) {
 }
 
 /// The rows of `sql`'s answer as text, one line per row, in the answer's order.
-async fn answer(engine: &QueryEngine, sql: &str) -> Vec<String> {
+pub(crate) async fn answer(engine: &QueryEngine, sql: &str) -> Vec<String> {
     let batches: Vec<RecordBatch> = engine.execute(sql).await.unwrap().try_collect().await.unwrap();
     let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
     text.lines().map(str::to_string).collect()
