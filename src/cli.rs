@@ -11,6 +11,7 @@ use tarn_query::{QueryConfig, QueryEngine};
 
 use crate::config::{
     CrawlArgs, KeyArgs, KeyCommand, LakeArgs, LoadArgs, OptimizeArgs, SqlArgs, VacuumArgs,
+    WorkerArgs,
 };
 
 pub(crate) async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
@@ -18,6 +19,33 @@ pub(crate) async fn catalog(lake: &LakeArgs) -> anyhow::Result<Catalog> {
         .await
         .with_context(|| format!("cannot open the lake at {}", lake.lake))?;
     Ok(Catalog::new(Arc::new(opened)))
+}
+
+/// `tarn worker`: runs query stages for serving nodes until SIGINT or SIGTERM.
+pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
+    let lake = Lake::open(&args.lake.lake, LakeOptions::default())
+        .await
+        .with_context(|| format!("cannot open the lake at {}", args.lake.lake))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let config = QueryConfig {
+        memory_limit: args.query_memory_bytes,
+        spill_dir: args.query_spill_dir.clone(),
+        ..QueryConfig::default()
+    };
+    tracing::info!(lake = %args.lake.lake, "Tarn worker serving query stages on {}", args.listen);
+    tarn_query::cluster::serve_worker(
+        Arc::new(lake),
+        &config,
+        &args.cluster_secret,
+        listener,
+        crate::server::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!("Tarn worker stopped");
+    Ok(())
 }
 
 /// `tarn optimize TABLE`: compacts small files now and prints what it did.

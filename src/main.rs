@@ -23,5 +23,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Crawl(args) => tarn::cli::crawl(&args).await,
         Command::Key(args) => tarn::cli::key(&args),
         Command::Job(args) => tarn::job::job(&args).await,
+        Command::Worker(args) => tarn::cli::worker(&args).await,
     }
 }

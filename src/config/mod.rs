@@ -10,6 +10,7 @@ use tarn_ingest::dropzone::DropZoneConfig;
 use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, UniqueKeyScope, WalConfig};
 use tarn_lake::LakeOptions;
 use tarn_pipelines::{AlertsConfig, JobSpec, JobsConfig, SmtpConfig};
+use tarn_query::cluster::ClusterConfig;
 use tarn_query::QueryConfig;
 
 mod file;
@@ -49,6 +50,8 @@ pub enum Command {
     Key(KeyArgs),
     /// Scheduled jobs: list them, or run one now (with or without a server).
     Job(JobArgs),
+    /// Run query stages for serving nodes (`tarn serve --workers`): a worker of a cluster.
+    Worker(WorkerArgs),
 }
 
 /// `tarn job`.
@@ -316,6 +319,71 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cluster: ClusterArgs,
+}
+
+/// The query workers of a serving node (`tarn serve --workers`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Run query stages on these `tarn worker`s: comma-separated URLs (http://10.0.0.5:7000),
+    /// as every worker reaches the others too (shuffles go from worker to worker). Queries
+    /// are planned here and run here when no worker answers.
+    #[arg(long, env = "TARN_WORKERS", value_delimiter = ',')]
+    pub workers: Vec<url::Url>,
+    /// The secret the workers were started with (at least 16 characters; `tarn key new`
+    /// makes one). Prefer the environment variable.
+    #[arg(long, env = "TARN_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Parquet bytes per task of a scan stage on the workers: smaller scans run as one task.
+    #[arg(long, env = "TARN_BYTES_PER_TASK", default_value_t = ClusterConfig::DEFAULT_BYTES_PER_TASK)]
+    pub bytes_per_task: usize,
+}
+
+impl ClusterArgs {
+    /// The cluster, when workers are named.
+    pub fn config(&self) -> anyhow::Result<Option<ClusterConfig>> {
+        if self.workers.is_empty() {
+            return Ok(None);
+        }
+        let Some(secret) = self.cluster_secret.clone() else {
+            anyhow::bail!(
+                "--workers needs the workers' secret: --cluster-secret or TARN_CLUSTER_SECRET"
+            );
+        };
+        let config = ClusterConfig {
+            workers: self.workers.clone(),
+            secret,
+            bytes_per_task: self.bytes_per_task.max(1),
+            probe_every: tarn_query::cluster::PROBE_EVERY,
+        };
+        config.check().map_err(|e| anyhow::anyhow!("--workers: {e}"))?;
+        Ok(Some(config))
+    }
+}
+
+/// `tarn worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lake: LakeArgs,
+    /// Address to listen on for serving nodes (gRPC). Workers serve no public: keep them on
+    /// a private network.
+    #[arg(long, env = "TARN_WORKER_LISTEN", default_value_t = tarn_query::cluster::DEFAULT_WORKER_LISTEN)]
+    pub listen: SocketAddr,
+    /// The secret serving nodes must present (at least 16 characters; `tarn key new` makes
+    /// one). Prefer the environment variable.
+    #[arg(long, env = "TARN_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: String,
+    /// Memory the tasks on this worker share, in bytes; beyond their share, sorts, joins and
+    /// aggregations spill to disk.
+    #[arg(long, env = "TARN_QUERY_MEMORY_BYTES", default_value_t = QueryConfig::default().memory_limit)]
+    pub query_memory_bytes: usize,
+    /// Directory for spill files (default: the system's temporary directory).
+    #[arg(long, env = "TARN_QUERY_SPILL_DIR")]
+    pub query_spill_dir: Option<PathBuf>,
 }
 
 /// `--unique-key-scope`: `lake` or `node`.
@@ -470,7 +538,9 @@ impl ServeConfig {
     pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
         let explicit = args.config != std::path::Path::new("tarn.toml");
         let file = FileConfig::read(&args.config, explicit)?;
+        let cluster = args.cluster.config()?;
         let mut config = ServeConfig::from(args);
+        config.query.cluster = cluster;
         config.tables = file.tables;
         config.keys = file.keys;
         config.jobs = file.jobs;
