@@ -22,6 +22,9 @@
 //! provider (`--delta-reader deltalake`, the reader before Tarn's own scan), timed in the same
 //! alternation, and the report gets its column.
 //!
+//! With `--workers N`, the second server plans on `N` release `tarn worker`s instead (each
+//! pinned to a core where `taskset` exists), to compare a cluster with one node.
+//!
 //! With `--lake DIR`, the generated lake is kept in `DIR` and reused by later runs at the
 //! same scale (generation is skipped), which is handy when looking into single queries.
 
@@ -84,6 +87,66 @@ struct Options {
     /// Also run a second server reading the tables with deltalake's provider
     /// (`--delta-reader deltalake`), the reader before Tarn's own scan.
     compare_deltalake: bool,
+    /// Also run a second server whose queries run on this many `tarn worker`s (`--workers N`).
+    workers: usize,
+}
+
+impl Options {
+    /// What the second server's column is called, if there is one.
+    fn second(&self) -> Option<String> {
+        if self.workers > 0 {
+            Some(format!("{} workers", self.workers))
+        } else if self.compare_deltalake {
+            Some("deltalake provider".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// The cluster secret of the benchmark's workers.
+const BENCH_SECRET: &str = "tarn-bench-cluster-secret";
+
+/// `n` release `tarn worker`s on the lake at `lake`, each pinned to a core of its own where
+/// `taskset` exists (round robin over the cores); their URLs.
+async fn start_workers(
+    lake: &Path,
+    n: usize,
+) -> anyhow::Result<(Vec<tokio::process::Child>, Vec<String>)> {
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let pin = std::process::Command::new("taskset").arg("-V").output().is_ok();
+    let (mut children, mut urls) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = if pin {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", &(i % cores).to_string()]).arg(crate::tarn_binary()?);
+            c
+        } else {
+            tokio::process::Command::new(crate::tarn_binary()?)
+        };
+        let child = command
+            .args(["worker", "--listen", &format!("127.0.0.1:{port}"), "--lake"])
+            .arg(lake)
+            .env("TARN_CLUSTER_SECRET", BENCH_SECRET)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start tarn worker")?;
+        children.push(child);
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    for url in &urls {
+        let address = url.trim_start_matches("http://").to_string();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("worker {url} did not start listening");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok((children, urls))
 }
 
 /// One query's outcome on one engine: the timed runs in ms and the rows of the last one.
@@ -147,16 +210,22 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         .collect();
 
     let server = crate::Server::start_on(&lake_dir, &work.path().join("wal")).await?;
-    let before = match options.compare_deltalake {
-        true => Some(
+    let (_workers, urls) = start_workers(&lake_dir, options.workers).await?;
+    let second_env = if options.workers > 0 {
+        vec![("TARN_WORKERS", urls.join(",")), ("TARN_CLUSTER_SECRET", BENCH_SECRET.to_string())]
+    } else {
+        vec![("TARN_DELTA_READER", "deltalake".to_string())]
+    };
+    let before = match options.second() {
+        Some(_) => Some(
             crate::Server::start_with(
                 lake_dir.as_os_str(),
-                &work.path().join("wal-deltalake"),
-                &[("TARN_DELTA_READER", "deltalake".to_string())],
+                &work.path().join("wal-second"),
+                &second_env,
             )
             .await?,
         ),
-        false => None,
+        None => None,
     };
     let client = reqwest::Client::new();
     let mut duckdb = DuckDb::start(work.path(), &loaded).await?;
@@ -179,8 +248,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         };
         match &before {
             Some(_) => println!(
-                "{name}: tarn {}; tarn with deltalake's provider {}; duckdb {}",
+                "{name}: tarn {}; tarn with {} {}; duckdb {}",
                 show(&t),
+                options.second().unwrap_or_default(),
                 show(&b),
                 show(&d)
             ),
@@ -190,7 +260,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         duck.push(d);
         deltalake.push(b);
     }
-    let point = point_queries(&client, &server, before.as_ref()).await?;
+    let point = point_queries(&client, &server, before.as_ref().zip(options.second())).await?;
     let server_rss = crate::status_mib(server.pid, "VmHWM");
     server.stop().await?;
     if let Some(before) = before {
@@ -200,7 +270,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 
     let engines =
         Engines { server_rss, duckdb_rss, version: duckdb.version, threads: duckdb.threads };
-    let before = options.compare_deltalake.then_some(deltalake.as_slice());
+    let before = options.second().is_some().then_some(deltalake.as_slice());
     print_report(&options, &loaded, &queries, &tarn, &duck, before, &engines);
     println!();
     println!("{point}");
@@ -227,18 +297,20 @@ const POINT_RUNS: usize = 30;
 async fn point_queries(
     client: &reqwest::Client,
     server: &crate::Server,
-    before: Option<&crate::Server>,
+    before: Option<(&crate::Server, String)>,
 ) -> anyhow::Result<String> {
-    let mut report = String::from(match before {
-        Some(_) => "| point query | Tarn p50 ms | deltalake provider p50 ms | rows |\n|---|---:|---:|---:|\n",
-        None => "| point query | Tarn p50 ms | rows |\n|---|---:|---:|\n",
-    });
+    let mut report = match &before {
+        Some((_, label)) => {
+            format!("| point query | Tarn p50 ms | {label} p50 ms | rows |\n|---|---:|---:|---:|\n")
+        }
+        None => "| point query | Tarn p50 ms | rows |\n|---|---:|---:|\n".to_string(),
+    };
     for (name, sql) in POINT_QUERIES {
         let (mut ours, mut theirs, mut rows) = (Vec::new(), Vec::new(), 0);
         for run in 0..=POINT_RUNS {
             let (ms, n) = tarn_once(client, server, sql).await?;
             rows = n;
-            if let Some(before) = before {
+            if let Some((before, _)) = &before {
                 let (b, _) = tarn_once(client, before, sql).await?;
                 if run > 0 {
                     theirs.push(b);
@@ -261,8 +333,14 @@ async fn point_queries(
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let mut options =
-        Options { scale: 1.0, runs: 3, lake: None, queries: Vec::new(), compare_deltalake: false };
+    let mut options = Options {
+        scale: 1.0,
+        runs: 3,
+        lake: None,
+        queries: Vec::new(),
+        compare_deltalake: false,
+        workers: 0,
+    };
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--compare-deltalake" {
@@ -276,6 +354,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--runs" => options.runs = value.parse()?,
             "--lake" => options.lake = Some(PathBuf::from(value)),
             "--queries" => options.queries = value.split(',').map(str::to_string).collect(),
+            "--workers" => options.workers = value.parse()?,
             other => bail!("unknown option {other}"),
         }
         i += 2;
@@ -562,7 +641,10 @@ fn print_report(
     println!();
     match deltalake {
         Some(_) => {
-            println!("| query | Tarn ms | DuckDB ms | Tarn / DuckDB | rows | deltalake provider ms | its / DuckDB | |");
+            println!(
+                "| query | Tarn ms | DuckDB ms | Tarn / DuckDB | rows | {} ms | its / DuckDB | |",
+                options.second().unwrap_or_default()
+            );
             println!("|---|---:|---:|---:|---:|---:|---:|---|");
         }
         None => {
@@ -598,7 +680,11 @@ fn print_report(
         let before = match deltalake.map(|b| &b[i]) {
             Some(b) => {
                 let differ = matches!((b.rows(), t.rows()), (Some(x), Some(y)) if x != y);
-                let b_note = if differ { " rows differ (deltalake provider)" } else { "" };
+                let b_note = if differ {
+                    format!(" rows differ ({})", options.second().unwrap_or_default())
+                } else {
+                    String::new()
+                };
                 let ratio = match (b.median(), d.median()) {
                     (Some(b), Some(d)) => {
                         before_total += b;
