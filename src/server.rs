@@ -257,6 +257,8 @@ pub struct Application {
     lake: String,
     /// The Postgres endpoint and its listener, unless turned off.
     pg: Option<(tarn_query::pg::PgServer, TcpListener)>,
+    /// The Arrow Flight SQL endpoint and its listener, when turned on.
+    flight: Option<(tarn_query::flight::FlightSqlServer, TcpListener)>,
 }
 
 impl Application {
@@ -271,7 +273,27 @@ impl Application {
             Some(address) => Some(bind_pg(&services.api, address).await?),
             None => None,
         };
-        Ok(Application { listener, services, lake, pg })
+        let flight = match config.flight_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.with_context(|| {
+                    format!("cannot listen on {address} for Arrow Flight SQL (--flight-listen)")
+                })?;
+                let api = &services.api;
+                let server = tarn_query::flight::FlightSqlServer::new(
+                    api.engine.clone(),
+                    api.keys.clone(),
+                    api.limits.clone(),
+                );
+                Some((server, listener))
+            }
+            None => None,
+        };
+        Ok(Application { listener, services, lake, pg, flight })
+    }
+
+    /// The address of the Arrow Flight SQL endpoint, when it is on.
+    pub fn flight_addr(&self) -> Option<SocketAddr> {
+        self.flight.as_ref().map(|(_, l)| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The address of the Postgres endpoint, unless it is off.
@@ -303,9 +325,10 @@ impl Application {
                 "no API keys are configured: every endpoint is open to anyone who can reach {addr}"
             );
         }
-        // Both endpoints stop on the same signal.
+        // Every endpoint stops on the same signal.
         let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
         let pg = self.pg_addr();
+        let flight_addr = self.flight_addr();
         let pg = async {
             if let Some((server, listener)) = self.pg {
                 tracing::info!("Tarn is serving the Postgres protocol on {}", pg.expect("bound"));
@@ -323,7 +346,18 @@ impl Application {
         let http = axum::serve(listener, tarn_http::router(&self.services.api))
             .with_graceful_shutdown(shutdown.clone())
             .into_future();
-        let (http, ()) = tokio::join!(http, pg);
+        let flight = async {
+            if let Some((server, listener)) = self.flight {
+                tracing::info!(
+                    "Tarn is serving Arrow Flight SQL on {}",
+                    flight_addr.expect("bound")
+                );
+                if let Err(e) = server.serve(listener, shutdown.clone()).await {
+                    tracing::error!(error = %e, "the Arrow Flight SQL endpoint stopped");
+                }
+            }
+        };
+        let (http, (), ()) = tokio::join!(http, pg, flight);
         http?;
         let _ = self.services.stop.send(true);
         self.services.api.ingestor.shutdown().await;

@@ -45,8 +45,8 @@ use datafusion_distributed::grpc::{
     create_worker_client, BoxCloneSyncChannel, DefaultChannelResolver,
 };
 use datafusion_distributed::{
-    display_plan_ascii, ChannelResolver, DistributedExt, SessionStateBuilderExt, Worker,
-    WorkerChannel, WorkerQueryContext, WorkerResolver,
+    display_plan_ascii, ChannelResolver, DistributedExec, DistributedExt, SessionStateBuilderExt,
+    Worker, WorkerChannel, WorkerQueryContext, WorkerResolver,
 };
 use tarn_lake::Lake;
 use url::Url;
@@ -99,7 +99,7 @@ impl ClusterConfig {
 pub fn check_secret(secret: &str) -> std::result::Result<(), String> {
     if secret.len() < ClusterConfig::MIN_SECRET_LEN {
         return Err(format!(
-            "the cluster secret must be at least {} characters (e.g. `tarn key new`'s output)",
+            "the cluster secret must be at least {} characters (e.g. from `openssl rand -hex 24`)",
             ClusterConfig::MIN_SECRET_LEN
         ));
     }
@@ -246,11 +246,11 @@ impl QueryPlanner for ClusterPlanner {
         if let LogicalPlan::Explain(explain) = logical_plan {
             let local = DefaultPhysicalPlanner::default();
             let inner = self.create_physical_plan(&explain.plan, session).await?;
-            if inner.name() != "DistributedExec" {
+            if !inner.is::<DistributedExec>() {
                 return local.create_physical_plan(logical_plan, session).await;
             }
             // DataFusion's EXPLAIN plans the statement with its own planner; show the stages.
-            return distributed_explain(logical_plan, inner, session).await;
+            return distributed_explain(logical_plan, inner);
         }
         let planner = DefaultPhysicalPlanner::default();
         let plan = planner.create_physical_plan(logical_plan, session).await?;
@@ -290,10 +290,9 @@ impl QueryPlanner for Planned {
 }
 
 /// `EXPLAIN` of a distributed query: the logical plan, and the stages with their tasks.
-async fn distributed_explain(
+fn distributed_explain(
     logical_plan: &LogicalPlan,
     distributed: Arc<dyn ExecutionPlan>,
-    session: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let LogicalPlan::Explain(explain) = logical_plan else {
         unreachable!("called for EXPLAIN only")
@@ -302,13 +301,12 @@ async fn distributed_explain(
         Field::new("plan_type", DataType::Utf8, false),
         Field::new("plan", DataType::Utf8, false),
     ]));
-    let logical = session.optimize(&explain.plan)?;
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
             Arc::new(StringArray::from(vec!["logical_plan", "distributed_plan"])),
             Arc::new(StringArray::from(vec![
-                logical.display_indent().to_string(),
+                explain.plan.display_indent().to_string(),
                 display_plan_ascii(distributed.as_ref(), false),
             ])),
         ],

@@ -13,8 +13,9 @@
 //! URLs (URL tables are off, and external tables are DDL). Results are encoded as JSON,
 //! NDJSON, CSV, Arrow IPC or Parquet ([`BatchEncoder`]); async queries keep theirs in the
 //! lake ([`queries`]). The Postgres wire protocol is served here too ([`pg`]); the HTTP API is
-//! the `tarn-http` crate's. Errors say whose problem they are ([`Error`], with a
-//! [`tarn_lake::ErrorKind`]).
+//! the `tarn-http` crate's; Arrow Flight SQL too ([`flight`]). With workers ([`cluster`]), query stages run on `tarn worker`
+//! processes (datafusion-distributed), for every frontend alike. Errors say whose problem
+//! they are ([`Error`], with a [`tarn_lake::ErrorKind`]).
 //!
 //! It never writes user tables.
 //!
@@ -33,6 +34,7 @@ pub mod cluster;
 mod engine;
 mod error;
 mod external;
+pub mod flight;
 mod format;
 #[cfg(feature = "pg")]
 pub mod observe;

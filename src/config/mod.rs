@@ -254,6 +254,10 @@ pub struct ServeArgs {
     /// Address to listen on for the Postgres wire protocol (psql, BI tools), or `off`.
     #[arg(long, env = "TARN_PG_LISTEN", default_value = "127.0.0.1:5433")]
     pub pg_listen: PgListen,
+    /// Address to listen on for Arrow Flight SQL (ADBC, the Flight SQL JDBC driver), or `off`
+    /// (the default).
+    #[arg(long, env = "TARN_FLIGHT_LISTEN", default_value = "off")]
+    pub flight_listen: PgListen,
     /// Create unknown tables on first ingest, with a schema inferred from that first body
     /// (default: on, unless API keys are configured).
     #[arg(long, env = "TARN_AUTO_CREATE", action = ArgAction::Set)]
@@ -332,8 +336,8 @@ pub struct ClusterArgs {
     /// are planned here and run here when no worker answers.
     #[arg(long, env = "TARN_WORKERS", value_delimiter = ',')]
     pub workers: Vec<url::Url>,
-    /// The secret the workers were started with (at least 16 characters; `tarn key new`
-    /// makes one). Prefer the environment variable.
+    /// The secret the workers were started with (at least 16 characters, e.g. from
+    /// `openssl rand -hex 24`). Prefer the environment variable.
     #[arg(long, env = "TARN_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Parquet bytes per task of a scan stage on the workers: smaller scans run as one task.
@@ -373,8 +377,8 @@ pub struct WorkerArgs {
     /// a private network.
     #[arg(long, env = "TARN_WORKER_LISTEN", default_value_t = tarn_query::cluster::DEFAULT_WORKER_LISTEN)]
     pub listen: SocketAddr,
-    /// The secret serving nodes must present (at least 16 characters; `tarn key new` makes
-    /// one). Prefer the environment variable.
+    /// The secret serving nodes must present (at least 16 characters, e.g. from
+    /// `openssl rand -hex 24`). Prefer the environment variable.
     #[arg(long, env = "TARN_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: String,
     /// Memory the tasks on this worker share, in bytes; beyond their share, sorts, joins and
@@ -395,7 +399,7 @@ pub fn parse_scope(text: &str) -> Result<UniqueKeyScope, String> {
     }
 }
 
-/// `--pg-listen`: an address, or `off` (no Postgres endpoint).
+/// `--pg-listen`, `--flight-listen`: an address, or `off` (no such endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgListen(pub Option<SocketAddr>);
 
@@ -488,6 +492,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Address for the Postgres wire protocol; `None`: off (the default of tests).
     pub pg_listen: Option<SocketAddr>,
+    /// Address for Arrow Flight SQL; `None`: off (the default).
+    pub flight_listen: Option<SocketAddr>,
     /// Ingest settings.
     pub ingest: IngestConfig,
     /// Query settings.
@@ -519,6 +525,7 @@ impl ServeConfig {
             lake_options: LakeOptions::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             pg_listen: None,
+            flight_listen: None,
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             tables: Vec::new(),
@@ -563,6 +570,7 @@ impl From<ServeArgs> for ServeConfig {
             },
             listen: args.listen,
             pg_listen: args.pg_listen.0,
+            flight_listen: args.flight_listen.0,
             query: args.query.into(),
             ingest: IngestConfig {
                 auto_create: args.auto_create.unwrap_or(true),

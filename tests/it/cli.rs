@@ -12,7 +12,138 @@ use crate::support::TestServer;
 
 const TARN: &str = env!("CARGO_BIN_EXE_tarn");
 
-backend_tests!(tarn_sql_prints_an_aligned_table, tarn_serve_stops_gracefully_on_sigterm);
+backend_tests!(
+    tarn_sql_prints_an_aligned_table,
+    tarn_serve_stops_gracefully_on_sigterm,
+    tarn_serve_runs_queries_on_tarn_workers
+);
+
+/// A started `tarn` process and the address it logged it serves on (after `marker`).
+async fn spawn_logged(
+    args: &[&str],
+    env: Vec<(String, String)>,
+    marker: &str,
+) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(TARN)
+        .args(args)
+        .envs(env)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let marker = marker.to_string();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split(marker.as_str()).nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("tarn exited before it logged '{marker}'");
+    })
+    .await
+    .expect("tarn logs where it listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `tarn worker` twice and `tarn serve --workers`: a query's stages run on the workers
+/// (EXPLAIN says so) and answer as one node does; with a worker stopped, queries go on.
+async fn tarn_serve_runs_queries_on_tarn_workers(backend: Backend) {
+    let lake = tarn_lake::test_util::TestLake::new(backend);
+    let secret = ("TARN_CLUSTER_SECRET".to_string(), "cli-test-cluster-secret".to_string());
+    let env = || lake.env().into_iter().chain([secret.clone()]).collect::<Vec<_>>();
+
+    // A worker refuses a short secret, saying why.
+    let short = tokio::process::Command::new(TARN)
+        .args(["worker", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
+        .env("TARN_CLUSTER_SECRET", "short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16 characters"));
+
+    let mut workers = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let args = ["worker", "--lake", &lake.location, "--listen", &listen];
+        let (child, addr) = spawn_logged(&args, env(), "serving query stages on ").await;
+        urls.push(format!("http://{addr}"));
+        workers.push(child);
+    }
+    let wal_dir = tempfile::tempdir().unwrap();
+    let wal = wal_dir.path().to_str().unwrap().to_string();
+    let list = urls.join(",");
+    let args = [
+        "serve",
+        "--lake",
+        &lake.location,
+        "--listen",
+        "127.0.0.1:0",
+        "--pg-listen",
+        "off",
+        "--wal-dir",
+        &wal,
+        "--workers",
+        &list,
+        "--bytes-per-task",
+        "2000",
+    ];
+    let (mut server, addr) = spawn_logged(&args, env(), "on http://").await;
+
+    let client = reqwest::Client::new();
+    let body: String =
+        (0..3000).map(|i| format!("{{\"user\": \"u{}\", \"n\": {i}}}\n", i % 7)).collect();
+    let ingest = client
+        .post(format!("http://{addr}/v1/ingest/clicks?wait=commit"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ingest.status(), 200, "{}", ingest.text().await.unwrap());
+    let sql = |sql: String| {
+        let client = client.clone();
+        let addr = addr.clone();
+        async move {
+            let response = client
+                .post(format!("http://{addr}/v1/sql"))
+                .json(&serde_json::json!({ "sql": sql }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()["rows"].clone()
+        }
+    };
+    let query = "SELECT user, count(*) AS c, sum(n) AS s FROM clicks GROUP BY user ORDER BY user";
+    let plan = sql(format!("EXPLAIN {query}")).await.to_string();
+    assert!(plan.contains("distributed_plan") && plan.contains("tasks=2"), "{plan}");
+    let expected: Vec<serde_json::Value> = (0..7)
+        .map(|u| {
+            let ns: Vec<i64> = (0..3000).filter(|i| i % 7 == u).collect();
+            serde_json::json!([format!("u{u}"), ns.len(), ns.iter().sum::<i64>()])
+        })
+        .collect();
+    assert_eq!(sql(query.to_string()).await, serde_json::Value::Array(expected.clone()));
+
+    // One worker stops; once the server's probe saw it (every 2 s), queries answer again.
+    let mut stopped = workers.pop().unwrap();
+    let pid = stopped.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), stopped.wait()).await.unwrap();
+    assert!(status.unwrap().success(), "a worker stops gracefully on SIGTERM");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sql(query.to_string()).await, serde_json::Value::Array(expected));
+    let _ = server.kill().await;
+}
 
 async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
     let server = TestServer::start(backend).await;

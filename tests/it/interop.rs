@@ -1,5 +1,6 @@
 //! Other engines read what Tarn writes: python `deltalake` (delta-rs' Python binding, from the
-//! test virtualenv) reads a Tarn table on the temp dir and on S3 and sees the same rows.
+//! test virtualenv) reads a Tarn table on the temp dir and on S3 and sees the same rows; Sail
+//! (Spark SQL over Spark Connect, `pysail`) reads one with `spark.read.format("delta")`.
 
 use serde_json::{json, Value};
 use tarn_lake::backend_tests;
@@ -71,4 +72,60 @@ async fn python_deltalake_reads_tarn_tables(backend: Backend) {
         .map(|r| json!({"amount": r[0], "order_id": r[1], "paid": r[2], "sku": r[3]}))
         .collect();
     assert_eq!(Value::Array(tarn_rows), seen["rows"]);
+}
+
+const SAIL_READ: &str = r#"
+import json, sys
+from pysail.spark import SparkConnectServer
+from pyspark.sql import SparkSession
+server = SparkConnectServer(ip="127.0.0.1", port=0)
+server.start(background=True)
+_, port = server.listening_address
+spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+spark.read.format("delta").load(sys.argv[1]).createOrReplaceTempView("clicks")
+rows = spark.sql(
+    "SELECT page, count(*) AS views, sum(ms) AS ms FROM clicks GROUP BY page ORDER BY page"
+).collect()
+print(json.dumps([[r.page, r.views, r.ms] for r in rows]), flush=True)
+spark.stop()
+server.stop()
+"#;
+
+/// Sail (Spark SQL) reads a table Tarn wrote, as `spark.read.format("delta").load(<lake>/<namespace>/<table>)`,
+/// and answers a GROUP BY as Tarn does.
+#[tokio::test]
+async fn sail_reads_tarn_tables() {
+    let server = TestServer::start(Backend::Local).await;
+    let body: String =
+        (0..500).map(|i| format!("{{\"page\": \"/p{}\", \"ms\": {}}}\n", i % 7, i * 3)).collect();
+    assert_eq!(server.ingest("clicks", "application/x-ndjson", &body).await.0, 200);
+    let more: String =
+        (500..800).map(|i| format!("{{\"page\": \"/p{}\", \"ms\": {}}}\n", i % 5, i)).collect();
+    assert_eq!(server.ingest("clicks", "application/x-ndjson", &more).await.0, 200);
+    let (_, table) = server.get("/v1/tables/clicks").await;
+    let url = table["url"].as_str().unwrap();
+    let path = url.strip_prefix("file://").expect("a local table");
+
+    // From a file: pyspark looks for a Spark home beside the script, which `-c` has not.
+    let script = tempfile::Builder::new().suffix(".py").tempfile().unwrap();
+    std::fs::write(script.path(), SAIL_READ).unwrap();
+    let output = tokio::process::Command::new(python())
+        .arg(script.path())
+        .arg(path)
+        .output()
+        .await
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "Sail failed to read {path}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sail: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (_, result) = server
+        .sql(
+            "SELECT page, count(*) AS views, sum(ms) AS ms FROM clicks GROUP BY page ORDER BY page",
+        )
+        .await;
+    assert_eq!(sail, result["rows"], "Sail and Tarn answer alike");
+    assert_eq!(sail.as_array().unwrap().len(), 7, "{sail}");
 }

@@ -7,6 +7,7 @@ mod crash;
 mod crawl;
 mod e2e;
 mod examples;
+mod flight;
 mod interop;
 mod jobs;
 mod layout;

@@ -142,4 +142,35 @@ async fn compose_file_is_consistent() {
     let dockerfile = read("Dockerfile");
     assert!(dockerfile.contains("curl -fsS http://127.0.0.1:8080/readyz"), "{dockerfile}");
     assert!(dockerfile.contains("ca-certificates curl"), "{dockerfile}");
+
+    // The cluster profile: two servers and two workers on the same lake, the servers naming
+    // the workers where they listen, one secret, workers not published.
+    let secret = services["worker-1"]["environment"]["TARN_CLUSTER_SECRET"].as_str().unwrap();
+    assert!(secret.len() >= tarn_query::cluster::ClusterConfig::MIN_SECRET_LEN, "{secret}");
+    for worker in ["worker-1", "worker-2"] {
+        let service = &services[worker];
+        assert_eq!(service["profiles"], serde_json::json!(["cluster"]), "{worker}");
+        assert_eq!(service["command"], serde_json::json!(["worker"]), "{worker}");
+        assert!(service.get("ports").is_none(), "{worker} must not be published");
+        let env = &service["environment"];
+        assert_eq!(env["TARN_WORKER_LISTEN"], "0.0.0.0:7000", "{worker}");
+        assert_eq!(env["TARN_CLUSTER_SECRET"], secret, "{worker}");
+        for key in ["TARN_LAKE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            assert_eq!(env[key], tarn[key], "{worker}: {key}");
+        }
+    }
+    for (server, port) in [("tarn-a", "8081:8080"), ("tarn-b", "8082:8080")] {
+        let service = &services[server];
+        assert_eq!(service["profiles"], serde_json::json!(["cluster"]), "{server}");
+        assert_eq!(service["ports"][0], port, "{server}");
+        let env = &service["environment"];
+        assert_eq!(env["TARN_WORKERS"], "http://worker-1:7000,http://worker-2:7000", "{server}");
+        assert_eq!(env["TARN_CLUSTER_SECRET"], secret, "{server}");
+        assert_eq!(env["TARN_LAKE"], tarn["TARN_LAKE"], "{server}");
+        for worker in ["worker-1", "worker-2"] {
+            assert!(service["depends_on"].get(worker).is_some(), "{server} after {worker}");
+        }
+    }
+    // The default `docker compose up` starts no cluster service.
+    assert!(services["tarn"].get("profiles").is_none());
 }

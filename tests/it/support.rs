@@ -15,6 +15,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The Postgres endpoint's address, when the configuration turned it on.
     pub pg_addr: Option<SocketAddr>,
+    /// The Arrow Flight SQL endpoint's address, when the configuration turned it on.
+    pub flight_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -43,6 +45,7 @@ impl TestServer {
         let app = Application::build(config).await.expect("build the application");
         let addr = app.local_addr();
         let pg_addr = app.pg_addr();
+        let flight_addr = app.flight_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -52,6 +55,7 @@ impl TestServer {
             _wal_dir: wal_dir,
             addr,
             pg_addr,
+            flight_addr,
             client: reqwest::Client::new(),
             _stop: stop,
         }
