@@ -215,27 +215,15 @@ fn classify(e: &DataFusionError) -> Option<Error> {
     })
 }
 
-/// Words of datafusion-distributed's errors when a worker cannot be reached or stops
-/// answering mid-query.
-const WORKER_FAILURES: &[&str] = &[
-    "Distributed DataFusion worker",
-    "Distributed DataFusion channel",
-    "transport error",
-    "error trying to connect",
-    "h2 protocol error",
-    "connection reset",
-    "Connection reset",
-    "broken pipe",
-    "Broken pipe",
-];
-
 /// True when a worker of the cluster failed the query: unreachable, gone mid-stream, or
-/// refusing the cluster's secret.
+/// refusing the cluster's secret. Errors of the query itself on a worker come back as the
+/// DataFusion error they were (datafusion-distributed encodes them); what is left as a gRPC
+/// status is the network's or the worker's.
 fn worker_failed(e: &DataFusionError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(cause) = source {
-        if let Some(status) = cause.downcast_ref::<tonic::Status>() {
-            return true_for_status(status);
+        if cause.downcast_ref::<tonic::Status>().is_some() {
+            return true;
         }
         if let Some(DataFusionError::External(inner)) = cause.downcast_ref::<DataFusionError>() {
             if let Some(Error::WorkersUnavailable(_)) = inner.downcast_ref::<Error>() {
@@ -244,16 +232,8 @@ fn worker_failed(e: &DataFusionError) -> bool {
         }
         source = cause.source();
     }
-    let text = e.to_string();
-    WORKER_FAILURES.iter().any(|w| text.contains(w))
-}
-
-fn true_for_status(status: &tonic::Status) -> bool {
-    use tonic::Code;
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unauthenticated | Code::Cancelled | Code::Aborted | Code::Unknown
-    ) && !status.message().is_empty()
+    // Connecting to a worker fails with an execution error that names it.
+    e.to_string().contains("Distributed DataFusion")
 }
 
 /// A storage failure under a query: a file gone (compacted or vacuumed away meanwhile) or
@@ -359,6 +339,26 @@ mod tests {
             source: "connection refused".into(),
         }));
         assert_eq!(Error::from(outage).kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn a_worker_failing_is_unavailable_and_a_query_error_on_a_worker_is_the_querys() {
+        let gone = DataFusionError::External(Box::new(tonic::Status::unavailable(
+            "error trying to connect: tcp connect error",
+        )));
+        let gone = Error::from(DataFusionError::Context("stage 2".into(), Box::new(gone)));
+        assert!(matches!(gone, Error::WorkersUnavailable(_)), "{gone}");
+        assert_eq!(gone.kind(), ErrorKind::Unavailable);
+        assert!(gone.retry_after().is_some());
+        let unreachable = Error::from(DataFusionError::Execution(
+            "Error connecting to Distributed DataFusion worker on 'http://10.0.0.5:7000/': transport error"
+                .into(),
+        ));
+        assert!(matches!(unreachable, Error::WorkersUnavailable(_)), "{unreachable}");
+        // datafusion-distributed decodes a worker's own errors back into DataFusion's.
+        let query =
+            Error::from(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None));
+        assert_eq!(query.kind(), ErrorKind::BadInput);
     }
 
     /// Found in review: a Parquet read stopped by storage was "unreadable data" (422), not an

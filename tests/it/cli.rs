@@ -18,12 +18,15 @@ backend_tests!(
     tarn_serve_runs_queries_on_tarn_workers
 );
 
-/// A started `tarn` process and the address it logged it serves on (after `marker`).
+type Stderr = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// A started `tarn` process, the address it logged it serves on (after `marker`), and the
+/// rest of its log lines.
 async fn spawn_logged(
     args: &[&str],
     env: Vec<(String, String)>,
     marker: &str,
-) -> (tokio::process::Child, String) {
+) -> (tokio::process::Child, String, Stderr) {
     let mut child = tokio::process::Command::new(TARN)
         .args(args)
         .envs(env)
@@ -44,8 +47,12 @@ async fn spawn_logged(
     })
     .await
     .expect("tarn logs where it listens");
+    (child, addr, lines)
+}
+
+/// Reads (and drops) a process's log lines, so that it never blocks on a full pipe.
+fn drain(mut lines: Stderr) {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 fn free_port() -> u16 {
@@ -74,7 +81,8 @@ async fn tarn_serve_runs_queries_on_tarn_workers(backend: Backend) {
     for _ in 0..2 {
         let listen = format!("127.0.0.1:{}", free_port());
         let args = ["worker", "--lake", &lake.location, "--listen", &listen];
-        let (child, addr) = spawn_logged(&args, env(), "serving query stages on ").await;
+        let (child, addr, lines) = spawn_logged(&args, env(), "serving query stages on ").await;
+        drain(lines);
         urls.push(format!("http://{addr}"));
         workers.push(child);
     }
@@ -96,7 +104,8 @@ async fn tarn_serve_runs_queries_on_tarn_workers(backend: Backend) {
         "--bytes-per-task",
         "2000",
     ];
-    let (mut server, addr) = spawn_logged(&args, env(), "on http://").await;
+    let (mut server, addr, lines) = spawn_logged(&args, env(), "on http://").await;
+    drain(lines);
 
     let client = reqwest::Client::new();
     let body: String =
@@ -178,30 +187,22 @@ async fn tarn_sql_prints_an_aligned_table(backend: Backend) {
 async fn tarn_serve_stops_gracefully_on_sigterm(backend: Backend) {
     let lake = tarn_lake::test_util::TestLake::new(backend);
     let wal_dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(TARN)
-        .args(["serve", "--lake", &lake.location, "--listen", "127.0.0.1:0"])
-        .args(["--pg-listen", "127.0.0.1:0"])
-        .arg("--wal-dir")
-        .arg(wal_dir.path())
-        // Nothing is committed by age before the SIGTERM: shutdown must commit it.
-        .args(["--flush-max-age-ms", "600000"])
-        .envs(lake.env())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("on http://").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_string();
-            }
-        }
-        panic!("tarn serve exited before it logged its address");
-    })
-    .await
-    .expect("tarn serve logs where it listens");
+    let wal = wal_dir.path().to_str().unwrap();
+    // Nothing is committed by age before the SIGTERM: shutdown must commit it.
+    let args = [
+        "serve",
+        "--lake",
+        &lake.location,
+        "--listen",
+        "127.0.0.1:0",
+        "--pg-listen",
+        "127.0.0.1:0",
+        "--wal-dir",
+        wal,
+        "--flush-max-age-ms",
+        "600000",
+    ];
+    let (mut child, addr, mut lines) = spawn_logged(&args, lake.env(), "on http://").await;
 
     let client = reqwest::Client::new();
     let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
