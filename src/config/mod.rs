@@ -10,11 +10,12 @@ use tarn_ingest::dropzone::DropZoneConfig;
 use tarn_ingest::{FlushConfig, IngestConfig, MaintenanceConfig, UniqueKeyScope, WalConfig};
 use tarn_lake::LakeOptions;
 use tarn_pipelines::{AlertsConfig, JobSpec, JobsConfig, SmtpConfig};
-use tarn_query::cluster::ClusterConfig;
 use tarn_query::QueryConfig;
 
+mod cluster;
 mod file;
 
+pub use cluster::{ClusterArgs, WorkerArgs};
 pub use file::FileConfig;
 
 /// Tarn: ingest over HTTP into Delta Lake tables, a catalog, and SQL over REST.
@@ -253,11 +254,11 @@ pub struct ServeArgs {
     pub config: PathBuf,
     /// Address to listen on for the Postgres wire protocol (psql, BI tools), or `off`.
     #[arg(long, env = "TARN_PG_LISTEN", default_value = "127.0.0.1:5433")]
-    pub pg_listen: PgListen,
+    pub pg_listen: Listen,
     /// Address to listen on for Arrow Flight SQL (ADBC, the Flight SQL JDBC driver), or `off`
     /// (the default).
     #[arg(long, env = "TARN_FLIGHT_LISTEN", default_value = "off")]
-    pub flight_listen: PgListen,
+    pub flight_listen: Listen,
     /// Create unknown tables on first ingest, with a schema inferred from that first body
     /// (default: on, unless API keys are configured).
     #[arg(long, env = "TARN_AUTO_CREATE", action = ArgAction::Set)]
@@ -328,68 +329,6 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
 }
 
-/// The query workers of a serving node (`tarn serve --workers`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct ClusterArgs {
-    /// Run query stages on these `tarn worker`s: comma-separated URLs (http://10.0.0.5:7000),
-    /// as every worker reaches the others too (shuffles go from worker to worker). Queries
-    /// are planned here and run here when no worker answers.
-    #[arg(long, env = "TARN_WORKERS", value_delimiter = ',')]
-    pub workers: Vec<url::Url>,
-    /// The secret the workers were started with (at least 16 characters, e.g. from
-    /// `openssl rand -hex 24`). Prefer the environment variable.
-    #[arg(long, env = "TARN_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
-    /// Parquet bytes per task of a scan stage on the workers: smaller scans run as one task.
-    #[arg(long, env = "TARN_BYTES_PER_TASK", default_value_t = ClusterConfig::DEFAULT_BYTES_PER_TASK)]
-    pub bytes_per_task: usize,
-}
-
-impl ClusterArgs {
-    /// The cluster, when workers are named.
-    pub fn config(&self) -> anyhow::Result<Option<ClusterConfig>> {
-        if self.workers.is_empty() {
-            return Ok(None);
-        }
-        let Some(secret) = self.cluster_secret.clone() else {
-            anyhow::bail!(
-                "--workers needs the workers' secret: --cluster-secret or TARN_CLUSTER_SECRET"
-            );
-        };
-        let config = ClusterConfig {
-            workers: self.workers.clone(),
-            secret,
-            bytes_per_task: self.bytes_per_task.max(1),
-            probe_every: tarn_query::cluster::PROBE_EVERY,
-        };
-        config.check().map_err(|e| anyhow::anyhow!("--workers: {e}"))?;
-        Ok(Some(config))
-    }
-}
-
-/// `tarn worker`.
-#[derive(Debug, Clone, Args)]
-pub struct WorkerArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub lake: LakeArgs,
-    /// Address to listen on for serving nodes (gRPC). Workers serve no public: keep them on
-    /// a private network.
-    #[arg(long, env = "TARN_WORKER_LISTEN", default_value_t = tarn_query::cluster::DEFAULT_WORKER_LISTEN)]
-    pub listen: SocketAddr,
-    /// The secret serving nodes must present (at least 16 characters, e.g. from
-    /// `openssl rand -hex 24`). Prefer the environment variable.
-    #[arg(long, env = "TARN_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: String,
-    /// Memory the tasks on this worker share, in bytes; beyond their share, sorts, joins and
-    /// aggregations spill to disk.
-    #[arg(long, env = "TARN_QUERY_MEMORY_BYTES", default_value_t = QueryConfig::default().memory_limit)]
-    pub query_memory_bytes: usize,
-    /// Directory for spill files (default: the system's temporary directory).
-    #[arg(long, env = "TARN_QUERY_SPILL_DIR")]
-    pub query_spill_dir: Option<PathBuf>,
-}
-
 /// `--unique-key-scope`: `lake` or `node`.
 pub fn parse_scope(text: &str) -> Result<UniqueKeyScope, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -401,15 +340,15 @@ pub fn parse_scope(text: &str) -> Result<UniqueKeyScope, String> {
 
 /// `--pg-listen`, `--flight-listen`: an address, or `off` (no such endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PgListen(pub Option<SocketAddr>);
+pub struct Listen(pub Option<SocketAddr>);
 
-impl std::str::FromStr for PgListen {
+impl std::str::FromStr for Listen {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.trim() {
-            "off" | "none" | "" => Ok(PgListen(None)),
-            address => address.parse().map(|a| PgListen(Some(a))).map_err(|e| {
+            "off" | "none" | "" => Ok(Listen(None)),
+            address => address.parse().map(|a| Listen(Some(a))).map_err(|e| {
                 format!("'{address}' is not an address (127.0.0.1:5433) nor `off`: {e}")
             }),
         }
