@@ -32,6 +32,13 @@ pub enum Error {
     /// A time-travel read asked for a version the table does not have (any more).
     #[error("{0}")]
     VersionNotFound(String),
+    /// A commit meant for exactly one version found it taken by another writer
+    /// ([`crate::LakeTable::append_txn_next`]): nothing was committed.
+    #[error("version {version} of the table was committed by another writer first")]
+    VersionTaken {
+        /// The version that was taken.
+        version: u64,
+    },
     /// Batches handed to an append do not fit the table's schema.
     #[error("the data does not match the table's schema: {0}")]
     SchemaMismatch(String),
@@ -84,7 +91,7 @@ impl Classify for Error {
         match self {
             Error::InvalidLocation { .. } => ErrorKind::BadInput,
             Error::TableNotFound { .. } | Error::VersionNotFound(_) => ErrorKind::NotFound,
-            Error::TableExists { .. } => ErrorKind::Conflict,
+            Error::TableExists { .. } | Error::VersionTaken { .. } => ErrorKind::Conflict,
             Error::SchemaMismatch(_) => ErrorKind::Unprocessable,
             Error::Delta(_) | Error::ObjectStore(_) | Error::Arrow(_) | Error::Io { .. } => {
                 ErrorKind::Internal

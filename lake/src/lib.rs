@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod changes;
 pub mod cluster;
 mod error;
 mod kind;

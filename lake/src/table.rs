@@ -20,6 +20,18 @@ use crate::{Error, Result};
 /// Appends never conflict logically, so each retry simply takes the next version.
 pub(crate) const COMMIT_RETRIES: usize = 100;
 
+/// Properties of Tarn's commits: `retries` further versions tried when another writer took
+/// the next one, the application transaction `txn`, and no checkpoint: checkpoints are written
+/// by Tarn's maintenance (every N commits, configurable), not as a side effect of a commit.
+fn commit_properties(txn: Option<Transaction>, retries: usize) -> CommitProperties {
+    let properties =
+        CommitProperties::default().with_max_retries(retries).with_create_checkpoint(false);
+    match txn {
+        Some(txn) => properties.with_application_transaction(txn),
+        None => properties,
+    }
+}
+
 /// A loaded Delta table in the lake.
 #[derive(Debug, Clone)]
 pub struct LakeTable {
@@ -194,7 +206,7 @@ impl LakeTable {
     /// When another writer commits first, the commit is retried on the next version; appends
     /// never conflict, so no data is lost and nothing is written twice.
     pub async fn append(self, batches: Vec<RecordBatch>) -> Result<LakeTable> {
-        self.commit(batches, None).await
+        self.commit_with(batches, None, COMMIT_RETRIES).await
     }
 
     /// Like [`LakeTable::append`], and records the application transaction `(app_id,
@@ -206,7 +218,7 @@ impl LakeTable {
         app_id: &str,
         version: i64,
     ) -> Result<LakeTable> {
-        self.commit(batches, Some(Transaction::new(app_id, version))).await
+        self.commit_with(batches, Some(Transaction::new(app_id, version)), COMMIT_RETRIES).await
     }
 
     /// The last version recorded for `app_id` by [`LakeTable::append_txn`], if any.
@@ -215,10 +227,13 @@ impl LakeTable {
         Ok(state.transaction_version(self.table.log_store().as_ref(), app_id).await?)
     }
 
-    async fn commit(
+    /// Appends `batches` (and `txn`) as one commit, trying at most `retries` further versions
+    /// when another writer took the next one.
+    pub(crate) async fn commit_with(
         self,
         batches: Vec<RecordBatch>,
         txn: Option<Transaction>,
+        retries: usize,
     ) -> Result<LakeTable> {
         if batches.iter().all(|b| b.num_rows() == 0) && txn.is_none() {
             return Ok(self);
@@ -228,19 +243,11 @@ impl LakeTable {
             .into_iter()
             .map(|batch| conform(batch, &table_schema))
             .collect::<Result<Vec<_>>>()?;
-        // Checkpoints are written by Tarn's maintenance (every N commits, configurable), not
-        // as a side effect of an append.
-        let mut properties = CommitProperties::default()
-            .with_max_retries(COMMIT_RETRIES)
-            .with_create_checkpoint(false);
-        if let Some(txn) = txn {
-            properties = properties.with_application_transaction(txn);
-        }
         let table = self
             .table
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(properties)
+            .with_commit_properties(commit_properties(txn, retries))
             .await?;
         Ok(LakeTable::new(table))
     }
@@ -254,16 +261,22 @@ impl LakeTable {
         operation: deltalake::protocol::DeltaOperation,
         txn: Option<Transaction>,
     ) -> Result<LakeTable> {
-        let mut properties = CommitProperties::default()
-            .with_max_retries(COMMIT_RETRIES)
-            .with_create_checkpoint(false);
-        if let Some(txn) = txn {
-            properties = properties.with_application_transaction(txn);
-        }
-        let commit = deltalake::kernel::transaction::CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(Some(self.table.snapshot()?), self.table.log_store(), operation)
-            .await?;
+        self.commit_actions_with(actions, operation, txn, COMMIT_RETRIES).await
+    }
+
+    /// [`LakeTable::commit_actions`], trying at most `retries` further versions.
+    pub(crate) async fn commit_actions_with(
+        self,
+        actions: Vec<deltalake::kernel::Action>,
+        operation: deltalake::protocol::DeltaOperation,
+        txn: Option<Transaction>,
+        retries: usize,
+    ) -> Result<LakeTable> {
+        let commit =
+            deltalake::kernel::transaction::CommitBuilder::from(commit_properties(txn, retries))
+                .with_actions(actions)
+                .build(Some(self.table.snapshot()?), self.table.log_store(), operation)
+                .await?;
         let mut table = self.table;
         table.update_incremental(Some(commit.version())).await?;
         Ok(LakeTable::new(table))

@@ -60,6 +60,7 @@ backend_tests!(
     delete_prefix_removes_the_table,
     clustered_compaction_sorts_each_bin,
     staged_rows_commit_as_one_append,
+    exact_commits_see_what_others_added,
 );
 
 async fn create_append_stats_history(backend: Backend) {
@@ -311,4 +312,95 @@ async fn staged_rows_commit_as_one_append(backend: Backend) {
     let expected: Vec<(i64, String)> = (0..7).map(|i| (i, format!("n{i}"))).collect();
     let reader = lake.open_table("default/staged").await.unwrap();
     assert_eq!(read_sorted(&reader).await, expected);
+}
+
+/// The ids in `batches`' first column.
+fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn exact_commits_see_what_others_added(backend: Backend) {
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let path = "default/exact";
+    // Partitioned by a name that needs escaping in paths.
+    let table = lake.create_table(path, &schema(), &["name".to_string()]).await.unwrap();
+    let created = table.version();
+    let mine = table.clone();
+
+    // Another writer (another process: its own lake handle) appends twice.
+    let other_lake = test.open().await;
+    let other = other_lake.open_table(path).await.unwrap();
+    let names = StringArray::from(vec!["x y"; 3]);
+    let other_batch = RecordBatch::try_new(
+        schema(),
+        vec![Arc::new(Int64Array::from(vec![10, 11, 12])), Arc::new(names)],
+    )
+    .unwrap();
+    let other = other.append(vec![other_batch]).await.unwrap();
+    other.append(vec![batch(20..22)]).await.unwrap();
+
+    // A commit meant for the version after `mine` finds it taken, and commits nothing.
+    let err = mine.clone().append_txn_next(vec![batch(0..5)], "me", 1).await.unwrap_err();
+    assert!(matches!(err, Error::VersionTaken { version } if version == created + 1), "{err}");
+    assert_eq!(other_lake.open_table(path).await.unwrap().stats().rows, Some(5));
+
+    // What the other writer added since, key column and partition column read back.
+    let mut mine = mine;
+    mine.refresh().await.unwrap();
+    let added = mine.files_added_since(created).await.unwrap().expect("the log has every commit");
+    assert_eq!(added.len(), 3, "one file per partition and append: {added:?}");
+    let columns = ["id".to_string(), "name".to_string()];
+    let mut read = Vec::new();
+    for add in &added {
+        read.extend(mine.read_file_columns(add, &columns).await.unwrap().expect("the file"));
+    }
+    assert_eq!(ids_of(&read), [10, 11, 12, 20, 21]);
+    let names: Vec<String> = read
+        .iter()
+        .flat_map(|b| {
+            let names = arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
+            let names = names.as_any().downcast_ref::<StringArray>().unwrap().clone();
+            names.iter().map(|n| n.unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names.iter().filter(|n| n.as_str() == "x y").count(), 3, "{names:?}");
+    assert!(mine.files_added_since(mine.version()).await.unwrap().unwrap().is_empty());
+
+    // At the version after the latest, the commit lands.
+    let mine = mine.append_txn_next(vec![batch(0..5)], "me", 1).await.unwrap();
+    assert_eq!((mine.version(), mine.stats().rows), (created + 3, Some(10)));
+    assert_eq!(mine.txn_version("me").await.unwrap(), Some(1));
+
+    // A compaction moves rows without adding data: nothing to read since; the files it
+    // replaced can still be read.
+    let more = RecordBatch::try_new(
+        schema(),
+        vec![Arc::new(Int64Array::from(vec![30, 31])), Arc::new(StringArray::from(vec!["x y"; 2]))],
+    )
+    .unwrap();
+    let mine = mine.append(vec![more]).await.unwrap();
+    let (compacted, _) = mine.clone().optimize(1024 * 1024, &[]).await.unwrap();
+    assert!(compacted.version() > mine.version());
+    let moved = compacted.files_added_since(mine.version()).await.unwrap().unwrap();
+    assert!(moved.is_empty(), "{moved:?}");
+    let old = compacted.read_file_columns(&added[0], &columns).await.unwrap();
+    assert!(old.is_some(), "a removed file stays readable until vacuumed");
+
+    // With no rows, the commit records the transaction alone.
+    let empty = compacted.append_txn_next(Vec::new(), "me", 2).await.unwrap();
+    assert_eq!(empty.txn_version("me").await.unwrap(), Some(2));
+    assert_eq!(empty.stats().rows, Some(12));
+
+    // A file that is gone reads as None.
+    let mut gone = added[0].clone();
+    gone.path = "name=nowhere/part-00000-absent.parquet".into();
+    assert!(empty.read_file_columns(&gone, &columns).await.unwrap().is_none());
 }
