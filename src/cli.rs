@@ -133,25 +133,20 @@ pub async fn sql(args: &SqlArgs) -> anyhow::Result<()> {
 /// `tarn load FILE... --table T`: loads files into a table with its contract, showing progress,
 /// and prints a summary per file and in total.
 pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
-    use tarn_ingest::{LoadConfig, Loader, Nodes, Tables, TablesConfig};
+    use tarn_ingest::{LoadConfig, Loader, Tables, TablesConfig};
     let catalog = Arc::new(catalog(&args.lake).await?);
     let explicit = args.config != std::path::Path::new("tarn.toml");
     let file_config = crate::config::FileConfig::read(&args.config, explicit)?;
     crate::server::apply_tables(&catalog, &file_config.tables).await?;
     let name = TableName::parse(&args.table)?;
-    // Loads commit straight to Delta: no write-ahead log, only the catalog. The load says it
-    // ingests into the lake while it runs, so servers with unique keys know.
-    let node = format!("load-{}", uuid::Uuid::new_v4().simple());
-    let nodes = Nodes::join(catalog.lake().store().clone(), &node, "load");
+    // Loads commit straight to Delta: no write-ahead log, only the catalog.
     let tables =
         TablesConfig { unique_key_scope: args.unique_key_scope, ..TablesConfig::default() };
-    let tables = Arc::new(Tables::new(catalog.clone(), tables, Some(nodes.clone())));
+    let tables = Arc::new(Tables::new(catalog.clone(), tables));
     let spool = tempfile::tempdir()?;
     let config = LoadConfig { spool_dir: spool.path().join("spool"), max_upload_bytes: u64::MAX };
     let loader = Loader::new(tables, config);
-    let loaded = load_files(args, &catalog, &loader, &name).await;
-    nodes.leave().await;
-    loaded
+    load_files(args, &catalog, &loader, &name).await
 }
 
 /// Loads each file of `args` into `name`, printing a summary per file and in total.

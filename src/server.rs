@@ -11,7 +11,7 @@ use tarn_catalog::auth::KeyRing;
 use tarn_catalog::limit::RateLimits;
 use tarn_catalog::{Catalog, DefineStatus, TableName, TableSpec};
 use tarn_ingest::maintenance::Maintenance;
-use tarn_ingest::{CorsGrant, Ingestor, Loader, Nodes, Tables};
+use tarn_ingest::{CorsGrant, Ingestor, Loader, Tables};
 use tarn_lake::{Classify, ErrorKind, Lake};
 use tarn_pipelines::{Alerts, Jobs, Notifier, RetryPolicy};
 use tarn_query::queries::QueryManager;
@@ -47,8 +47,6 @@ fn storage_down(error: &anyhow::Error) -> bool {
 pub struct Services {
     /// What the HTTP API serves.
     pub api: tarn_http::Services,
-    /// This process's entry among the lake's ingesting processes.
-    nodes: Arc<Nodes>,
     /// Stops the drop zone and the other background loops.
     stop: watch::Sender<bool>,
 }
@@ -87,13 +85,12 @@ impl Services {
         std::fs::create_dir_all(&ingest.wal.dir)
             .with_context(|| format!("cannot create the write-ahead log directory {wal}"))?;
         // The log directory is locked first: a second server pointed at it stops here, before
-        // it announces itself under this node's id or clears the spool of uploads.
+        // it clears the spool of uploads.
         let open = Ingestor::open(ingest.clone())
             .await
             .with_context(|| format!("cannot open the write-ahead log in {wal}"))?;
         let node = open.node_id().to_string();
-        let nodes = Nodes::join(catalog.lake().store().clone(), &node, "serve");
-        let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables(), Some(nodes.clone())));
+        let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables()));
         let events = tables.events().clone();
         let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
         let ingestor = open
@@ -171,7 +168,7 @@ impl Services {
             jobs,
             limits,
         };
-        Ok(Services { api, nodes, stop })
+        Ok(Services { api, stop })
     }
 }
 
@@ -368,7 +365,6 @@ impl Application {
         {
             tracing::warn!("stopped before every job notification was delivered");
         }
-        self.services.nodes.leave().await;
         tracing::info!("Tarn stopped");
         Ok(())
     }

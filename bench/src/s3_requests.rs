@@ -39,8 +39,8 @@ struct Counts {
     other: usize,
     /// Requests before the first `GET` of a data file.
     before_scan: usize,
-    /// Requests of the server's background work meanwhile (the readiness probe, the node
-    /// heartbeat), not counted above.
+    /// Requests of the server's background work meanwhile (the readiness probe), not counted
+    /// above.
     background: usize,
 }
 
@@ -57,7 +57,7 @@ impl Counts {
             let Some(request) = line.split('"').nth(1) else { continue };
             let mut parts = request.split_whitespace();
             let (Some(method), Some(target)) = (parts.next(), parts.next()) else { continue };
-            if target.contains("_tarn/readyz-probe") || target.contains("_tarn/nodes") {
+            if target.contains("_tarn/readyz-probe") {
                 counts.background += 1;
                 continue;
             }

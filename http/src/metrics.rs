@@ -89,6 +89,10 @@ fn describe() {
         "From a flush's start to its Delta commit, retries included"
     );
     describe_counter!("tarn_commit_failures_total", "Commit attempts that failed and were retried");
+    describe_counter!(
+        "tarn_ingest_duplicates_dropped_total",
+        "Acknowledged rows left out at commit: another writer committed their unique key first"
+    );
     describe_gauge!("tarn_wal_bytes", Unit::Bytes, "Bytes in the write-ahead log");
     describe_gauge!("tarn_wal_segments", "Segment files of the write-ahead log");
     describe_gauge!(

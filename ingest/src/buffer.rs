@@ -10,7 +10,8 @@
 //! While they wait, a table's rows are encoded into Parquet files in memory as they arrive
 //! (an [`Encoder`] task per table and flush, see [`tarn_lake::Stage`]), so a buffer holds
 //! compressed pages rather than Arrow arrays; the commit uploads the files. Tables with
-//! `cluster_by` keep Arrow batches, because their flush is sorted as a whole.
+//! `cluster_by` keep Arrow batches, because their flush is sorted as a whole, and so do tables
+//! with a `unique_key`, because their commit may leave rows out ([`crate::unique`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -97,8 +98,8 @@ impl Pending {
 enum Rows {
     /// Parquet files in memory.
     Staged(tarn_lake::Staged),
-    /// Arrow batches: tables whose flushes are sorted by `cluster_by`, or whose encoder could
-    /// not start (the table could not be read then).
+    /// Arrow batches: tables whose flushes are sorted by `cluster_by` or may leave rows out
+    /// (`unique_key`), or whose encoder could not start (the table could not be read then).
     Batches(Vec<RecordBatch>),
 }
 
@@ -137,7 +138,12 @@ impl Encoder {
         // The table as this process knows it (no storage access): the stage needs its
         // partitioning and statistics settings, not its latest version.
         let stage = match catalog.definition(&table).await {
-            Ok(definition) if !definition.spec.cluster_by.is_empty() => None,
+            Ok(definition)
+                if !definition.spec.cluster_by.is_empty()
+                    || !definition.spec.unique_key.is_empty() =>
+            {
+                None
+            }
             Ok(_) => match catalog.table_as_known(&table).await {
                 Ok(lake_table) => lake_table.stage().ok(),
                 Err(_) => None,
@@ -365,6 +371,8 @@ impl Buffers {
 pub struct Flusher {
     pub(crate) buffers: Arc<Buffers>,
     pub(crate) catalog: Arc<Catalog>,
+    /// The tables' plans and unique keys.
+    pub(crate) tables: Arc<crate::Tables>,
     pub(crate) wal: Arc<Wal>,
     pub(crate) keys: Arc<crate::idempotency::KeyStore>,
     pub(crate) maintenance: Arc<crate::maintenance::Maintenance>,
@@ -446,17 +454,17 @@ impl Flusher {
         let outcome = loop {
             attempt += 1;
             match self.commit(&table, &rows_in, &app_id, last_seq, attempt > 1).await {
-                Ok(committed) => {
+                Ok((committed, dropped)) => {
                     self.stats.committed(
                         &table,
                         committed.version(),
-                        rows as u64,
+                        rows.saturating_sub(dropped) as u64,
                         started.elapsed(),
                     );
                     self.maintenance.after_commit(&table, &committed);
                     break Some(Committed { seq: last_seq, version: committed.version() });
                 }
-                Err(tarn_catalog::Error::TableNotFound { .. }) => {
+                Err(crate::Error::Catalog(tarn_catalog::Error::TableNotFound { .. })) => {
                     tracing::error!(table = %table, rows, "the table was deleted while records for it were buffered; dropping them");
                     break None;
                 }
@@ -508,8 +516,10 @@ impl Flusher {
         }
     }
 
-    /// One commit attempt. On a retry, the table is first asked whether an earlier attempt
-    /// landed after all (its `txn` version already covers `seq`), so nothing is written twice.
+    /// One commit attempt; answers the table at the new version and the rows left out (rows
+    /// whose unique key another writer committed first). On a retry, the table is first asked
+    /// whether an earlier attempt landed after all (its `txn` version already covers `seq`),
+    /// so nothing is written twice.
     async fn commit(
         &self,
         table: &TableName,
@@ -517,23 +527,31 @@ impl Flusher {
         app_id: &str,
         seq: u64,
         retry: bool,
-    ) -> Result<LakeTable, tarn_catalog::Error> {
-        let (_, lake_table) = self.catalog.open(table).await?;
+    ) -> crate::Result<(LakeTable, usize)> {
+        let (definition, lake_table) = self.catalog.open(table).await?;
         if retry {
             if let Some(done) = lake_table.txn_version(app_id).await? {
                 if done >= seq as i64 {
-                    return Ok(lake_table);
+                    if let Rows::Batches(batches) = rows {
+                        self.tables.appended_earlier(table, &definition, &lake_table, batches);
+                    }
+                    return Ok((lake_table, 0));
                 }
             }
         }
-        let committed = match rows {
-            Rows::Staged(staged) => lake_table.append_staged(staged, app_id, seq as i64).await?,
-            Rows::Batches(batches) => {
-                lake_table.append_txn(batches.clone(), app_id, seq as i64).await?
+        match rows {
+            Rows::Staged(staged) => {
+                let committed = lake_table.append_staged(staged, app_id, seq as i64).await?;
+                self.catalog.remember(table, &committed);
+                Ok((committed, 0))
             }
-        };
-        self.catalog.remember(table, &committed);
-        Ok(committed)
+            Rows::Batches(batches) => {
+                let batches = batches.clone();
+                self.tables
+                    .append(table, &definition, lake_table, batches, app_id, seq as i64)
+                    .await
+            }
+        }
     }
 }
 

@@ -34,8 +34,8 @@ pub struct IngestConfig {
     pub maintenance: MaintenanceConfig,
     /// Most keys the unique-key index of one table holds.
     pub unique_key_max: usize,
-    /// How far a declared `unique_key` is enforced (`lake`: refuse while other processes
-    /// ingest into the lake; `node`: each process its own).
+    /// How far a declared `unique_key` is enforced (`lake`: across every process writing into
+    /// the lake, checked again at commit; `node`: each process its own).
     pub unique_key_scope: UniqueKeyScope,
     /// The drop zone (`_tarn/landing/<table>/`).
     pub dropzone: DropZoneConfig,

@@ -195,10 +195,9 @@ async fn handle(loader: &Loader, meta: &ObjectMeta, table: &str, file: &str) {
     }
 }
 
-/// Worth trying again later (storage unreachable, a full disk, another process ingesting
-/// into a lake whose table has a unique key), rather than a bad file.
+/// Worth trying again later (storage unreachable, a full disk), rather than a bad file.
 fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::UniqueKeyScope { .. }) || tarn_lake::Classify::kind(e).is_retryable()
+    tarn_lake::Classify::kind(e).is_retryable()
 }
 
 async fn load(

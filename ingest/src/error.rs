@@ -63,21 +63,6 @@ pub enum Error {
     /// A form post could not be taken (a bad redirect target, a file field).
     #[error("{0}")]
     BadForm(String),
-    /// The table has a unique key, which this process enforces with an index of its own,
-    /// and other processes ingest into the same lake (see [`crate::UniqueKeyScope`]).
-    #[error(
-        "table '{table}' has a unique key, and this server enforces unique keys only among the \
-         records it ingests itself, but other Tarn processes ingest into the same lake: {}; \
-         send this table's records to one server, or start every server with \
-         --unique-key-scope=node to accept that each enforces its own keys",
-        others.join(", ")
-    )]
-    UniqueKeyScope {
-        /// The qualified table name.
-        table: String,
-        /// The other live processes.
-        others: Vec<String>,
-    },
     /// The local spool directory (uploads, dropped files) cannot be written, e.g. the disk is
     /// full.
     #[error("cannot write the upload spool in {dir}: {source}")]
@@ -127,7 +112,6 @@ impl Classify for Error {
             | Error::Scan(_)
             | Error::Spool { .. }
             | Error::Replaying { .. } => ErrorKind::Unavailable,
-            Error::UniqueKeyScope { .. } => ErrorKind::Conflict,
             Error::UnsupportedMediaType(_) => ErrorKind::UnsupportedFormat,
             Error::TooLarge { .. } | Error::FileTooLarge(_) => ErrorKind::TooLarge,
             Error::TableNotFound { .. } => ErrorKind::NotFound,

@@ -56,7 +56,7 @@ pub struct OpenIngest {
 
 impl OpenIngest {
     /// This node's id, kept in the log directory (`node-id`): it names the Delta `txn`
-    /// application ids of this node's commits, and its entry among the lake's [`crate::Nodes`].
+    /// application ids of this node's commits.
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
@@ -114,6 +114,7 @@ impl Ingestor {
         let flusher = Arc::new(Flusher {
             buffers: buffers.clone(),
             catalog: catalog.clone(),
+            tables: tables.clone(),
             wal: wal.clone(),
             keys: keys.clone(),
             maintenance: Arc::new(Maintenance::new(

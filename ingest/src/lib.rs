@@ -38,7 +38,7 @@
 //! use tarn_ingest::{Format, IngestConfig, IngestOptions, Ingestor, Tables};
 //!
 //! let config = IngestConfig::default();
-//! let tables = Arc::new(Tables::new(catalog, config.tables(), None));
+//! let tables = Arc::new(Tables::new(catalog, config.tables()));
 //! let ingestor = Ingestor::start(tables, config).await?;
 //! let body = bytes::Bytes::from_static(br#"{"event": "view", "sku": "A-1"}
 //! {"event": "cart", "sku": "A-1"}"#);
@@ -64,7 +64,6 @@ pub mod idempotency;
 mod ingestor;
 pub mod load;
 pub mod maintenance;
-pub mod nodes;
 mod plan;
 pub mod prepare;
 pub mod replay;
@@ -88,7 +87,6 @@ pub use load::{
     LOAD_CHUNK_BYTES, LOAD_CHUNK_ROWS, MAX_JSON_FILE_BYTES, MAX_LINE_BYTES,
 };
 pub use maintenance::MaintenanceConfig;
-pub use nodes::Nodes;
 pub use plan::{TablePlan, Tables, TablesConfig, UniqueKeyScope};
 pub use stats::{IngestStats, LastCommit, TableStats};
 pub use submit::FormAnswer;

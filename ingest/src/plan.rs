@@ -9,20 +9,18 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use tarn_catalog::{companion, Catalog, ColumnType, Contract, TableDefinition, TableName};
-use tarn_lake::{Classify, ErrorKind};
+use tarn_lake::{Classify, ErrorKind, LakeTable};
 
 use crate::buffer::FlushConfig;
 use crate::events::Events;
-use crate::nodes::Nodes;
 use crate::snapshot::Snapshots;
 use crate::stats::IngestStats;
-use crate::unique::UniqueKeys;
+use crate::unique::{KeySpec, UniqueKeys};
 use crate::{contract, Error, Result};
 
 /// What ingest knows about one table, for one revision of its definition.
@@ -59,23 +57,30 @@ impl TablePlan {
         })
     }
 
-    /// The declared unique key's columns (positions in the table's schema), if any.
-    pub fn unique_key(&self) -> Option<&[usize]> {
-        self.contract.as_ref().map(|c| c.unique_key.as_slice()).filter(|k| !k.is_empty())
+    /// The declared unique key, if any.
+    pub fn unique_key(&self) -> Option<KeySpec<'_>> {
+        key_spec(&self.definition)
     }
 }
 
-/// How far a declared `unique_key` is enforced.
+/// The unique key `definition` declares, if any.
+fn key_spec(definition: &TableDefinition) -> Option<KeySpec<'_>> {
+    let columns = definition.spec.unique_key.as_slice();
+    (!columns.is_empty()).then_some(KeySpec { created_at: definition.created_at, columns })
+}
+
+/// How far a declared `unique_key` is enforced (see [`crate::unique`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UniqueKeyScope {
-    /// Within the lake: this process's index is the only one, so ingest into a table with a
-    /// unique key is refused while another Tarn process ingests into the same lake.
+    /// Across every process writing into the lake: each commit first reads the keys other
+    /// writers committed since this process last looked, and leaves out its rows whose key
+    /// is among them.
     #[default]
     Lake,
-    /// Within this process only: each process sharing the lake keeps its own index, so the
-    /// same key sent to two processes lands twice. For deployments that route each key to one
-    /// process (or accept that).
+    /// Within this process only: commits read nothing of what others wrote, so the same key
+    /// sent to two processes lands twice. For deployments that route each key to one
+    /// process.
     Node,
 }
 
@@ -105,9 +110,6 @@ impl Default for TablesConfig {
     }
 }
 
-/// How long a look at the other live processes is trusted.
-const PEERS_CHECKED_FOR: Duration = Duration::from_secs(5);
-
 /// Ingest's view of the catalog's tables, shared by requests and file loads.
 pub struct Tables {
     catalog: Arc<Catalog>,
@@ -116,10 +118,6 @@ pub struct Tables {
     /// Serialises auto-creates of one table within this process.
     create_locks: Mutex<HashMap<TableName, Arc<tokio::sync::Mutex<()>>>>,
     unique: UniqueKeys,
-    /// The live processes of the lake, when this one announces itself.
-    nodes: Option<Arc<Nodes>>,
-    /// When the other live processes were last looked at, and what was found.
-    peers: Mutex<Option<(Instant, Vec<String>)>>,
     /// Tables whose records from before a restart are not replayed yet.
     replaying: Mutex<HashSet<TableName>>,
     /// Plans kept on local disk.
@@ -131,10 +129,8 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Tables of `catalog`; `nodes` is this process's entry among the lake's live processes
-    /// (needed to tell whether unique keys can be enforced; `None` for a process that is
-    /// certainly alone).
-    pub fn new(catalog: Arc<Catalog>, config: TablesConfig, nodes: Option<Arc<Nodes>>) -> Self {
+    /// Tables of `catalog`.
+    pub fn new(catalog: Arc<Catalog>, config: TablesConfig) -> Self {
         Tables {
             unique: UniqueKeys::new(config.unique_key_max),
             snapshots: config.snapshots.clone().map(Snapshots::new),
@@ -142,8 +138,6 @@ impl Tables {
             config,
             plans: Mutex::new(HashMap::new()),
             create_locks: Mutex::new(HashMap::new()),
-            nodes,
-            peers: Mutex::new(None),
             replaying: Mutex::new(HashSet::new()),
             events: Events::default(),
             stats: Arc::new(IngestStats::default()),
@@ -314,11 +308,9 @@ impl Tables {
         if self.replaying.lock().expect("replaying").contains(&plan.name) {
             return Err(Error::Replaying { table: plan.name.to_string() });
         }
-        self.check_unique_scope(&plan.name).await?;
         let table = self.catalog.table_as_known(&plan.name).await?;
         let batch = contract::concat(&contract.table_schema, &valid);
-        let admission =
-            self.unique.admit(&plan.name, plan.definition.created_at, &table, &batch, key).await?;
+        let admission = self.unique.admit(&plan.name, key, &table, &batch).await?;
         let kept = if admission.duplicates == 0 {
             batch
         } else {
@@ -327,32 +319,46 @@ impl Tables {
         Ok((vec![kept], admission.duplicates, admission.added))
     }
 
-    /// Refuses unique-key ingest while other processes ingest into the lake, unless unique
-    /// keys are enforced per process by choice ([`UniqueKeyScope::Node`]).
-    async fn check_unique_scope(&self, name: &TableName) -> Result<()> {
-        let Some(nodes) =
-            self.nodes.as_ref().filter(|_| self.config.unique_key_scope == UniqueKeyScope::Lake)
-        else {
-            return Ok(());
-        };
-        let known = self
-            .peers
-            .lock()
-            .expect("peers")
-            .clone()
-            .filter(|(at, _)| at.elapsed() < PEERS_CHECKED_FOR);
-        let peers = match known {
-            Some((_, peers)) => peers,
-            None => {
-                let peers = nodes.others_alive().await?;
-                *self.peers.lock().expect("peers") = Some((Instant::now(), peers.clone()));
-                peers
+    /// Appends `batches` (rows admitted by this process) to `table`, the latest version of
+    /// `name` as `definition` describes it, as one commit with the application transaction
+    /// `(app_id, version)`. For a table with a unique key, the rows whose key another writer
+    /// committed first are left out ([`UniqueKeys::append`]). Answers the table at the new
+    /// version (also kept by the catalog) and the rows left out.
+    pub async fn append(
+        &self,
+        name: &TableName,
+        definition: &TableDefinition,
+        table: LakeTable,
+        batches: Vec<RecordBatch>,
+        app_id: &str,
+        version: i64,
+    ) -> Result<(LakeTable, usize)> {
+        let (committed, dropped) = match key_spec(definition) {
+            Some(key) => {
+                let across = self.config.unique_key_scope == UniqueKeyScope::Lake;
+                self.unique.append(name, key, table, batches, app_id, version, across).await?
             }
+            None => (table.append_txn(batches, app_id, version).await?, 0),
         };
-        if peers.is_empty() {
-            return Ok(());
+        self.catalog.remember(name, &committed);
+        if dropped > 0 {
+            self.stats.dropped(name, dropped as u64);
         }
-        Err(Error::UniqueKeyScope { table: name.to_string(), others: peers })
+        Ok((committed, dropped))
+    }
+
+    /// An earlier attempt to append `batches` to `name` committed after all (its answer was
+    /// lost): their unique keys, if any, are settled.
+    pub fn appended_earlier(
+        &self,
+        name: &TableName,
+        definition: &TableDefinition,
+        table: &LakeTable,
+        batches: &[RecordBatch],
+    ) {
+        if let (Some(key), Ok(schema)) = (key_spec(definition), table.schema()) {
+            self.unique.settled(name, key, &schema, batches);
+        }
     }
 }
 

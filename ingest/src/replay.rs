@@ -187,19 +187,14 @@ impl Ingestor {
         };
         let mut keys = Vec::new();
         for batch in batches {
-            match crate::unique::hashes(batch, &contract.table_schema, key) {
+            match crate::unique::hashes(batch, &contract.table_schema, key.columns) {
                 Ok(hashes) => keys.extend(hashes.into_iter().flatten()),
                 Err(e) => {
                     tracing::warn!(table = %plan.name, error = %e, "cannot read unique keys of replayed rows")
                 }
             }
         }
-        self.tables.unique_keys().note_uncommitted(
-            &plan.name,
-            plan.definition.created_at,
-            key,
-            keys,
-        );
+        self.tables.unique_keys().note_uncommitted(&plan.name, key, keys);
     }
 
     /// Tells the log that `table`'s records up to `seq` are in the lake, keeping the

@@ -10,6 +10,7 @@
 //! | `tarn_commits_total` | `table` | Delta commits of ingested records |
 //! | `tarn_commit_duration_seconds` | `table` | from the flush's start to its commit, retries included |
 //! | `tarn_commit_failures_total` | `table` | commit attempts that failed (and were retried) |
+//! | `tarn_ingest_duplicates_dropped_total` | `table` | rows left out at commit: another writer committed their unique key first |
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -41,6 +42,9 @@ pub struct TableStats {
     pub bytes: u64,
     /// Commits made.
     pub commits: u64,
+    /// Rows left out at commit because another writer committed their unique key first
+    /// (acknowledged, then found to be duplicates; see `tarn_ingest::unique`).
+    pub duplicates_dropped: u64,
     /// The latest commit, if any.
     pub last_commit: Option<LastCommit>,
 }
@@ -78,6 +82,15 @@ impl IngestStats {
         stats.last_commit = Some(LastCommit { version, at: Utc::now(), rows });
     }
 
+    /// `rows` acknowledged for `table` were left out at commit: another writer committed
+    /// their unique key first.
+    pub fn dropped(&self, table: &TableName, rows: u64) {
+        metrics::counter!("tarn_ingest_duplicates_dropped_total", "table" => table.to_string())
+            .increment(rows);
+        let mut tables = self.tables.lock().expect("ingest stats");
+        tables.entry(table.clone()).or_default().duplicates_dropped += rows;
+    }
+
     /// A commit attempt of `table` failed (it is retried).
     pub fn commit_failed(&self, table: &TableName) {
         metrics::counter!("tarn_commit_failures_total", "table" => table.to_string()).increment(1);
@@ -103,6 +116,7 @@ mod tests {
         stats.received(&events, 5, 0, 400);
         stats.received(&leads, 1, 1, 90);
         stats.committed(&events, 3, 15, Duration::from_millis(20));
+        stats.dropped(&leads, 2);
         let snapshot = stats.snapshot();
         let names: Vec<String> = snapshot.iter().map(|(n, _)| n.to_string()).collect();
         assert_eq!(names, ["default.leads", "web.events"]);
@@ -114,5 +128,6 @@ mod tests {
         let last = events.last_commit.as_ref().unwrap();
         assert_eq!((last.version, last.rows), (3, 15));
         assert!(snapshot[0].1.last_commit.is_none());
+        assert_eq!((snapshot[0].1.duplicates_dropped, events.duplicates_dropped), (2, 0));
     }
 }

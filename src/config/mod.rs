@@ -144,8 +144,8 @@ pub struct LoadArgs {
     /// No progress bar (for logs and scripts).
     #[arg(long)]
     pub quiet: bool,
-    /// How far a table's unique_key is enforced while loading: `lake` (refused while a Tarn
-    /// server ingests into the same lake) or `node` (this load's own index only).
+    /// How far a table's unique_key is enforced while loading: `lake` (each chunk's commit
+    /// leaves out keys other writers committed first) or `node` (this load's own index only).
     #[arg(long, env = "TARN_UNIQUE_KEY_SCOPE", default_value = "lake", value_parser = parse_scope)]
     pub unique_key_scope: UniqueKeyScope,
     /// The files.
@@ -302,10 +302,10 @@ pub struct ServeArgs {
     /// Most unique keys indexed per table with a unique_key (about 32 bytes of memory each).
     #[arg(long, env = "TARN_UNIQUE_KEY_MAX", default_value_t = IngestConfig::default().unique_key_max)]
     pub unique_key_max: usize,
-    /// How far a table's unique_key is enforced: `lake` (this server keeps the only index, so
-    /// ingest into such tables is refused while another Tarn process ingests into the same
-    /// lake) or `node` (every server keeps its own index: a key sent to two servers lands
-    /// twice; for deployments that route each key to one server).
+    /// How far a table's unique_key is enforced: `lake` (across every server writing into the
+    /// lake: each commit leaves out rows whose key another writer committed first) or `node`
+    /// (each server checks only its own index: a key sent to two servers lands twice; for
+    /// deployments that route each key to one server).
     #[arg(long, env = "TARN_UNIQUE_KEY_SCOPE", default_value = "lake", value_parser = parse_scope)]
     pub unique_key_scope: UniqueKeyScope,
     /// Seconds between looks at the drop zone (_tarn/landing/<table>/ in the lake); 0 turns it off.

@@ -20,4 +20,4 @@ mod readme;
 mod restart;
 mod slt;
 mod support;
-mod unique_scope;
+mod unique_keys;

@@ -96,7 +96,8 @@ pub struct LoadReport {
     pub rows: u64,
     /// Rows that broke the contract (in `<table>_rejected`).
     pub rejected: u64,
-    /// Rows whose unique key was in the table already.
+    /// Rows whose unique key was in the table already (or committed by another writer while
+    /// the load ran).
     pub duplicates: u64,
     /// The first few rejection reasons (absent when none).
     #[schema(required = false)]
@@ -136,6 +137,9 @@ pub struct TableIngest {
     pub bytes: u64,
     /// Commits made.
     pub commits: u64,
+    /// Rows acknowledged and then left out at commit, because another writer (another server
+    /// on the lake) committed their unique key first.
+    pub duplicates_dropped: u64,
     /// The latest commit (null before the first).
     #[schema(required = true, value_type = Option<Object>)]
     pub last_commit: Option<Value>,

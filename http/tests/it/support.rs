@@ -36,7 +36,7 @@ async fn serve(
     ingest: IngestConfig,
     query: QueryConfig,
 ) -> (Arc<Ingestor>, axum::Router, Vec<tarn_http::RouteEntry>) {
-    let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables(), None));
+    let tables = Arc::new(Tables::new(catalog.clone(), ingest.tables()));
     let loader = Arc::new(Loader::new(tables.clone(), ingest.load()));
     let ingestor = Ingestor::start(tables, ingest).await.unwrap();
     let engine = Arc::new(QueryEngine::new(catalog.clone(), query).unwrap());

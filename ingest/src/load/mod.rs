@@ -215,11 +215,17 @@ impl Loader {
                 report.duplicates += duplicates as u64;
                 let rows: usize = valid.iter().map(|b| b.num_rows()).sum();
                 if rows > 0 {
-                    if let Err(e) = self.commit_chunk(name, valid, &app_id, number).await {
-                        self.tables.unique_keys().forget(name, &admitted);
-                        return Err(e);
+                    match self.commit_chunk(name, valid, &app_id, number).await {
+                        Ok(dropped) => {
+                            // Rows whose key another writer committed first are duplicates too.
+                            report.duplicates += dropped as u64;
+                            report.rows += rows.saturating_sub(dropped) as u64;
+                        }
+                        Err(e) => {
+                            self.tables.unique_keys().forget(name, &admitted);
+                            return Err(e);
+                        }
                     }
-                    report.rows += rows as u64;
                     report.commits += 1;
                 }
             }
@@ -278,23 +284,29 @@ impl Loader {
         Ok(location.to_string())
     }
 
-    /// Appends one chunk to `name` with the load's `txn`.
+    /// Appends one chunk to `name` with the load's `txn`; answers the rows left out (rows
+    /// whose unique key another writer committed first).
     async fn commit_chunk(
         &self,
         name: &TableName,
         batches: Vec<RecordBatch>,
         app_id: &str,
         number: i64,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let started = Instant::now();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let (definition, table) = self.tables.catalog().open(name).await?;
         let batches = tarn_lake::cluster::sort_rows(batches, &definition.spec.cluster_by)?;
-        let committed = table.append_txn(batches, app_id, number).await?;
-        self.tables.catalog().remember(name, &committed);
+        let (committed, dropped) =
+            self.tables.append(name, &definition, table, batches, app_id, number).await?;
         let stats = self.tables.stats();
-        stats.committed(name, committed.version(), rows as u64, started.elapsed());
-        Ok(())
+        stats.committed(
+            name,
+            committed.version(),
+            rows.saturating_sub(dropped) as u64,
+            started.elapsed(),
+        );
+        Ok(dropped)
     }
 }
 
