@@ -900,7 +900,8 @@ export interface components {
             rejected: number;
             /**
              * Format: int64
-             * @description Rows whose unique key was in the table already.
+             * @description Rows whose unique key was in the table already (or committed by another writer while
+             *     the load ran).
              */
             duplicates: number;
             /** @description The first few rejection reasons (absent when none). */
@@ -1222,6 +1223,12 @@ export interface components {
              * @description Commits made.
              */
             commits: number;
+            /**
+             * Format: int64
+             * @description Rows acknowledged and then left out at commit, because another writer (another server
+             *     on the lake) committed their unique key first.
+             */
+            duplicates_dropped: number;
             /** @description The latest commit (null before the first). */
             last_commit: Record<string, never> | null;
             /**

@@ -18,6 +18,6 @@ mod pg;
 mod queries;
 mod readme;
 mod restart;
+mod several_servers;
 mod slt;
 mod support;
-mod unique_keys;

@@ -1,8 +1,13 @@
-//! A table's unique key holds across servers: three servers on one lake are sent the same keys
-//! at the same time, and the table ends up with each key once — the record of a server that
-//! acknowledged it — with every row that was acknowledged and left out accounted for.
+//! Several servers on one lake.
+//!
+//! - A table's unique key holds across servers: three servers are sent the same keys at the
+//!   same time, and the table ends up with each key once — the record of a server that
+//!   acknowledged it — with every row that was acknowledged and left out accounted for.
+//! - Files dropped into the drop zone are claimed: three servers watching it load each file
+//!   once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -11,7 +16,7 @@ use tarn_lake::test_util::Backend;
 
 use crate::support::TestServer;
 
-backend_tests!(three_servers_keep_unique_keys_unique);
+backend_tests!(three_servers_keep_unique_keys_unique, three_servers_load_each_dropped_file_once);
 
 /// Keys each server is sent.
 const KEYS: usize = 150;
@@ -30,13 +35,13 @@ async fn post(server: &TestServer, query: &str, record: &Value) -> (u16, Value) 
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-/// `duplicates_dropped` of `leads` in the server's `GET /v1/ingest`.
-async fn dropped(server: &TestServer) -> u64 {
+/// `figure` of `table` in the server's `GET /v1/ingest` (0 when it did not ingest into it).
+async fn ingest_figure(server: &TestServer, table: &str, figure: &str) -> u64 {
     let status: Value =
         server.client.get(server.url("/v1/ingest")).send().await.unwrap().json().await.unwrap();
     let tables = status["tables"].as_array().unwrap();
-    let leads = tables.iter().find(|t| t["table"] == "default.leads");
-    leads.map_or(0, |t| t["duplicates_dropped"].as_u64().unwrap())
+    let found = tables.iter().find(|t| t["table"] == table);
+    found.map_or(0, |t| t[figure].as_u64().unwrap())
 }
 
 async fn three_servers_keep_unique_keys_unique(backend: Backend) {
@@ -116,7 +121,10 @@ async fn three_servers_keep_unique_keys_unique(backend: Backend) {
         );
     }
     // Acknowledged rows that are not in the table are the ones left out at commit, counted.
-    let dropped = dropped(&a).await + dropped(&b).await + dropped(&c).await;
+    let mut dropped = 0;
+    for (_, server) in servers {
+        dropped += ingest_figure(server, "default.leads", "duplicates_dropped").await;
+    }
     assert_eq!(accepted - dropped, KEYS as u64, "accepted {accepted}, dropped {dropped}");
     assert!(dropped > 0, "the servers raced for keys: {accepted} acknowledged");
     println!("{KEYS} keys: {accepted} acknowledged by three servers, {dropped} left out at commit");
@@ -132,4 +140,72 @@ async fn three_servers_keep_unique_keys_unique(backend: Backend) {
     let (status, answer) = post(&b, "", &solo).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!((&answer["accepted"], &answer["duplicates"]), (&json!(0), &json!(1)), "{answer}");
+}
+
+/// Files each test drops, and rows in each.
+const FILES: usize = 12;
+const ROWS_PER_FILE: usize = 50;
+
+async fn three_servers_load_each_dropped_file_once(backend: Backend) {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let fast = |c: &mut tarn::config::ServeConfig| {
+        c.ingest.dropzone.poll_secs = 1;
+        c.ingest.dropzone.settle_secs = 0;
+    };
+    let a = TestServer::start_with(backend, fast).await;
+    let definition = json!({
+        "columns": [
+            {"name": "file", "type": "string", "nullable": false},
+            {"name": "n", "type": "int64"}
+        ]
+    });
+    let (status, body) = a.define("visits", definition).await;
+    assert_eq!(status, 201, "{body}");
+    let b = TestServer::start_on(a.lake.alias(), fast).await;
+    let c = TestServer::start_on(a.lake.alias(), fast).await;
+
+    let lake = a.lake.open().await;
+    let store = lake.store().clone();
+    for f in 0..FILES {
+        let mut csv = String::from("file,n\n");
+        for n in 0..ROWS_PER_FILE {
+            csv.push_str(&format!("f{f},{n}\n"));
+        }
+        let path = object_store::path::Path::from(format!("_tarn/landing/visits/f{f}.csv"));
+        store.put(&path, PutPayload::from(csv)).await.unwrap();
+    }
+
+    // Done when the landing folder and the claims are empty.
+    let count = |prefix: &'static str| {
+        let store = store.clone();
+        async move {
+            use futures::TryStreamExt;
+            let prefix = object_store::path::Path::from(prefix);
+            store.list(Some(&prefix)).try_collect::<Vec<_>>().await.unwrap().len()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (landing, claims) = (count("_tarn/landing").await, count("_tarn/claims").await);
+        if landing == 0 && claims == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left: {landing} files, {claims} claims");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let (status, body) =
+        a.sql("SELECT file, count(*) AS rows FROM visits GROUP BY file ORDER BY file").await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), FILES, "{body}");
+    for row in rows {
+        assert_eq!(row[1], json!(ROWS_PER_FILE), "each file loaded once: {row}");
+    }
+    let mut loaded = Vec::new();
+    for server in [&a, &b, &c] {
+        loaded.push(ingest_figure(server, "default.visits", "records").await);
+    }
+    assert_eq!(loaded.iter().sum::<u64>(), (FILES * ROWS_PER_FILE) as u64, "{loaded:?}");
+    println!("{FILES} dropped files: rows loaded per server {loaded:?}");
 }
