@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         Some("s3-requests") => s3_requests::run().await,
         Some("layout") => layout::run(&args[1..]).await,
         _ => bail!(
-            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...] [--compare-deltalake]\n       tarn-bench s3-requests\n       tarn-bench layout [--events N]"
+            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...] [--compare-deltalake | --compare-binary PATH]\n       tarn-bench s3-requests\n       tarn-bench layout [--events N]"
         ),
     }
 }
@@ -248,7 +248,21 @@ impl Server {
         wal: &Path,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let binary = tarn_binary()?;
+        Self::start_binary(None, lake, wal, env).await
+    }
+
+    /// [`Server::start_with`], running `binary` (by default the release `tarn` beside this
+    /// benchmark).
+    async fn start_binary(
+        binary: Option<PathBuf>,
+        lake: &std::ffi::OsStr,
+        wal: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let binary = match binary {
+            Some(binary) => binary,
+            None => tarn_binary()?,
+        };
         let mut child = tokio::process::Command::new(&binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "off", "--lake"])
             .arg(lake)

@@ -25,6 +25,9 @@
 //! With `--workers N`, the second server plans on `N` release `tarn worker`s instead (each
 //! pinned to a core where `taskset` exists), to compare a cluster with one node.
 //!
+//! With `--compare-binary PATH`, the second server is another build of `tarn` (another
+//! profile, another commit), to compare builds in the same alternation.
+//!
 //! With `--lake DIR`, the generated lake is kept in `DIR` and reused by later runs at the
 //! same scale (generation is skipped), which is handy when looking into single queries.
 
@@ -89,6 +92,8 @@ struct Options {
     compare_deltalake: bool,
     /// Also run a second server whose queries run on this many `tarn worker`s (`--workers N`).
     workers: usize,
+    /// Also run a second server from this `tarn` binary (`--compare-binary PATH`).
+    binary: Option<PathBuf>,
 }
 
 impl Options {
@@ -96,6 +101,8 @@ impl Options {
     fn second(&self) -> Option<String> {
         if self.workers > 0 {
             Some(format!("{} workers", self.workers))
+        } else if let Some(binary) = &self.binary {
+            Some(binary.display().to_string())
         } else if self.compare_deltalake {
             Some("deltalake provider".into())
         } else {
@@ -213,12 +220,15 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let (_workers, urls) = start_workers(&lake_dir, options.workers).await?;
     let second_env = if options.workers > 0 {
         vec![("TARN_WORKERS", urls.join(",")), ("TARN_CLUSTER_SECRET", BENCH_SECRET.to_string())]
+    } else if options.binary.is_some() {
+        Vec::new()
     } else {
         vec![("TARN_DELTA_READER", "deltalake".to_string())]
     };
     let before = match options.second() {
         Some(_) => Some(
-            crate::Server::start_with(
+            crate::Server::start_binary(
+                options.binary.clone(),
                 lake_dir.as_os_str(),
                 &work.path().join("wal-second"),
                 &second_env,
@@ -340,6 +350,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         queries: Vec::new(),
         compare_deltalake: false,
         workers: 0,
+        binary: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -355,6 +366,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--lake" => options.lake = Some(PathBuf::from(value)),
             "--queries" => options.queries = value.split(',').map(str::to_string).collect(),
             "--workers" => options.workers = value.parse()?,
+            "--compare-binary" => options.binary = Some(PathBuf::from(value)),
             other => bail!("unknown option {other}"),
         }
         i += 2;
