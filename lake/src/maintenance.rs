@@ -43,6 +43,29 @@ pub(crate) fn compaction_writer() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_max_row_group_row_count(Some(COMPACTION_ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+        .build()
+}
+
+/// Rows in a data page of the files Tarn writes (Parquet's default is 20,000; the writer ends a
+/// page after the first 1,024-row batch that reaches this many, so a page holds at most
+/// 3,071). A page is what the page index prunes and what a scan decodes whole: a lookup that
+/// finds its key in one page decodes about this many rows of every column it reads.
+pub(crate) const PAGE_ROWS: usize = 2048;
+
+/// Largest dictionary page of a column chunk (Parquet's default is 1 MiB). A scan reads a
+/// chunk's dictionary page whichever of its pages it needs; a column with more distinct values
+/// than fit falls back to plain encoding.
+pub(crate) const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+
+/// How Tarn's appends write Parquet: as deltalake's appends (snappy), with pages of about
+/// [`PAGE_ROWS`] rows and dictionaries of at most [`DICTIONARY_PAGE_BYTES`].
+pub(crate) fn append_writer() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
         .build()
 }
 

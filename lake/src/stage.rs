@@ -10,8 +10,8 @@
 //! commit succeeds the staged files stay in memory, so a failed upload or commit is retried
 //! with the same files, and nothing is encoded twice.
 //!
-//! Files are written as deltalake's appends write them (its default Parquet settings, with
-//! snappy; the table's statistics settings). A batch with columns the open files lack
+//! Files are written as Tarn's appends write them (snappy, pages of about 2,048 rows; the
+//! table's statistics settings). A batch with columns the open files lack
 //! (the table gained columns meanwhile) closes them and opens new ones with its own schema;
 //! the commit checks every file's columns against the table's.
 
@@ -132,8 +132,8 @@ impl Stage {
             let config = WriterConfig::new(
                 schema.clone(),
                 self.partition_columns.clone(),
-                // deltalake's default, as its appends write files: snappy.
-                None,
+                // As Tarn's appends write files: snappy, small pages.
+                Some(crate::maintenance::append_writer()),
                 None,
                 None,
                 self.stats.num_indexed_cols,

@@ -247,6 +247,7 @@ impl LakeTable {
             .table
             .write(batches)
             .with_save_mode(SaveMode::Append)
+            .with_writer_properties(crate::maintenance::append_writer())
             .with_commit_properties(commit_properties(txn, retries))
             .await?;
         Ok(LakeTable::new(table))

@@ -81,6 +81,7 @@ impl LakeTable {
                 let table = WriteBuilder::new(delta.log_store(), snapshot)
                     .with_input_plan(plan)
                     .with_session_state(session)
+                    .with_writer_properties(crate::maintenance::append_writer())
                     .with_save_mode(save)
                     .with_schema_mode(schema)
                     .with_commit_properties(properties)
@@ -112,6 +113,7 @@ impl LakeTable {
                     .with_source_alias("source")
                     .with_target_alias("target")
                     .with_session_state(session)
+                    .with_writer_properties(crate::maintenance::append_writer())
                     .with_merge_schema(true)
                     .with_commit_properties(properties)
                     .when_matched_update(|update| {

@@ -61,6 +61,7 @@ backend_tests!(
     clustered_compaction_sorts_each_bin,
     staged_rows_commit_as_one_append,
     exact_commits_see_what_others_added,
+    appended_files_have_small_pages_and_dictionaries,
 );
 
 async fn create_append_stats_history(backend: Backend) {
@@ -403,4 +404,36 @@ async fn exact_commits_see_what_others_added(backend: Backend) {
     let mut gone = added[0].clone();
     gone.path = "name=nowhere/part-00000-absent.parquet".into();
     assert!(empty.read_file_columns(&gone, &columns).await.unwrap().is_none());
+}
+
+async fn appended_files_have_small_pages_and_dictionaries(backend: Backend) {
+    use tarn_lake::deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let table = lake.create_table("default/pages", &schema(), &[]).await.unwrap();
+    let created = table.version();
+    // 10,000 distinct names: about 90 KB of dictionary, more than a dictionary page may hold.
+    let table = table.append(vec![batch(0..10_000)]).await.unwrap();
+    let added = table.files_added_since(created).await.unwrap().unwrap();
+    assert_eq!(added.len(), 1);
+    let path = object_store::path::Path::parse(&added[0].path).unwrap();
+    let bytes = table.delta().object_store().get(&path).await.unwrap().bytes().await.unwrap();
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&bytes)
+        .unwrap();
+    let offsets = metadata.offset_index().expect("a page index");
+    for (column, index) in offsets[0].iter().enumerate() {
+        let starts: Vec<i64> = index.page_locations().iter().map(|p| p.first_row_index).collect();
+        let ends = starts.iter().skip(1).copied().chain([10_000]);
+        let largest = starts.iter().zip(ends).map(|(s, e)| e - s).max().unwrap();
+        // The writer ends a page after the first 1,024-row batch that reaches 2,048 rows.
+        assert!(largest < 2048 + 1024, "column {column}: a page of {largest} rows ({starts:?})");
+        assert!(starts.len() >= 4, "column {column}: pages {starts:?}");
+        let chunk = metadata.row_group(0).column(column);
+        if let Some(dictionary) = chunk.dictionary_page_offset() {
+            let size = chunk.data_page_offset() - dictionary;
+            assert!(size <= 64 * 1024 + 64, "column {column}: a dictionary page of {size} bytes");
+        }
+    }
 }
