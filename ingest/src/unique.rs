@@ -376,7 +376,7 @@ async fn catch_up(
         return Ok(());
     }
     let schema = table.schema()?;
-    let mut found = Vec::new();
+    let mut found = HashSet::new();
     let mut complete = false;
     if let Some(files) = table.files_added_since(seen).await? {
         complete = true;
@@ -392,7 +392,7 @@ async fn catch_up(
     }
     if !complete {
         tracing::info!(table = %name, since = seen, version = table.version(), "commits or files since the unique-key index last looked are gone; reading every key of the table");
-        found = load(table, key).await?.into_iter().collect();
+        found = load(table, key).await?;
     }
     let mut index = index.lock().expect("key index");
     for h in found {
