@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::{ClusterConfig, Workers};
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
-use crate::scan::{DeltaReader, Scans};
+use crate::scan::{DeltaReader, RuntimeFilters, Scans};
 use crate::{policy, timetravel, Error, Result};
 
 /// Settings of the query engine: its limits, and the async queries' results.
@@ -223,8 +223,10 @@ impl QueryEngine {
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .with_catalog_list(catalogs);
-        if let Some(workers) = &self.workers {
-            builder = workers.distribute(builder);
+        match &self.workers {
+            Some(workers) => builder = workers.distribute(builder),
+            // Not with workers: datafusion-distributed sends plans of DataFusion's operators.
+            None => builder = builder.with_physical_optimizer_rule(Arc::new(RuntimeFilters)),
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);

@@ -23,6 +23,7 @@
 //! [`PruningPredicate`]: datafusion::physical_optimizer::pruning::PruningPredicate
 
 mod files;
+mod runtime_filter;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,7 @@ use tarn_lake::LakeTable;
 
 use crate::error::carry;
 use files::TableFiles;
+pub(crate) use runtime_filter::RuntimeFilters;
 
 /// Which provider reads Delta tables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
