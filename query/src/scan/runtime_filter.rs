@@ -17,10 +17,12 @@
 //! through other joins or aggregations before reaching the operator that made the filter:
 //!
 //! - A filter whose producer is reached from the scan through repartitions, projections and
-//!   filters only (*direct*) is never applied: its join drops the same rows for less.
+//!   filters only (*direct*) is not applied, its join drops the same rows for less, unless
+//!   its test is an `IN` list of the join's keys (see [`membership`]): a set lookup is cheaper
+//!   than the join's, and the rows it drops skip the repartition before the join.
 //! - Every filter is measured over the first [`PROBE_ROWS`] rows of an output partition after
-//!   it was filled in. An *indirect* filter is then kept when it keeps at most [`MAX_KEPT`]
-//!   of the rows and fewer than each direct filter (when the direct join drops more, the
+//!   it was filled in. It is then kept when it keeps at most [`MAX_KEPT`] of the rows and,
+//!   when indirect, fewer than each direct filter (when the direct join drops more, the
 //!   indirect filter would only save the direct join's lookups of rows it drops anyway).
 //! - Kept filters are evaluated one after the other on the rows the previous ones kept, the
 //!   most selective first. A filter that changes again (a TopK's threshold) is measured anew.
@@ -334,6 +336,8 @@ struct Filter {
     test: Arc<dyn PhysicalExpr>,
     /// Made by an operator the scan's rows reach through pass-through operators only.
     direct: bool,
+    /// `test` is an `IN` list of the build side's keys (see [`membership`]).
+    listed: bool,
     /// The filter's generation when it was last looked at (1: never filled in).
     generation: u64,
     verdict: Verdict,
@@ -342,7 +346,7 @@ struct Filter {
 impl Filter {
     fn new(expr: Arc<dyn PhysicalExpr>, direct: bool) -> Self {
         let test = Arc::clone(&expr);
-        Filter { expr, test, direct, generation: 1, verdict: Verdict::Waiting }
+        Filter { expr, test, direct, listed: false, generation: 1, verdict: Verdict::Waiting }
     }
 
     /// Notices a new generation: the filter is measured (again). True when its test is now an
@@ -358,16 +362,10 @@ impl Filter {
             Ok(Some(current)) => current,
             _ => Arc::clone(&self.expr),
         };
-        match membership(&current, schema) {
-            Some(list) => {
-                self.test = list;
-                true
-            }
-            None => {
-                self.test = current;
-                false
-            }
-        }
+        let list = membership(&current, schema);
+        self.listed = list.is_some();
+        self.test = list.unwrap_or(current);
+        self.listed
     }
 
     /// The share of rows the filter kept, once measured.
@@ -531,7 +529,13 @@ impl RuntimeFilterStream {
                 continue;
             }
             let Some(share) = filter.share() else { continue };
-            let keep = !filter.direct && share <= MAX_KEPT && share < direct;
+            // A direct filter is worth it as an `IN` list only: cheaper than the join's own
+            // lookup, and it spares the repartition before the join.
+            let keep = share <= MAX_KEPT
+                && match filter.direct {
+                    true => filter.listed,
+                    false => share < direct,
+                };
             filter.verdict = if keep { Verdict::Keep(share) } else { Verdict::Skip(share) };
             if keep {
                 self.filters_kept.add(1);
@@ -733,20 +737,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_filter_of_the_join_right_above_is_left_to_the_join() {
+    async fn a_lookup_of_the_join_right_above_is_left_to_the_join() {
         let dir = tempfile::tempdir().unwrap();
         write_tables(dir.path());
-        let with = context(dir.path(), true).await;
+        // Build sides as hash table lookups, not IN lists.
+        let with = context_with(dir.path(), true, false).await;
+        with.sql("SET datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values = 0")
+            .await
+            .unwrap();
         let without = context(dir.path(), false).await;
         // The fact scan is the join's probe side: the join drops the rows itself.
         let sql = "SELECT count(*) AS n, sum(f.v) AS s FROM dim d JOIN fact f ON d.k = f.k \
                    WHERE d.flag";
         let (answer, filters) = run(&with, sql).await;
         assert_eq!(answer, run(&without, sql).await.0);
-        let (input, output, kept, _) = filters.expect("a runtime filter above the fact scan");
-        assert_eq!(kept, 0, "a direct filter is measured, not kept");
+        let (input, output, kept, lists) = filters.expect("a runtime filter above the fact scan");
+        assert_eq!((kept, lists), (0, 0), "a direct lookup is measured, not kept");
         // Only the rows seen while measuring are filtered.
         assert!(output >= 400_000 - 2 * PROBE_ROWS - 16_384, "{output} of {input}");
+    }
+
+    #[tokio::test]
+    async fn an_in_list_of_the_join_right_above_drops_rows_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tables(dir.path());
+        let with = context(dir.path(), true).await;
+        let without = context(dir.path(), false).await;
+        let sql = "SELECT count(*) AS n, sum(f.v) AS s FROM dim d JOIN fact f ON d.k = f.k \
+                   WHERE d.flag";
+        let (answer, filters) = run(&with, sql).await;
+        assert_eq!(answer, run(&without, sql).await.0);
+        let (input, output, kept, lists) = filters.expect("a runtime filter above the fact scan");
+        assert!(kept >= 1 && lists >= 1, "the 20 keys are tested as an IN list and kept");
+        assert!(output < 400_000 / 4, "{output} of {input} rows passed");
     }
 
     #[tokio::test]
