@@ -195,8 +195,8 @@ impl DisplayAs for RuntimeFilterExec {
             DisplayFormatType::TreeRender => write!(f, "max_kept={MAX_KEPT}"),
             _ => write!(
                 f,
-                "RuntimeFilterExec: the scan's dynamic filters, while they keep at most {}% of \
-                 {PROBE_ROWS} rows",
+                "RuntimeFilterExec: the scan's dynamic filters that keep at most {}% of the \
+                 rows (measured over {PROBE_ROWS} per partition)",
                 MAX_KEPT * 100.0
             ),
         }
