@@ -638,13 +638,9 @@ mod tests {
         write(dir.join("dim.parquet"), batch);
     }
 
-    async fn context(dir: &std::path::Path, runtime_filters: bool) -> SessionContext {
-        context_with(dir, runtime_filters, false).await
-    }
-
     /// `partitioned`: hash joins build one table per partition (as for large build sides),
     /// whose filters route each row by its key's hash.
-    async fn context_with(
+    async fn context(
         dir: &std::path::Path,
         runtime_filters: bool,
         partitioned: bool,
@@ -701,92 +697,92 @@ mod tests {
         (answer, found)
     }
 
+    /// What a query's runtime filters did: rows in, rows out, filters kept (per partition),
+    /// filters tested as `IN` lists.
+    struct Figures {
+        input: usize,
+        output: usize,
+        kept: usize,
+        lists: usize,
+    }
+
+    /// Runs `sql` over fresh tables with runtime filters (after the `setup` statements) and
+    /// without; checks that both answer the same, and that the plan's joins are `mode`.
+    async fn checked(
+        sql: &str,
+        partitioned: bool,
+        setup: &[&str],
+        mode: &str,
+    ) -> (String, Figures) {
+        let dir = tempfile::tempdir().unwrap();
+        write_tables(dir.path());
+        let with = context(dir.path(), true, partitioned).await;
+        for statement in setup {
+            with.sql(statement).await.unwrap();
+        }
+        let without = context(dir.path(), false, partitioned).await;
+        let (answer, filters) = run(&with, sql).await;
+        assert_eq!(answer, run(&without, sql).await.0);
+        let plan = with.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(shown.contains(mode), "{shown}");
+        let (input, output, kept, lists) = filters.expect("a runtime filter above the fact scan");
+        (answer, Figures { input, output, kept, lists })
+    }
+
+    /// The join's filter (20 keys) reaches the fact scan through the aggregation.
+    const AGGREGATED: &str = "SELECT sum(a.total) AS s, count(*) AS n FROM dim d \
+        JOIN (SELECT k, sum(v) AS total FROM fact GROUP BY k) a ON d.k = a.k WHERE d.flag";
+
+    /// The fact scan is the join's probe side.
+    const JOINED: &str = "SELECT count(*) AS n, sum(f.v) AS s FROM dim d \
+        JOIN fact f ON d.k = f.k WHERE d.flag";
+
     #[tokio::test]
     async fn a_selective_filter_drops_rows_before_an_aggregation() {
-        selective_filter(false).await;
+        selective_filter(false, "mode=CollectLeft").await;
     }
 
     #[tokio::test]
     async fn a_selective_filter_of_a_partitioned_join_drops_rows_before_an_aggregation() {
-        selective_filter(true).await;
+        selective_filter(true, "mode=Partitioned").await;
     }
 
-    async fn selective_filter(partitioned: bool) {
-        let dir = tempfile::tempdir().unwrap();
-        write_tables(dir.path());
-        let with = context_with(dir.path(), true, partitioned).await;
-        let without = context_with(dir.path(), false, partitioned).await;
-        // The join's filter (20 keys) reaches the fact scan through the aggregation.
-        let sql = "SELECT sum(a.total) AS s, count(*) AS n FROM dim d \
-                   JOIN (SELECT k, sum(v) AS total FROM fact GROUP BY k) a ON d.k = a.k \
-                   WHERE d.flag";
-        let (answer, filters) = run(&with, sql).await;
-        assert_eq!(answer, run(&without, sql).await.0);
+    async fn selective_filter(partitioned: bool, mode: &str) {
+        let (answer, f) = checked(AGGREGATED, partitioned, &[], mode).await;
         assert!(answer.contains("| 20 "), "{answer}");
-        let plan = with.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
-        let mode = if partitioned { "mode=Partitioned" } else { "mode=CollectLeft" };
-        assert!(shown.contains(mode), "{shown}");
-        let (input, output, kept, lists) = filters.expect("a runtime filter above the fact scan");
-        assert_eq!(input, 400_000, "every fact row reaches the filter");
-        assert!(lists >= 1, "the 20 keys are tested as one IN list");
-        assert!(kept >= 1, "the filter is kept in some partition");
+        assert_eq!(f.input, 400_000, "every fact row reaches the filter");
+        assert!(f.lists >= 1, "the 20 keys are tested as one IN list");
+        assert!(f.kept >= 1, "the filter is kept in some partition");
         // 20 of 20,000 keys: 400 rows, plus what passes while the filter is measured.
-        assert!(output < 400_000 / 4, "{output} rows of 400,000 passed");
-        assert!(output >= 400, "the 400 matching rows pass");
+        assert!(f.output < 400_000 / 4, "{} rows of 400,000 passed", f.output);
+        assert!(f.output >= 400, "the 400 matching rows pass");
     }
 
     #[tokio::test]
     async fn a_lookup_of_the_join_right_above_is_left_to_the_join() {
-        let dir = tempfile::tempdir().unwrap();
-        write_tables(dir.path());
         // Build sides as hash table lookups, not IN lists.
-        let with = context_with(dir.path(), true, false).await;
-        with.sql("SET datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values = 0")
-            .await
-            .unwrap();
-        let without = context(dir.path(), false).await;
-        // The fact scan is the join's probe side: the join drops the rows itself.
-        let sql = "SELECT count(*) AS n, sum(f.v) AS s FROM dim d JOIN fact f ON d.k = f.k \
-                   WHERE d.flag";
-        let (answer, filters) = run(&with, sql).await;
-        assert_eq!(answer, run(&without, sql).await.0);
-        let (input, output, kept, lists) = filters.expect("a runtime filter above the fact scan");
-        assert_eq!((kept, lists), (0, 0), "a direct lookup is measured, not kept");
+        let lookups = "SET datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values = 0";
+        let (_, f) = checked(JOINED, false, &[lookups], "HashJoinExec").await;
+        assert_eq!((f.kept, f.lists), (0, 0), "a direct lookup is measured, not kept");
         // Only the rows seen while measuring are filtered.
-        assert!(output >= 400_000 - 2 * PROBE_ROWS - 16_384, "{output} of {input}");
+        assert!(f.output >= 400_000 - 2 * PROBE_ROWS - 16_384, "{} of {}", f.output, f.input);
     }
 
     #[tokio::test]
     async fn an_in_list_of_the_join_right_above_drops_rows_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        write_tables(dir.path());
-        let with = context(dir.path(), true).await;
-        let without = context(dir.path(), false).await;
-        let sql = "SELECT count(*) AS n, sum(f.v) AS s FROM dim d JOIN fact f ON d.k = f.k \
-                   WHERE d.flag";
-        let (answer, filters) = run(&with, sql).await;
-        assert_eq!(answer, run(&without, sql).await.0);
-        let (input, output, kept, lists) = filters.expect("a runtime filter above the fact scan");
-        assert!(kept >= 1 && lists >= 1, "the 20 keys are tested as an IN list and kept");
-        assert!(output < 400_000 / 4, "{output} of {input} rows passed");
+        let (_, f) = checked(JOINED, false, &[], "HashJoinExec").await;
+        assert!(f.kept >= 1 && f.lists >= 1, "the 20 keys are tested as an IN list and kept");
+        assert!(f.output < 400_000 / 4, "{} of {} rows passed", f.output, f.input);
     }
 
     #[tokio::test]
     async fn a_filter_that_keeps_most_rows_is_switched_off() {
-        let dir = tempfile::tempdir().unwrap();
-        write_tables(dir.path());
-        let with = context(dir.path(), true).await;
-        let without = context(dir.path(), false).await;
         // Every key but 20 joins: the filter keeps 99.9 % of the fact rows.
-        let sql = "SELECT sum(a.total) AS s, count(*) AS n FROM dim d \
-                   JOIN (SELECT k, sum(v) AS total FROM fact GROUP BY k) a ON d.k = a.k \
-                   WHERE NOT d.flag";
-        let (answer, filters) = run(&with, sql).await;
-        assert_eq!(answer, run(&without, sql).await.0);
-        let (input, output, kept, _) = filters.expect("a runtime filter above the fact scan");
-        assert_eq!(kept, 0, "{output} of {input}");
-        assert!(output >= 399_600, "{output} of {input}");
+        let sql = AGGREGATED.replace("WHERE d.flag", "WHERE NOT d.flag");
+        let (_, f) = checked(&sql, false, &[], "HashJoinExec").await;
+        assert_eq!(f.kept, 0, "{} of {}", f.output, f.input);
+        assert!(f.output >= 399_600, "{} of {}", f.output, f.input);
     }
 
     #[test]
