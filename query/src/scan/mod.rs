@@ -14,7 +14,10 @@
 //! - plans a plain `DataSourceExec` over a `ParquetSource`, exactly what DataFusion plans for
 //!   its own Parquet tables, with the session's Parquet settings: the physical optimizer
 //!   pushes the filters (and the joins' dynamic filters) into it, which prunes row groups and
-//!   pages, and it can be serialized with datafusion-proto.
+//!   pages, and it can be serialized with datafusion-proto;
+//! - on a single node, gets a [`runtime_filter::RuntimeFilterExec`] above it when joins sent it
+//!   dynamic filters, which drops the rows they rule out where that is cheaper than leaving it
+//!   to the joins.
 //!
 //! Tables with features this scan does not read (deletion vectors, column mapping, other
 //! reader features) are read with deltalake's provider instead; the reason is logged once
