@@ -60,17 +60,26 @@ struct Options {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some("ingest") => ingest(&args).await,
         Some("load") => load::run(&args[1..]).await,
         Some("tpch") => tpch::run(&args[1..]).await,
         Some("s3-requests") => s3_requests::run().await,
         Some("layout") => layout::run(&args[1..]).await,
-        _ => bail!(
-            "usage: tarn-bench ingest [--seconds N] [--connections N]\n       tarn-bench load [--rows N]\n       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...] [--compare-deltalake | --compare-binary PATH]\n       tarn-bench s3-requests\n       tarn-bench layout [--events N]"
-        ),
+        _ => bail!("{USAGE}"),
     }
 }
+
+/// What `tarn-bench --help` prints (and any unknown subcommand).
+const USAGE: &str = "usage: tarn-bench ingest [--seconds N] [--connections N]
+       tarn-bench load [--rows N]
+       tarn-bench tpch [--scale F] [--runs N] [--lake DIR] [--queries q1,q2,...] [--compare-deltalake | --compare-binary PATH]
+       tarn-bench s3-requests
+       tarn-bench layout [--events N]";
 
 async fn ingest(args: &[String]) -> anyhow::Result<()> {
     let mut options =
