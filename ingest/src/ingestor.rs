@@ -255,9 +255,12 @@ impl Ingestor {
             });
             let source = options.source.to_string();
             let logged_body = (format, body.clone());
+            // Only rows logged as Arrow IPC (a contract's checked rows, rejections, raw
+            // payloads) cost CPU here; a logged body is handed over as it is.
+            let encodes_ipc = plan.contract.is_some() || plan.raw.is_some() || !rejected.is_empty();
             let encode =
                 move || parts(&plan, valid, logged_body, &rejected, raw_payload, &source, at);
-            if body.len() <= INLINE_DECODE_BYTES {
+            if body.len() <= INLINE_DECODE_BYTES || !encodes_ipc {
                 encode()
             } else {
                 tokio::task::spawn_blocking(encode)

@@ -5,8 +5,10 @@
 //! it already has in memory:
 //!
 //! * compaction — when `compact_min_files` files are smaller than `small_file_bytes`, they are
-//!   rewritten into files of about `target_file_bytes` (Delta `OPTIMIZE`, bin-packing), each
-//!   sorted by the table's `cluster_by` columns when it declares them;
+//!   packed into files of about `target_file_bytes` (Delta `OPTIMIZE`, bin-packing): files of
+//!   large row groups (busy tables) by copying their row groups as they are, the others
+//!   rewritten, sorted by the table's `cluster_by` columns when it declares them (see
+//!   [`LakeTable::optimize`]);
 //! * checkpoint — every `checkpoint_every` commits (and after a compaction);
 //! * vacuum — every `vacuum_every_secs`, files unreferenced for longer than
 //!   `vacuum_retention_hours` are deleted.

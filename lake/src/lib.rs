@@ -37,6 +37,7 @@
 
 mod changes;
 pub mod cluster;
+mod compact;
 mod error;
 mod kind;
 mod location;

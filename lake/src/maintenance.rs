@@ -1,9 +1,7 @@
 //! Table maintenance: compaction (optimize), checkpoints and vacuum.
 
-use std::num::NonZeroU64;
 use std::time::Duration;
 
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use serde::Serialize;
@@ -78,45 +76,6 @@ impl LakeTable {
                 state.log_data().iter().filter(|f| (f.size().max(0) as u64) < bytes).count()
             })
             .unwrap_or(0)
-    }
-
-    /// Rewrites small files into files of about `target_bytes` (bin-packing, per partition).
-    /// Readers keep working: the old files stay until a vacuum removes them.
-    ///
-    /// Compaction runs beside ingest, so it is made cheap and bounded rather than maximal: one
-    /// bin at a time, row groups of `COMPACTION_ROW_GROUP_ROWS` (the writer holds one row
-    /// group in memory; deltalake's default of 1M rows costs hundreds of MiB on wide rows), and
-    /// zstd level 1 (most of level 4's ratio at a fraction of its CPU).
-    ///
-    /// With `cluster_by` columns, each bin is rewritten sorted by them (see
-    /// [`crate::cluster`]); without, the rows keep their order (deltalake's `OPTIMIZE`).
-    pub async fn optimize(
-        self,
-        target_bytes: u64,
-        cluster_by: &[String],
-    ) -> Result<(LakeTable, Compaction)> {
-        if !cluster_by.is_empty() {
-            return self.compact_sorted(target_bytes.max(1), cluster_by).await;
-        }
-        let files_before = self.stats().files;
-        let target = NonZeroU64::new(target_bytes.max(1)).expect("at least 1");
-        let (table, metrics) = self
-            .into_delta()
-            .optimize()
-            .with_target_size(target)
-            .with_writer_properties(compaction_writer())
-            .with_max_concurrent_tasks(1)
-            .with_commit_properties(CommitProperties::default().with_max_retries(100))
-            .await?;
-        let table = LakeTable::new(table);
-        let report = Compaction {
-            files_before,
-            files_after: table.stats().files,
-            files_removed: metrics.num_files_removed,
-            files_added: metrics.num_files_added,
-            version: table.version(),
-        };
-        Ok((table, report))
     }
 
     /// Writes a checkpoint of the current version, so that readers load the table state from

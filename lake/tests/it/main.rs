@@ -62,6 +62,7 @@ backend_tests!(
     staged_rows_commit_as_one_append,
     exact_commits_see_what_others_added,
     appended_files_have_small_pages_and_dictionaries,
+    compaction_stitches_large_row_groups_and_rewrites_small_ones,
 );
 
 async fn create_append_stats_history(backend: Backend) {
@@ -436,4 +437,111 @@ async fn appended_files_have_small_pages_and_dictionaries(backend: Backend) {
             assert!(size <= 64 * 1024 + 64, "column {column}: a dictionary page of {size} bytes");
         }
     }
+}
+
+/// The actions of commit `version` of the table at `path`, as JSON.
+async fn commit_actions(
+    lake: &tarn_lake::Lake,
+    path: &str,
+    version: u64,
+) -> Vec<serde_json::Value> {
+    let log = object_store::path::Path::from(format!("{path}/_delta_log/{version:020}.json"));
+    let commit = lake.store().get(&log).await.unwrap().bytes().await.unwrap();
+    commit
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect()
+}
+
+/// The footer of the file an `add` action names, checking its size.
+async fn footer(
+    table: &LakeTable,
+    add: &serde_json::Value,
+) -> tarn_lake::deltalake::parquet::file::metadata::ParquetMetaData {
+    use tarn_lake::deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    let file = object_store::path::Path::parse(add["path"].as_str().unwrap()).unwrap();
+    let bytes = table.delta().object_store().get(&file).await.unwrap().bytes().await.unwrap();
+    assert_eq!(bytes.len() as i64, add["size"].as_i64().unwrap(), "the size in the log");
+    ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&bytes)
+        .unwrap()
+}
+
+/// Files of at least 64k rows per row group are compacted by copying their row groups into
+/// one file (pages, compression and page index as they were, statistics merged from the
+/// log); files of small row groups are rewritten; files of another schema are kept apart.
+async fn compaction_stitches_large_row_groups_and_rewrites_small_ones(backend: Backend) {
+    use tarn_lake::deltalake::parquet::basic::Compression;
+    let test = TestLake::new(backend);
+    let lake = test.open().await;
+    let path = "default/stitched";
+    let mut table = lake.create_table(path, &schema(), &[]).await.unwrap();
+    // Three files of one 70,000-row row group each, three of 100 rows.
+    for k in 0..3 {
+        table = table.append(vec![batch(k * 70_000..(k + 1) * 70_000)]).await.unwrap();
+    }
+    for k in 0..3 {
+        table =
+            table.append(vec![batch(210_000 + k * 100..210_000 + (k + 1) * 100)]).await.unwrap();
+    }
+    // And one large file with a column more: the same size of row groups, another schema.
+    let table = table.add_columns(&[Field::new("extra", DataType::Utf8, true)]).await.unwrap();
+    let wider = table.schema().unwrap();
+    let ids = 300_000..370_000i64;
+    let extra = RecordBatch::try_new(
+        wider,
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids.clone())),
+            Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("n{i}")))),
+            Arc::new(StringArray::from_iter_values(ids.map(|i| format!("e{i}")))),
+        ],
+    )
+    .unwrap();
+    let table = table.append(vec![extra]).await.unwrap();
+    let before = read_sorted(&table).await;
+    assert_eq!(before.len(), 280_300);
+    assert_eq!(table.stats().files, 7);
+
+    let (table, report) = table.optimize(64 * 1024 * 1024, &[]).await.unwrap();
+    assert_eq!(
+        (report.files_before, report.files_removed, report.files_added, report.files_after),
+        (7, 6, 2, 3),
+        "{report:?}"
+    );
+    assert_eq!(read_sorted(&table).await, before, "compaction keeps every row");
+    assert_eq!(table.stats().rows, Some(280_300));
+
+    let actions = commit_actions(&lake, path, report.version).await;
+    let adds: Vec<&serde_json::Value> = actions.iter().filter_map(|a| a.get("add")).collect();
+    assert_eq!(adds.len(), 2);
+    assert!(adds.iter().all(|a| a["dataChange"] == false));
+    let stats = |add: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_str(add["stats"].as_str().unwrap()).unwrap()
+    };
+    let stitched = *adds.iter().find(|a| stats(a)["numRecords"] == 210_000).expect("stitched");
+    let rewritten = *adds.iter().find(|a| stats(a)["numRecords"] == 300).expect("rewritten");
+    let stitched_stats = stats(stitched);
+    assert_eq!(stitched_stats["minValues"], serde_json::json!({"id": 0, "name": "n0"}));
+    assert_eq!(stitched_stats["maxValues"], serde_json::json!({"id": 209_999, "name": "n99999"}));
+    assert_eq!(stitched_stats["nullCount"], serde_json::json!({"id": 0, "name": 0}));
+
+    // The stitched file: the three row groups as they were, snappy, with their page index
+    // and the Arrow schema.
+    let metadata = footer(&table, stitched).await;
+    let rows: Vec<i64> = metadata.row_groups().iter().map(|g| g.num_rows()).collect();
+    assert_eq!(rows, vec![70_000; 3]);
+    assert!(metadata.row_groups().iter().all(|g| g.column(0).compression() == Compression::SNAPPY));
+    let offsets = metadata.offset_index().expect("a page index");
+    assert!(offsets.iter().all(|group| group[0].page_locations().len() >= 20), "small pages kept");
+    assert!(metadata.column_index().is_some());
+    let kv = metadata.file_metadata().key_value_metadata().unwrap();
+    assert!(kv.iter().any(|kv| kv.key == "ARROW:schema"));
+    // The rewritten file: the compaction writer's zstd.
+    let metadata = footer(&table, rewritten).await;
+    assert!(matches!(metadata.row_group(0).column(0).compression(), Compression::ZSTD(_)));
+
+    let (_, again) = table.optimize(64 * 1024 * 1024, &[]).await.unwrap();
+    assert_eq!((again.files_removed, again.files_added), (0, 0), "{again:?}");
 }
