@@ -31,6 +31,7 @@
 //! ```
 
 pub mod cluster;
+mod conjunction;
 mod engine;
 mod error;
 mod external;
