@@ -27,7 +27,6 @@ use tarn_lake::Lake;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::{ClusterConfig, Workers};
-use crate::conjunction::Conjunctions;
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
 use crate::scan::{DeltaReader, RuntimeFilters, Scans};
 use crate::{policy, timetravel, Error, Result};
@@ -227,11 +226,7 @@ impl QueryEngine {
         match &self.workers {
             Some(workers) => builder = workers.distribute(builder),
             // Not with workers: datafusion-distributed sends plans of DataFusion's operators.
-            None => {
-                builder = builder
-                    .with_physical_optimizer_rule(Arc::new(RuntimeFilters))
-                    .with_physical_optimizer_rule(Arc::new(Conjunctions))
-            }
+            None => builder = builder.with_physical_optimizer_rule(Arc::new(RuntimeFilters)),
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);

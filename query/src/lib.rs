@@ -31,7 +31,6 @@
 //! ```
 
 pub mod cluster;
-mod conjunction;
 mod engine;
 mod error;
 mod external;
