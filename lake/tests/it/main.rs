@@ -544,4 +544,36 @@ async fn compaction_stitches_large_row_groups_and_rewrites_small_ones(backend: B
 
     let (_, again) = table.optimize(64 * 1024 * 1024, &[]).await.unwrap();
     assert_eq!((again.files_removed, again.files_added), (0, 0), "{again:?}");
+
+    // Another reader: python deltalake's file list, the rows decoded by pyarrow's (C++)
+    // Parquet reader.
+    let location = format!("{}/{path}", test.location);
+    let options: serde_json::Map<String, serde_json::Value> =
+        test.env().into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    let output = std::process::Command::new(tarn_lake::test_util::python())
+        .arg("-c")
+        .arg(READ_WITH_PYARROW)
+        .arg(&location)
+        .arg(serde_json::Value::Object(options).to_string())
+        .output()
+        .expect("run python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ids: i64 = before.iter().map(|(id, _)| id).sum();
+    assert_eq!(
+        seen,
+        serde_json::json!({"version": report.version, "files": 3, "rows": 280_300, "id_sum": ids}),
+    );
 }
+
+/// Prints a Delta table's version, file count, rows and sum of `id` as JSON, read with python
+/// deltalake and pyarrow (arguments: the table's location, storage options as JSON).
+const READ_WITH_PYARROW: &str = r#"
+import json, sys
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+table = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))
+data = table.to_pyarrow_dataset().to_table()
+print(json.dumps({"version": table.version(), "files": len(table.file_uris()),
+                  "rows": data.num_rows, "id_sum": pc.sum(data["id"]).as_py()}))
+"#;
