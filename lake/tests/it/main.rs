@@ -535,6 +535,13 @@ async fn compaction_stitches_large_row_groups_and_rewrites_small_ones(backend: B
     assert!(metadata.row_groups().iter().all(|g| g.column(0).compression() == Compression::SNAPPY));
     let offsets = metadata.offset_index().expect("a page index");
     assert!(offsets.iter().all(|group| group[0].page_locations().len() >= 20), "small pages kept");
+    // The page index points into the new file: each chunk's first data page where the
+    // chunk's metadata says it starts.
+    for (group, offsets) in metadata.row_groups().iter().zip(offsets) {
+        for (column, offsets) in group.columns().iter().zip(offsets) {
+            assert_eq!(offsets.page_locations()[0].offset, column.data_page_offset());
+        }
+    }
     assert!(metadata.column_index().is_some());
     let kv = metadata.file_metadata().key_value_metadata().unwrap();
     assert!(kv.iter().any(|kv| kv.key == "ARROW:schema"));
