@@ -227,7 +227,6 @@ struct BinFile {
 
 /// Reads bins and writes their rows again, sorted by the `cluster_by` columns if any.
 struct Rewriter {
-    state: Arc<deltalake::datafusion::execution::session_state::SessionState>,
     ctx: SessionContext,
     order: Vec<deltalake::datafusion::logical_expr::SortExpr>,
 }
@@ -240,17 +239,15 @@ impl Rewriter {
             .map_err(DeltaTableError::from)?;
         // One partition: maintenance runs beside ingest and queries, so it takes one core.
         let config = SessionConfig::new().with_target_partitions(1);
-        let state = Arc::new(
-            SessionStateBuilder::new()
-                .with_config(config)
-                .with_runtime_env(runtime)
-                .with_default_features()
-                .build(),
-        );
-        table.delta().update_datafusion_session(state.as_ref())?;
-        let ctx = SessionContext::new_with_state(state.as_ref().clone());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        table.delta().update_datafusion_session(&state)?;
+        let ctx = SessionContext::new_with_state(state);
         let order = cluster_by.iter().map(|c| ident(c).sort(true, false)).collect();
-        Ok(Rewriter { state, ctx, order })
+        Ok(Rewriter { ctx, order })
     }
 
     /// The `add` actions of the files `bin`'s rows were written into.
@@ -258,7 +255,7 @@ impl Rewriter {
         let provider = table
             .delta()
             .table_provider()
-            .with_session(self.state.clone())
+            .with_session(Arc::new(self.ctx.state()))
             .with_file_paths(bin.files.iter().map(|f| f.path.to_string()))
             .build()
             .await
