@@ -78,7 +78,12 @@ impl Ingestor {
             let mut backoff = Duration::from_millis(200);
             loop {
                 match self.replay_table(&name).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        // Only now: readiness waits for the records to be in the buffers and
+                        // those the lake holds (or cannot read) to be released.
+                        self.pending.tables.lock().expect("pending replay").remove(&name);
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(table = %name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the table to replay the write-ahead log; retrying");
                         *self.pending.last_error.lock().expect("replay error") =
@@ -119,8 +124,15 @@ impl Ingestor {
             },
             None => None,
         };
-        let parts = self.pending.tables.lock().expect("pending replay").remove(name);
-        let parts = parts.unwrap_or_default();
+        // Taken, not removed: the table stays pending (not ready) until `replay` is done with it.
+        let parts = self
+            .pending
+            .tables
+            .lock()
+            .expect("pending replay")
+            .get_mut(name)
+            .map(std::mem::take)
+            .unwrap_or_default();
         let last = parts.last().map(|(seq, _)| *seq).unwrap_or(0);
         let Some((table, committed)) = found else {
             tracing::error!(table = %name, records = parts.len(), "the table no longer exists; dropping its write-ahead log records");
