@@ -29,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::cluster::{ClusterConfig, Workers};
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
 use crate::scan::{DeltaReader, RuntimeFilters, Scans};
+use crate::shared::{LinkShared, ShareRepeatedAggregates, SharedQueryPlanner};
 use crate::{policy, timetravel, Error, Result};
 
 /// Settings of the query engine: its limits, and the async queries' results.
@@ -226,7 +227,13 @@ impl QueryEngine {
         match &self.workers {
             Some(workers) => builder = workers.distribute(builder),
             // Not with workers: datafusion-distributed sends plans of DataFusion's operators.
-            None => builder = builder.with_physical_optimizer_rule(Arc::new(RuntimeFilters)),
+            None => {
+                builder = builder
+                    .with_physical_optimizer_rule(Arc::new(RuntimeFilters))
+                    .with_optimizer_rule(Arc::new(ShareRepeatedAggregates))
+                    .with_query_planner(Arc::new(SharedQueryPlanner))
+                    .with_physical_optimizer_rule(Arc::new(LinkShared::default()))
+            }
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);

@@ -43,6 +43,7 @@ pub mod policy;
 mod provider;
 pub mod queries;
 mod scan;
+mod shared;
 pub mod timetravel;
 
 pub use engine::{
