@@ -66,6 +66,10 @@ pub struct QueryConfig {
     /// The workers query stages run on (`tarn serve --workers`); `None`: every query runs in
     /// this process.
     pub cluster: Option<ClusterConfig>,
+    /// An aggregation a query plans twice (a view or common table expression used twice, as
+    /// in TPC-H Q15) is computed once for both (without workers). Off: each copy computes its
+    /// own, as DataFusion plans it.
+    pub share_repeated_aggregates: bool,
 }
 
 impl Default for QueryConfig {
@@ -84,6 +88,7 @@ impl Default for QueryConfig {
             max_tracked_queries: 1_000,
             delta_reader: DeltaReader::Tarn,
             cluster: None,
+            share_repeated_aggregates: true,
         }
     }
 }
@@ -228,11 +233,13 @@ impl QueryEngine {
             Some(workers) => builder = workers.distribute(builder),
             // Not with workers: datafusion-distributed sends plans of DataFusion's operators.
             None => {
-                builder = builder
-                    .with_physical_optimizer_rule(Arc::new(RuntimeFilters))
-                    .with_optimizer_rule(Arc::new(ShareRepeatedAggregates))
-                    .with_query_planner(Arc::new(SharedQueryPlanner))
-                    .with_physical_optimizer_rule(Arc::new(LinkShared::default()))
+                builder = builder.with_physical_optimizer_rule(Arc::new(RuntimeFilters));
+                if self.config.share_repeated_aggregates {
+                    builder = builder
+                        .with_optimizer_rule(Arc::new(ShareRepeatedAggregates))
+                        .with_query_planner(Arc::new(SharedQueryPlanner))
+                        .with_physical_optimizer_rule(Arc::new(LinkShared::default()));
+                }
             }
         }
         let state = builder.build();

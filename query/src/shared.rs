@@ -111,7 +111,7 @@ impl OptimizerRule for ShareRepeatedAggregates {
         let mut ids: HashMap<LogicalPlan, usize> = HashMap::new();
         let mut uses: HashMap<usize, usize> = HashMap::new();
         let plan = plan.transform_down_with_subqueries(|node| {
-            if counts.get(&node).is_none_or(|n| *n < 2) {
+            if !is_candidate(&node) || counts.get(&node).is_none_or(|n| *n < 2) {
                 return Ok(Transformed::no(node));
             }
             let next = ids.len();
