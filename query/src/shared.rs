@@ -28,12 +28,18 @@ use std::sync::{Arc, Mutex, Weak};
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, DFSchemaRef, DataFusionError, Result, Statistics};
 use datafusion::config::ConfigOptions;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -46,11 +52,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     displayable, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
 };
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::execution::context::QueryPlanner;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use datafusion::catalog::Session;
-use datafusion::common::runtime::SpawnedTask;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
@@ -257,9 +259,15 @@ impl PhysicalOptimizerRule for LinkShared {
                 }
             }
             if linked >= 2 {
-                links.insert(*id, (Arc::new(Link::new(linked, shapes[0].1, self.max_kept)), numbers));
+                links.insert(
+                    *id,
+                    (Arc::new(Link::new(linked, shapes[0].1, self.max_kept)), numbers),
+                );
             } else if shapes.len() >= 2 {
-                tracing::debug!(subplan = id, "the copies of a shared subplan differ; each runs its own");
+                tracing::debug!(
+                    subplan = id,
+                    "the copies of a shared subplan differ; each runs its own"
+                );
             }
         }
         let mut walked: HashMap<usize, usize> = HashMap::new();
@@ -410,7 +418,8 @@ impl ExecutionPlan for SharedExec {
         let computed = MetricBuilder::new(&self.metrics).counter("computed", partition);
         let reused = MetricBuilder::new(&self.metrics).counter("reused", partition);
         let schema = self.input.schema();
-        let opened = async move { link.open(partition, copy, &input, context, computed, reused).await };
+        let opened =
+            async move { link.open(partition, copy, &input, context, computed, reused).await };
         let stream = futures::stream::once(opened).try_flatten();
         let stream = stream.inspect(move |batch| {
             if let Ok(batch) = batch {
@@ -604,7 +613,11 @@ async fn produce(
                 let size = batch.get_array_memory_size();
                 kept.push(batch);
                 if bytes + size > max_kept || reservation.try_grow(size).is_err() {
-                    tracing::debug!(partition, bytes, "a shared subplan's output is too large to keep; its copies run their own");
+                    tracing::debug!(
+                        partition,
+                        bytes,
+                        "a shared subplan's output is too large to keep; its copies run their own"
+                    );
                     *slot.handoff.lock().expect("shared handoff") =
                         Some((std::mem::take(&mut kept), stream));
                     break Phase::Abandoned { owner };
