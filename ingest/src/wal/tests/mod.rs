@@ -209,12 +209,14 @@ async fn a_segment_is_deleted_only_after_its_keys_are_kept() {
     // active one: a file more than the state says may be on disk for a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let state = wal.state.lock().unwrap();
-        let kept: usize = state.sealed.iter().chain([&state.active]).map(|s| s.keys.len()).sum();
-        assert_eq!(keys.len() + kept, 10, "every key is handed over or still in a segment");
-        assert!(keys.len() >= 9, "{keys:?}");
-        let (files, live) = (segments(dir.path()).len(), state.sealed.len() + 1);
-        drop(state);
+        let (files, live) = {
+            let state = wal.state.lock().unwrap();
+            let kept: usize =
+                state.sealed.iter().chain([&state.active]).map(|s| s.keys.len()).sum();
+            assert_eq!(keys.len() + kept, 10, "every key is handed over or still in a segment");
+            assert!(keys.len() >= 9, "{keys:?}");
+            (segments(dir.path()).len(), state.sealed.len() + 1)
+        };
         if files == live {
             break;
         }
