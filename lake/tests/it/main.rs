@@ -138,22 +138,38 @@ async fn concurrent_writers_lose_no_commit(backend: Backend) {
     let test = TestLake::new(backend);
     test.open().await.create_table("default/contended", &schema(), &[]).await.unwrap();
 
+    // Each writer keeps the version every append reported, so that a failure can tell a commit
+    // Tarn lost from two writers both told they committed one version (the store accepted two
+    // `If-None-Match: *` PUTs of one log file: a store that does not honour conditional put).
     let writer = |offset: i64| {
         let test_lake = &test;
         async move {
             let lake = test_lake.open().await; // its own object store client
             let mut table = lake.open_table("default/contended").await.unwrap();
+            let mut versions = Vec::new();
             for i in 0..COMMITS {
                 let start = offset + i * ROWS;
                 table = table.append(vec![batch(start..start + ROWS)]).await.unwrap();
+                versions.push(table.version());
             }
+            versions
         }
     };
-    tokio::join!(writer(0), writer(1_000_000));
+    let (first, second) = tokio::join!(writer(0), writer(1_000_000));
+    let both: Vec<u64> = first.iter().filter(|v| second.contains(v)).copied().collect();
+    assert!(
+        both.is_empty(),
+        "both writers were told they committed versions {both:?}: the object store accepted two \
+         conditional PUTs of one commit file (first writer {first:?}, second {second:?})"
+    );
 
     let lake = test.open().await;
     let table = lake.open_table("default/contended").await.unwrap();
-    assert_eq!(table.version() as i64, 2 * COMMITS, "1 create + 40 appends");
+    assert_eq!(
+        table.version() as i64,
+        2 * COMMITS,
+        "1 create + 40 appends; the writers were told {first:?} and {second:?}"
+    );
     assert_eq!(table.stats().rows, Some((2 * COMMITS * ROWS) as u64));
     let history = table.history(100).await.unwrap();
     let writes = history.iter().filter(|c| c.operation.as_deref() == Some("WRITE")).count();
