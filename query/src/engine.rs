@@ -27,6 +27,7 @@ use tarn_lake::Lake;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cluster::{ClusterConfig, Workers};
+use crate::decimal::ScaleDecimalLiterals;
 use crate::provider::{LakeCatalog, TableRead, CATALOG_NAME};
 use crate::scan::{DeltaReader, RuntimeFilters, Scans};
 use crate::shared::{LinkShared, ShareRepeatedAggregates, SharedQueryPlanner};
@@ -228,7 +229,8 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
-            .with_catalog_list(catalogs);
+            .with_catalog_list(catalogs)
+            .with_optimizer_rule(Arc::new(ScaleDecimalLiterals));
         match &self.workers {
             Some(workers) => builder = workers.distribute(builder),
             // Not with workers: datafusion-distributed sends plans of DataFusion's operators.

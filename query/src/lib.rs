@@ -31,6 +31,7 @@
 //! ```
 
 pub mod cluster;
+mod decimal;
 mod engine;
 mod error;
 mod external;
