@@ -172,7 +172,8 @@ impl QueryEngine {
                 .with_runtime_env(runtime.clone())
                 .build(),
         );
-        let scans = Arc::new(Scans::new(scan_session, config.delta_reader));
+        let scans =
+            Arc::new(Scans::new(scan_session, config.delta_reader, config.cluster.is_none()));
         let workers = match &config.cluster {
             Some(cluster) => {
                 cluster.check().map_err(|e| Error::BadQuery(format!("the cluster: {e}")))?;

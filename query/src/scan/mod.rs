@@ -11,6 +11,11 @@
 //!   and for every column min, max and null count (and, for a declared single-column
 //!   `unique_key`, the distinct count), so that joins are ordered on estimates and
 //!   `count(*)` is answered without reading data;
+//! - splits a file that holds more than a partition's share of the rows into pieces of rows
+//!   (a [`ParquetRowSelection`] each), so that a table of one large file, or of files of
+//!   unequal sizes, is read by every core: a file's row groups are the smallest unit
+//!   DataFusion divides between partitions, and Delta writers put up to a million rows in
+//!   one (see [`split_large_files`]);
 //! - plans a plain `DataSourceExec` over a `ParquetSource`, exactly what DataFusion plans for
 //!   its own Parquet tables, with the session's Parquet settings: the physical optimizer
 //!   pushes the filters (and the joins' dynamic filters) into it, which prunes row groups and
@@ -36,10 +41,12 @@ use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, Statistics};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
@@ -51,6 +58,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
+use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use object_store::ObjectStore;
 use tarn_catalog::{Catalog, TableDefinition, TableName};
 use tarn_lake::LakeTable;
@@ -95,6 +103,9 @@ const CACHE_ENTRIES: usize = 1024;
 pub(crate) struct Scans {
     session: Arc<SessionState>,
     reader: DeltaReader,
+    /// Whether large files are split into pieces of rows (not when plans go to workers:
+    /// datafusion-proto does not carry a piece's row selection).
+    split_files: bool,
     cache: Mutex<FilesCache>,
 }
 
@@ -152,9 +163,10 @@ fn plan_bytes(plan: &Plan) -> usize {
 }
 
 impl Scans {
-    /// Scans with the settings of `session`, by `reader`.
-    pub(crate) fn new(session: Arc<SessionState>, reader: DeltaReader) -> Self {
-        Scans { session, reader, cache: Mutex::default() }
+    /// Scans with the settings of `session`, by `reader`; `split_files` says whether large
+    /// files are read in pieces ([`split_large_files`]).
+    pub(crate) fn new(session: Arc<SessionState>, reader: DeltaReader, split_files: bool) -> Self {
+        Scans { session, reader, split_files, cache: Mutex::default() }
     }
 
     /// The table provider of `table` at the version it is loaded at.
@@ -177,6 +189,7 @@ impl Scans {
                     store_url: ObjectStoreUrl::parse(files::store_url(table_url))?,
                     store,
                     files,
+                    split_files: self.split_files,
                 }))
             }
             Plan::Deltalake(_) => {
@@ -228,6 +241,7 @@ struct DeltaScan {
     files: Arc<TableFiles>,
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
+    split_files: bool,
 }
 
 impl DeltaScan {
@@ -276,15 +290,89 @@ impl DeltaScan {
     }
 }
 
-/// `files` in `groups` groups of about the same number of bytes.
-fn group_by_size(files: Vec<PartitionedFile>, groups: usize) -> Vec<FileGroup> {
+/// Files with fewer rows than this are never split.
+const MIN_SPLIT_ROWS: u64 = 64 * 1024;
+
+/// `files` with each file that holds more than a partition's share of the rows (the rows of
+/// all of them over `partitions`, and at least [`MIN_SPLIT_ROWS`]) replaced by pieces of about
+/// that share: the same file, each piece with a [`ParquetRowSelection`] of consecutive rows,
+/// so that together they read every row once. Each piece comes with the bytes it stands for
+/// (the file's, in proportion to its rows).
+///
+/// DataFusion divides a scan between partitions by files and by byte ranges of files, but a
+/// range reads the row groups that start in it: a file of one large row group (Delta writers
+/// put up to a million rows in one) is read by one core, whatever its size. Pieces of rows
+/// are read by different partitions, and when one finishes first it takes the next piece
+/// from the others (DataFusion's work stealing between the streams of a scan). A piece skips
+/// the pages of the rows it does not read without decompressing them; without a page index
+/// loaded (no filter on the scan) it still fetches its row groups' column chunks whole.
+///
+/// A file without an exact row count in its statistics is not split.
+fn split_large_files(
+    files: Vec<PartitionedFile>,
+    partitions: usize,
+) -> Vec<(PartitionedFile, u64)> {
+    let rows = |f: &PartitionedFile| match f.statistics.as_deref().map(|s| s.num_rows) {
+        Some(Precision::Exact(n)) => Some(n as u64),
+        _ => None,
+    };
+    let total: u64 = files.iter().filter_map(rows).sum();
+    let share = total.div_ceil(partitions.max(1) as u64).max(MIN_SPLIT_ROWS);
+    let mut out = Vec::with_capacity(files.len());
+    for file in files {
+        let bytes = file.object_meta.size;
+        let n = match rows(&file) {
+            Some(n) if partitions > 1 && n > share => n,
+            _ => {
+                out.push((file, bytes));
+                continue;
+            }
+        };
+        let pieces = n.div_ceil(share);
+        for i in 0..pieces {
+            let (start, end) = (n * i / pieces, n * (i + 1) / pieces);
+            out.push((rows_of(&file, start, end, n), bytes * (end - start) / n));
+        }
+    }
+    out
+}
+
+/// The piece of `file` (of `total` rows) that reads its rows `start..end`, with statistics to
+/// match: that many rows exactly, the file's column statistics as bounds.
+fn rows_of(file: &PartitionedFile, start: u64, end: u64, total: u64) -> PartitionedFile {
+    let selectors = [
+        RowSelector::skip(start as usize),
+        RowSelector::select((end - start) as usize),
+        RowSelector::skip((total - end) as usize),
+    ];
+    let selection: RowSelection =
+        selectors.into_iter().filter(|s| s.row_count > 0).collect::<Vec<_>>().into();
+    let mut piece = file.clone().with_extension(ParquetRowSelection::new(selection));
+    if let Some(stats) = file.statistics.as_deref() {
+        let share = (end - start) as f64 / total as f64;
+        piece.statistics = Some(Arc::new(Statistics {
+            num_rows: Precision::Exact((end - start) as usize),
+            total_byte_size: stats.total_byte_size.with_estimated_selectivity(share),
+            column_statistics: stats
+                .column_statistics
+                .iter()
+                .map(|c| c.clone().to_inexact())
+                .collect(),
+        }));
+    }
+    piece
+}
+
+/// `files` (each with the bytes it stands for) in `groups` groups of about the same number of
+/// bytes.
+fn group_by_size(files: Vec<(PartitionedFile, u64)>, groups: usize) -> Vec<FileGroup> {
     let groups = groups.max(1).min(files.len().max(1));
     let mut sorted = files;
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    sorted.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
     let mut bins: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups];
-    for file in sorted {
-        let smallest = bins.iter_mut().min_by_key(|(bytes, _)| *bytes).expect("at least one bin");
-        smallest.0 += file.object_meta.size;
+    for (file, bytes) in sorted {
+        let smallest = bins.iter_mut().min_by_key(|(b, _)| *b).expect("at least one bin");
+        smallest.0 += bytes;
         smallest.1.push(file);
     }
     bins.into_iter().filter(|(_, f)| !f.is_empty()).map(|(_, f)| FileGroup::new(f)).collect()
@@ -342,7 +430,13 @@ impl TableProvider for DeltaScan {
         let statistics = files.statistics_of(&selected)?;
         let chosen: Vec<PartitionedFile> =
             selected.iter().map(|&i| files.files[i].clone()).collect();
-        let groups = group_by_size(chosen, state.config().target_partitions());
+        let partitions = state.config().target_partitions();
+        let pieces = if self.split_files {
+            split_large_files(chosen, partitions)
+        } else {
+            chosen.into_iter().map(|f| (f.clone(), f.object_meta.size)).collect()
+        };
+        let groups = group_by_size(pieces, partitions);
         state.runtime_env().register_object_store(self.store_url.as_ref(), self.store.clone());
         let table_schema = TableSchema::builder(files.file_schema.clone())
             .with_table_partition_cols(files.partition_fields.clone())
@@ -360,5 +454,94 @@ impl TableProvider for DeltaScan {
             .with_options(state.table_options().parquet.clone())
             .create_physical_plan(state, config)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::common::stats::Precision;
+    use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+    use datafusion::datasource::listing::PartitionedFile;
+    use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+
+    use super::{group_by_size, split_large_files, MIN_SPLIT_ROWS};
+
+    fn file(path: &str, rows: Option<usize>, bytes: u64) -> PartitionedFile {
+        let mut file = PartitionedFile::new(path, bytes);
+        if let Some(rows) = rows {
+            file.statistics = Some(Arc::new(Statistics {
+                num_rows: Precision::Exact(rows),
+                total_byte_size: Precision::Exact(bytes as usize),
+                column_statistics: vec![ColumnStatistics {
+                    min_value: Precision::Exact(ScalarValue::Int64(Some(0))),
+                    ..ColumnStatistics::new_unknown()
+                }],
+            }));
+        }
+        file
+    }
+
+    /// The rows a piece reads, as `(start, end)`; the whole file when it is not a piece.
+    fn range(file: &PartitionedFile, total: usize) -> (usize, usize) {
+        let Some(selection) = file.extension::<ParquetRowSelection>() else {
+            return (0, total);
+        };
+        let mut at = 0;
+        let mut selected = None;
+        for s in selection.selection().iter() {
+            if !s.skip {
+                assert!(selected.is_none(), "one run of rows per piece");
+                selected = Some((at, at + s.row_count));
+            }
+            at += s.row_count;
+        }
+        assert_eq!(at, total, "a selection covers the whole file");
+        selected.expect("a piece reads rows")
+    }
+
+    /// A file with more than a partition's share of the rows becomes pieces that read each row
+    /// once, with exact row counts and the file's column statistics as bounds; small files and
+    /// files without a row count stay whole.
+    #[test]
+    fn large_files_become_pieces_of_rows() {
+        let files = vec![
+            file("big", Some(1_000_000), 40_000_000),
+            file("mid", Some(450_000), 18_000_000),
+            file("small", Some(1_000), 100_000),
+            file("unknown", None, 5_000_000),
+        ];
+        let pieces = split_large_files(files, 2);
+        let of = |path: &str| -> Vec<_> {
+            pieces.iter().filter(|(f, _)| f.object_meta.location.as_ref() == path).collect()
+        };
+        // The share is (1,000,000 + 450,000 + 1,000) / 2 = 725,500 rows.
+        let big = of("big");
+        assert_eq!(big.len(), 2);
+        assert_eq!(range(&big[0].0, 1_000_000), (0, 500_000));
+        assert_eq!(range(&big[1].0, 1_000_000), (500_000, 1_000_000));
+        assert_eq!(big[0].1 + big[1].1, 40_000_000, "the bytes are shared out");
+        let stats = big[1].0.statistics.as_deref().unwrap();
+        assert_eq!(stats.num_rows, Precision::Exact(500_000));
+        assert_eq!(
+            stats.column_statistics[0].min_value,
+            Precision::Inexact(ScalarValue::Int64(Some(0)))
+        );
+        for path in ["mid", "small", "unknown"] {
+            let whole = of(path);
+            assert_eq!(whole.len(), 1, "{path}");
+            assert!(whole[0].0.extension::<ParquetRowSelection>().is_none(), "{path}");
+        }
+        // One partition: nothing to share out.
+        let one = split_large_files(vec![file("big", Some(1_000_000), 1)], 1);
+        assert_eq!(one.len(), 1);
+        // Below the smallest size worth splitting, a file stays whole.
+        let rows = MIN_SPLIT_ROWS as usize;
+        assert_eq!(split_large_files(vec![file("f", Some(rows), 1)], 8).len(), 1);
+        assert_eq!(split_large_files(vec![file("f", Some(4 * rows), 1)], 8).len(), 4);
+        // The pieces go to groups by the bytes they stand for.
+        let groups = group_by_size(pieces, 2);
+        assert_eq!(groups.len(), 2);
     }
 }

@@ -20,6 +20,7 @@ use tarn_query::{QueryConfig, QueryEngine};
 backend_tests!(
     scans_prune_files_and_row_groups_by_statistics,
     scans_give_every_column_statistics,
+    a_large_file_is_read_in_pieces_by_every_partition,
     tables_with_column_mapping_are_read_by_deltalakes_provider,
 );
 
@@ -147,6 +148,89 @@ async fn scans_give_every_column_statistics(backend: Backend) {
         "{:?}",
         site.max_value
     );
+}
+
+/// A table of one file of 300,000 rows in a single row group is read in pieces of rows, one
+/// per partition (a row group is otherwise the smallest unit a scan divides), and every row
+/// is read exactly once, with and without a filter that loads the page index.
+async fn a_large_file_is_read_in_pieces_by_every_partition(backend: Backend) {
+    const ROWS: i64 = 300_000;
+    let lake = TestLake::new(backend);
+    let catalog = Arc::new(Catalog::new(Arc::new(lake.open().await)));
+    let name = TableName::parse("big").unwrap();
+    let (_, table) = catalog.create(&name, &readings_schema(), &[], "test").await.unwrap();
+    let ids: Vec<i64> = (0..ROWS).collect();
+    let batch = RecordBatch::try_new(
+        readings_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(Float64Array::from_iter(ids.iter().map(|&i| (i % 7 != 0).then_some(1.0)))),
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("s{}", i % 10)))),
+        ],
+    )
+    .unwrap();
+    // One row group (the writer's default holds up to 1M rows), pages of 2,048 rows.
+    let properties = WriterProperties::builder().set_data_page_row_count_limit(2048).build();
+    table.delta().clone().write(vec![batch]).with_writer_properties(properties).await.unwrap();
+
+    let engine = QueryEngine::new(catalog, QueryConfig::default()).unwrap();
+    let ctx = engine.session().await.unwrap();
+    ctx.sql("SET datafusion.execution.target_partitions = 3").await.unwrap();
+    let queries = [
+        // Every row once: as many distinct ids as rows, and their sum.
+        (
+            "SELECT count(DISTINCT id), sum(id), count(reading) FROM big",
+            "300000,44999850000,257142",
+        ),
+        // A range that the page index narrows, across the pieces' boundaries (100,000 and
+        // 200,000).
+        (
+            "SELECT count(*), sum(id) FROM big WHERE id BETWEEN 99000 AND 201000",
+            "102001,15300150000",
+        ),
+        ("SELECT count(*) FROM big WHERE site = 's3' AND reading IS NULL", "4285"),
+    ];
+    for (sql, expected) in queries {
+        let df = ctx.sql(sql).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let batches: Vec<RecordBatch> =
+            datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+        let row: Vec<String> = batches[0]
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::array_value_to_string(c, 0).unwrap())
+            .collect();
+        assert_eq!(row.join(","), expected, "{sql}");
+        // Three pieces of 100,000 rows for three partitions.
+        assert_eq!(pieces(&plan), vec![100_000; 3], "{sql}");
+    }
+    // With one partition the file is read whole, as before.
+    ctx.sql("SET datafusion.execution.target_partitions = 1").await.unwrap();
+    let plan = ctx.sql(queries[0].0).await.unwrap().create_physical_plan().await.unwrap();
+    assert_eq!(pieces(&plan), Vec::<usize>::new());
+}
+
+/// The rows each distinct piece of a file in `plan`'s scan reads (DataFusion may cut a piece
+/// further into byte ranges, which read the same rows).
+fn pieces(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+    use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    let scan = find_scan(plan).expect("a DataSourceExec");
+    let source = scan.downcast_ref::<DataSourceExec>().unwrap();
+    let config = source.data_source().downcast_ref::<FileScanConfig>().unwrap();
+    let mut selections: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    for file in config.file_groups.iter().flat_map(|group| group.iter()) {
+        if let Some(piece) = file.extension::<ParquetRowSelection>() {
+            let key = format!("{:?}", piece.selection());
+            if !selections.contains(&key) {
+                selections.push(key);
+                rows.push(piece.selection().row_count());
+            }
+        }
+    }
+    rows
 }
 
 fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
