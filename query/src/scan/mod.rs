@@ -431,7 +431,8 @@ impl TableProvider for DeltaScan {
         let chosen: Vec<PartitionedFile> =
             selected.iter().map(|&i| files.files[i].clone()).collect();
         let partitions = state.config().target_partitions();
-        let pieces = if self.split_files {
+        // A scan with a limit reads few rows: its files stay whole.
+        let pieces = if self.split_files && limit.is_none() {
             split_large_files(chosen, partitions)
         } else {
             chosen.into_iter().map(|f| (f.clone(), f.object_meta.size)).collect()

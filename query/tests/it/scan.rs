@@ -204,6 +204,9 @@ async fn a_large_file_is_read_in_pieces_by_every_partition(backend: Backend) {
         // Three pieces of 100,000 rows for three partitions.
         assert_eq!(pieces(&plan), vec![100_000; 3], "{sql}");
     }
+    // A scan with a limit reads few rows: the file stays whole.
+    let plan = ctx.sql("SELECT * FROM big LIMIT 5").await.unwrap().create_physical_plan().await;
+    assert_eq!(pieces(&plan.unwrap()), Vec::<usize>::new());
     // With one partition the file is read whole, as before.
     ctx.sql("SET datafusion.execution.target_partitions = 1").await.unwrap();
     let plan = ctx.sql(queries[0].0).await.unwrap().create_physical_plan().await.unwrap();
