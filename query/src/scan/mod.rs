@@ -331,7 +331,8 @@ fn split_large_files(
         let pieces = n.div_ceil(share);
         for i in 0..pieces {
             let (start, end) = (n * i / pieces, n * (i + 1) / pieces);
-            out.push((rows_of(&file, start, end, n), bytes * (end - start) / n));
+            let share_of_bytes = u128::from(bytes) * u128::from(end - start) / u128::from(n);
+            out.push((rows_of(&file, start, end, n), share_of_bytes as u64));
         }
     }
     out
