@@ -68,24 +68,29 @@ impl OptimizerRule for ScaleDecimalLiterals {
 
 /// `e` with its decimal constant written at the other operand's scale, when `e` adds a decimal
 /// constant to (or subtracts it from, or subtracts from it) a decimal of a larger scale.
-fn scale_literal(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
-        return Ok(Transformed::no(e));
+fn scale_literal(mut e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    let changed = match &mut e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Plus | Operator::Minus, right }) => {
+            rescale_in_place(left, right, schema) || rescale_in_place(right, left, schema)
+        }
+        _ => false,
     };
-    if !matches!(op, Operator::Plus | Operator::Minus) {
-        return Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right })));
+    Ok(Transformed::new_transformed(e, changed))
+}
+
+/// Rewrites `literal`, when it is a decimal constant, at the scale of `other` (see
+/// [`rescaled`]); true if it did.
+fn rescale_in_place(literal: &mut Expr, other: &Expr, schema: &DFSchema) -> bool {
+    let Expr::Literal(value, _) = literal else {
+        return false;
+    };
+    match rescaled(value, other, schema) {
+        Some(scaled) => {
+            *value = scaled;
+            true
+        }
+        None => false,
     }
-    let scaled = match (&*left, &*right) {
-        (Expr::Literal(value, meta), other) => rescaled(value, other, schema)
-            .map(|v| (Box::new(Expr::Literal(v, meta.clone())), right.clone())),
-        (other, Expr::Literal(value, meta)) => rescaled(value, other, schema)
-            .map(|v| (left.clone(), Box::new(Expr::Literal(v, meta.clone())))),
-        _ => None,
-    };
-    Ok(match scaled {
-        Some((left, right)) => Transformed::yes(Expr::BinaryExpr(BinaryExpr { left, op, right })),
-        None => Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right })),
-    })
 }
 
 /// `value` (a decimal constant) at the scale of `other` (a decimal expression), when that scale

@@ -436,7 +436,13 @@ impl TableProvider for DeltaScan {
         let pieces = if self.split_files && limit.is_none() {
             split_large_files(chosen, partitions)
         } else {
-            chosen.into_iter().map(|f| (f.clone(), f.object_meta.size)).collect()
+            chosen
+                .into_iter()
+                .map(|f| {
+                    let bytes = f.object_meta.size;
+                    (f, bytes)
+                })
+                .collect()
         };
         let groups = group_by_size(pieces, partitions);
         state.runtime_env().register_object_store(self.store_url.as_ref(), self.store.clone());
