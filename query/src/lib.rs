@@ -46,6 +46,7 @@ pub mod queries;
 mod scan;
 mod shared;
 pub mod timetravel;
+mod views;
 
 pub use engine::{
     version_text, Admission, LogicalQuery, PlannedQuery, QueryConfig, QueryEngine, Ticket,

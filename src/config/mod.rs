@@ -371,6 +371,10 @@ pub struct QueryArgs {
     /// Directory for spill files (default: the system's temporary directory).
     #[arg(long, env = "TARN_QUERY_SPILL_DIR")]
     pub query_spill_dir: Option<PathBuf>,
+    /// Partitions a query runs in (streams its scans, joins and aggregations work on at once;
+    /// DataFusion's target_partitions). Default: twice the cores.
+    #[arg(long, env = "TARN_QUERY_PARTITIONS", default_value_t = QueryConfig::default().partitions)]
+    pub query_partitions: usize,
     /// Queries running at once.
     #[arg(long, env = "TARN_MAX_CONCURRENT_QUERIES", default_value_t = QueryConfig::default().max_concurrent)]
     pub max_concurrent_queries: usize,
@@ -397,6 +401,7 @@ impl From<QueryArgs> for QueryConfig {
             async_timeout: Duration::from_secs(args.async_query_timeout_secs.max(1)),
             memory_limit: args.query_memory_bytes,
             spill_dir: args.query_spill_dir,
+            partitions: args.query_partitions.max(1),
             max_concurrent: args.max_concurrent_queries.max(1),
             max_queued: args.max_queued_queries,
             max_result_rows: args.max_result_rows.max(1),

@@ -173,9 +173,10 @@ async fn a_large_file_is_read_in_pieces_by_every_partition(backend: Backend) {
     let properties = WriterProperties::builder().set_data_page_row_count_limit(2048).build();
     table.delta().clone().write(vec![batch]).with_writer_properties(properties).await.unwrap();
 
-    let engine = QueryEngine::new(catalog, QueryConfig::default()).unwrap();
+    // An engine of three partitions (`tarn serve --query-partitions 3`).
+    let engine =
+        QueryEngine::new(catalog, QueryConfig { partitions: 3, ..QueryConfig::default() }).unwrap();
     let ctx = engine.session().await.unwrap();
-    ctx.sql("SET datafusion.execution.target_partitions = 3").await.unwrap();
     let queries = [
         // Every row once: as many distinct ids as rows, and their sum.
         (
@@ -207,7 +208,7 @@ async fn a_large_file_is_read_in_pieces_by_every_partition(backend: Backend) {
     // A scan with a limit reads few rows: the file stays whole.
     let plan = ctx.sql("SELECT * FROM big LIMIT 5").await.unwrap().create_physical_plan().await;
     assert_eq!(pieces(&plan.unwrap()), Vec::<usize>::new());
-    // With one partition the file is read whole, as before.
+    // With one partition (a session's own setting) the file is read whole, as before.
     ctx.sql("SET datafusion.execution.target_partitions = 1").await.unwrap();
     let plan = ctx.sql(queries[0].0).await.unwrap().create_physical_plan().await.unwrap();
     assert_eq!(pieces(&plan), Vec::<usize>::new());
