@@ -15,7 +15,9 @@
 //!   (a [`ParquetRowSelection`] each), so that a table of one large file, or of files of
 //!   unequal sizes, is read by every core: a file's row groups are the smallest unit
 //!   DataFusion divides between partitions, and Delta writers put up to a million rows in
-//!   one (see [`split_large_files`]);
+//!   one (see [`split_large_files`]); not for a scan with a limit, nor one whose filters
+//!   DataFusion estimates to keep fewer than [`MIN_SPLIT_ROWS`] rows (a lookup by key reads a
+//!   few pages, and each piece would open the file again);
 //! - plans a plain `DataSourceExec` over a `ParquetSource`, exactly what DataFusion plans for
 //!   its own Parquet tables, with the session's Parquet settings: the physical optimizer
 //!   pushes the filters (and the joins' dynamic filters) into it, which prunes row groups and
@@ -55,6 +57,8 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::intervals::utils::check_support;
+use datafusion::physical_expr::{analyze, AnalysisContext};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -272,6 +276,29 @@ impl DeltaScan {
         keep
     }
 
+    /// How many of the rows of the files of `statistics` `filters` keep, as DataFusion
+    /// estimates it from the columns' bounds (an equality on a column of 1.5M distinct
+    /// numbers: one row); `None` where it cannot (no filter, a condition on strings).
+    fn estimated_rows(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+        statistics: &Statistics,
+    ) -> Option<u64> {
+        let rows = *statistics.num_rows.get_value()? as f64;
+        let predicate = conjunction(filters.iter().cloned())?;
+        let schema = &self.files.scan_schema;
+        let df_schema = DFSchema::try_from(schema.clone()).ok()?;
+        let physical = state.create_physical_expr(predicate, &df_schema).ok()?;
+        if !check_support(&physical, schema) {
+            return None;
+        }
+        let context =
+            AnalysisContext::try_from_statistics(schema, &statistics.column_statistics).ok()?;
+        let selectivity = analyze(&physical, context, schema).ok()?.selectivity?;
+        Some((rows * selectivity).ceil() as u64)
+    }
+
     /// Which files may hold rows `predicate` keeps (`None`: the predicate cannot be checked
     /// against statistics).
     fn pruning(&self, state: &dyn Session, predicate: Expr) -> Result<Option<Vec<bool>>> {
@@ -432,8 +459,11 @@ impl TableProvider for DeltaScan {
         let chosen: Vec<PartitionedFile> =
             selected.iter().map(|&i| files.files[i].clone()).collect();
         let partitions = state.config().target_partitions();
-        // A scan with a limit reads few rows: its files stay whole.
-        let pieces = if self.split_files && limit.is_none() {
+        // A scan with a limit, or with filters estimated to keep few rows (a lookup by key),
+        // reads a few pages: its files stay whole, each opened once.
+        let few_rows =
+            self.estimated_rows(state, filters, &statistics).is_some_and(|r| r < MIN_SPLIT_ROWS);
+        let pieces = if self.split_files && limit.is_none() && !few_rows {
             split_large_files(chosen, partitions)
         } else {
             chosen

@@ -205,6 +205,14 @@ async fn a_large_file_is_read_in_pieces_by_every_partition(backend: Backend) {
         // Three pieces of 100,000 rows for three partitions.
         assert_eq!(pieces(&plan), vec![100_000; 3], "{sql}");
     }
+    // A lookup by key reads a page: the file stays whole (DataFusion's estimate from the
+    // bounds of `id`: one row of 300,000), and the page index still finds the row.
+    let sql = "SELECT id, site FROM big WHERE id = 250001";
+    let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    assert_eq!(pieces(&plan), Vec::<usize>::new());
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(text.contains("| 250001 | s1   |"), "{text}");
     // A scan with a limit reads few rows: the file stays whole.
     let plan = ctx.sql("SELECT * FROM big LIMIT 5").await.unwrap().create_physical_plan().await;
     assert_eq!(pieces(&plan.unwrap()), Vec::<usize>::new());
