@@ -58,7 +58,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::intervals::utils::check_support;
-use datafusion::physical_expr::{analyze, AnalysisContext};
+use datafusion::physical_expr::{analyze, AnalysisContext, PhysicalExpr};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -277,8 +277,9 @@ impl DeltaScan {
     }
 
     /// How many of the rows of the files of `statistics` `filters` keep, as DataFusion
-    /// estimates it from the columns' bounds (an equality on a column of 1.5M distinct
-    /// numbers: one row); `None` where it cannot (no filter, a condition on strings).
+    /// estimates it from the columns' bounds (an equality on a number column whose bounds
+    /// span 6M values, over 1M rows: one row); `None` where it cannot (no filter, a condition
+    /// on strings).
     fn estimated_rows(
         &self,
         state: &dyn Session,
@@ -288,8 +289,7 @@ impl DeltaScan {
         let rows = *statistics.num_rows.get_value()? as f64;
         let predicate = conjunction(filters.iter().cloned())?;
         let schema = &self.files.scan_schema;
-        let df_schema = DFSchema::try_from(schema.clone()).ok()?;
-        let physical = state.create_physical_expr(predicate, &df_schema).ok()?;
+        let physical = self.physical(state, predicate).ok()?;
         if !check_support(&physical, schema) {
             return None;
         }
@@ -299,12 +299,17 @@ impl DeltaScan {
         Some((rows * selectivity).ceil() as u64)
     }
 
+    /// `predicate` over the scan's columns, as DataFusion evaluates it.
+    fn physical(&self, state: &dyn Session, predicate: Expr) -> Result<Arc<dyn PhysicalExpr>> {
+        let df_schema = DFSchema::try_from(self.files.scan_schema.clone())?;
+        state.create_physical_expr(predicate, &df_schema)
+    }
+
     /// Which files may hold rows `predicate` keeps (`None`: the predicate cannot be checked
     /// against statistics).
     fn pruning(&self, state: &dyn Session, predicate: Expr) -> Result<Option<Vec<bool>>> {
         let schema = self.files.scan_schema.clone();
-        let df_schema = DFSchema::try_from(schema.clone())?;
-        let physical = state.create_physical_expr(predicate, &df_schema)?;
+        let physical = self.physical(state, predicate)?;
         let max_in_list = state.config_options().execution.parquet.max_in_list_size;
         let Some(pruning) = PruningPredicateBuilder::new()
             .with_file_schema(schema)
