@@ -30,6 +30,7 @@ use datafusion::common::{internal_err, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -273,7 +274,11 @@ fn views_in(e: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Option<ViewsIn
                     return Ok(None);
                 };
                 let fits = l.constants.len() + r.constants.len() <= MAX_CONSTANTS;
-                let same = l.negated == negated && r.negated == negated && l.value.eq(&r.value);
+                // One value, computed once instead of twice: not for a volatile one.
+                let same = l.negated == negated
+                    && r.negated == negated
+                    && l.value.eq(&r.value)
+                    && !is_volatile(&l.value);
                 (same && fits).then(|| {
                     let constants = l.constants.iter().chain(&r.constants).cloned().collect();
                     ViewsIn::new(l.value.clone(), constants, negated)
