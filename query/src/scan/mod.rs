@@ -249,20 +249,40 @@ struct DeltaScan {
 }
 
 impl DeltaScan {
-    /// The files a scan with `filters` and `limit` reads: those whose statistics do not show
-    /// that the filters keep none of their rows; and with a limit and no filter, only as
-    /// many as hold that many rows.
-    fn select(&self, state: &dyn Session, filters: &[Expr], limit: Option<usize>) -> Vec<usize> {
+    /// The scan's filters as one predicate over its columns, as DataFusion evaluates it
+    /// (`None`: no filter, or one DataFusion cannot plan here, which then prunes nothing).
+    fn predicate(&self, state: &dyn Session, filters: &[Expr]) -> Option<Arc<dyn PhysicalExpr>> {
+        let predicate = conjunction(filters.iter().cloned())?;
+        let schema = DFSchema::try_from(self.files.scan_schema.clone());
+        match schema.and_then(|schema| state.create_physical_expr(predicate, &schema)) {
+            Ok(physical) => Some(physical),
+            Err(e) => {
+                tracing::debug!(error = %e, "file statistics not used to prune");
+                None
+            }
+        }
+    }
+
+    /// The files a scan with `predicate` (its filters) and `limit` reads: those whose
+    /// statistics do not show that the predicate keeps none of their rows; and with a limit
+    /// and no filter, only as many as hold that many rows.
+    fn select(
+        &self,
+        state: &dyn Session,
+        predicate: Option<&Arc<dyn PhysicalExpr>>,
+        filtered: bool,
+        limit: Option<usize>,
+    ) -> Vec<usize> {
         let files = &self.files;
         let mut keep: Vec<usize> = (0..files.files.len()).collect();
-        if let Some(predicate) = conjunction(filters.iter().cloned()) {
-            match self.pruning(state, predicate) {
+        if let Some(predicate) = predicate {
+            match self.pruning(state, predicate.clone()) {
                 Ok(Some(mask)) => keep.retain(|&i| mask[i]),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, "file statistics not used to prune"),
             }
         }
-        if let (Some(limit), true) = (limit, filters.is_empty()) {
+        if let (Some(limit), false) = (limit, filtered) {
             let rows = files.row_counts();
             if rows.null_count() == 0 {
                 let mut total = 0u64;
@@ -276,45 +296,39 @@ impl DeltaScan {
         keep
     }
 
-    /// How many of the rows of the files of `statistics` `filters` keep, as DataFusion
+    /// How many of the rows of the files of `statistics` `predicate` keeps, as DataFusion
     /// estimates it from the columns' bounds (an equality on a number column whose bounds
-    /// span 6M values, over 1M rows: one row); `None` where it cannot (no filter, a condition
-    /// on strings).
+    /// span 6M values, over 1M rows: one row); `None` where it cannot (a condition on
+    /// strings).
     fn estimated_rows(
         &self,
-        state: &dyn Session,
-        filters: &[Expr],
+        predicate: &Arc<dyn PhysicalExpr>,
         statistics: &Statistics,
     ) -> Option<u64> {
         let rows = *statistics.num_rows.get_value()? as f64;
-        let predicate = conjunction(filters.iter().cloned())?;
         let schema = &self.files.scan_schema;
-        let physical = self.physical(state, predicate).ok()?;
-        if !check_support(&physical, schema) {
+        if !check_support(predicate, schema) {
             return None;
         }
         let context =
             AnalysisContext::try_from_statistics(schema, &statistics.column_statistics).ok()?;
-        let selectivity = analyze(&physical, context, schema).ok()?.selectivity?;
+        let selectivity = analyze(predicate, context, schema).ok()?.selectivity?;
         Some((rows * selectivity).ceil() as u64)
-    }
-
-    /// `predicate` over the scan's columns, as DataFusion evaluates it.
-    fn physical(&self, state: &dyn Session, predicate: Expr) -> Result<Arc<dyn PhysicalExpr>> {
-        let df_schema = DFSchema::try_from(self.files.scan_schema.clone())?;
-        state.create_physical_expr(predicate, &df_schema)
     }
 
     /// Which files may hold rows `predicate` keeps (`None`: the predicate cannot be checked
     /// against statistics).
-    fn pruning(&self, state: &dyn Session, predicate: Expr) -> Result<Option<Vec<bool>>> {
+    fn pruning(
+        &self,
+        state: &dyn Session,
+        predicate: Arc<dyn PhysicalExpr>,
+    ) -> Result<Option<Vec<bool>>> {
         let schema = self.files.scan_schema.clone();
-        let physical = self.physical(state, predicate)?;
         let max_in_list = state.config_options().execution.parquet.max_in_list_size;
         let Some(pruning) = PruningPredicateBuilder::new()
             .with_file_schema(schema)
             .with_max_in_list_size(max_in_list)
-            .build(physical)
+            .build(predicate)
         else {
             return Ok(None);
         };
@@ -455,7 +469,8 @@ impl TableProvider for DeltaScan {
             Some(columns) => columns.iter().map(|&i| files.to_scan[i]).collect(),
             None => files.to_scan.clone(),
         };
-        let selected = self.select(state, filters, limit);
+        let predicate = self.predicate(state, filters);
+        let selected = self.select(state, predicate.as_ref(), !filters.is_empty(), limit);
         if selected.is_empty() {
             let schema = Arc::new(files.scan_schema.project(&projection)?);
             return Ok(Arc::new(EmptyExec::new(schema)));
@@ -466,9 +481,11 @@ impl TableProvider for DeltaScan {
         let partitions = state.config().target_partitions();
         // A scan with a limit, or with filters estimated to keep few rows (a lookup by key),
         // reads a few pages: its files stay whole, each opened once.
-        let few_rows =
-            self.estimated_rows(state, filters, &statistics).is_some_and(|r| r < MIN_SPLIT_ROWS);
-        let pieces = if self.split_files && limit.is_none() && !few_rows {
+        let few_rows = || {
+            let estimate = predicate.as_ref().and_then(|p| self.estimated_rows(p, &statistics));
+            estimate.is_some_and(|rows| rows < MIN_SPLIT_ROWS)
+        };
+        let pieces = if self.split_files && limit.is_none() && !few_rows() {
             split_large_files(chosen, partitions)
         } else {
             chosen
