@@ -219,7 +219,12 @@ impl PhysicalOptimizerRule for CompareViews {
                 if !changed {
                     return Ok(Transformed::no(node));
                 }
-                let rebuilt = ProjectionExec::try_new(exprs, projection.input().clone())?;
+                // The same output schema, metadata included.
+                let rebuilt = ProjectionExec::try_new_with_schema_metadata(
+                    exprs,
+                    projection.input().clone(),
+                    &projection.schema(),
+                )?;
                 return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
             }
             Ok(Transformed::no(node))
